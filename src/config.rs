@@ -1,0 +1,964 @@
+//! Configuration: explicit options, `REDIS_URL`, `REDIS_HOST`/... and Railway's names, resolved
+//! once at construction into a validated [`Settings`]. Every error is a `Code::Config`
+//! `GuardError` whose message never contains the password.
+//!
+//! The rest of the crate never reads the environment: `index.js` passes the relevant variables.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use napi_derive::napi;
+use percent_encoding::percent_decode_str;
+use serde_json::{Map, Value};
+
+use crate::error::{GuardError, Result};
+
+/// Options of `new RedisClient(options)`. Every field is optional; see the README for the order
+/// in which options, `REDIS_URL` and `REDIS_HOST`/... are applied.
+#[napi(object)]
+#[derive(Default)]
+pub struct RedisClientOptions {
+  /// A connection URL: `redis://[[user]:password@]host[:port][/db]`, `rediss://` (TLS),
+  /// `redis-cluster://host:port?node=host2:port2`, or
+  /// `redis-sentinel://host:port[/db]?sentinelServiceName=name&node=host2:port2`.
+  /// The default value is `REDIS_URL`, then `REDIS_HOST`/`REDIS_PORT`/..., then `redis://127.0.0.1:6379`.
+  pub url: Option<String>,
+  /// Host name or IP of a standalone server. Overrides the URL's host. The default value is `127.0.0.1`.
+  pub host: Option<String>,
+  /// TCP port, 1 to 65535. The default value is `6379`.
+  pub port: Option<u32>,
+  /// ACL user name. The default value is none (the `default` user).
+  pub username: Option<String>,
+  /// Password (with `username`: the ACL user's password). The default value is none.
+  pub password: Option<String>,
+  /// Database number, 0 to 255 (standalone and sentinel only). The default value is `0`.
+  pub db: Option<u32>,
+  /// `true` for TLS with the system's roots, or TLS options. The default value is `false`
+  /// (`true` for `rediss://` URLs and `REDIS_TLS=true`).
+  pub tls: Option<TlsOptions>,
+  /// Cluster seed nodes as `host:port` strings; turns on cluster mode. The default value is none.
+  pub cluster_nodes: Option<Vec<String>>,
+  /// Sentinel nodes (`host:port`) and the name of the monitored primary. The default value is none.
+  pub sentinel: Option<SentinelOptions>,
+  /// Deadline of every command, in ms: a call that takes longer settles with the fallback.
+  /// The default value is `250`.
+  pub command_timeout_ms: Option<u32>,
+  /// Deadline of a connection attempt (TCP + TLS + AUTH/HELLO), in ms. The default value is `2000`.
+  pub connect_timeout_ms: Option<u32>,
+  /// Most commands that may wait in the client's queue; more fail at once. The default value is `4096`.
+  pub max_command_buffer: Option<u32>,
+  /// Reconnection: forever, exponential backoff from `minDelayMs` to `maxDelayMs` with up to
+  /// `jitterMs` of random jitter. The default value is `{ minDelayMs: 50, maxDelayMs: 2000, jitterMs: 100 }`.
+  pub reconnect: Option<ReconnectOptions>,
+  /// Prefix of the Redis keys of locks. The default value is `lock:`.
+  pub lock_prefix: Option<String>,
+  /// Most keys the in-memory fallback keeps (rate-limit windows and locks, each). The default value is `100000`.
+  pub fallback_max_keys: Option<u32>,
+  /// How often, in ms, a client that lost Redis probes it with PING. The default value is `250`.
+  pub probe_interval_ms: Option<u32>,
+}
+
+/// TLS options.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct TlsOptions {
+  /// CA certificate(s), PEM text or a file path. The default value is the system's roots.
+  pub ca: Option<String>,
+  /// Client certificate chain, PEM text or a file path. The default value is none.
+  pub cert: Option<String>,
+  /// Client private key, PEM text or a file path. The default value is none.
+  pub key: Option<String>,
+  /// Server name to verify (SNI). The default value is the host name.
+  pub servername: Option<String>,
+  /// `true` turns certificate verification OFF: for tests only. The default value is `false`.
+  pub insecure: Option<bool>,
+}
+
+/// Sentinel options.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct SentinelOptions {
+  /// Name of the monitored primary (`sentinel monitor NAME ...`). Required.
+  pub name: Option<String>,
+  /// Sentinel nodes as `host:port` strings. Required.
+  pub nodes: Option<Vec<String>>,
+  /// ACL user name for the sentinels. The default value is none.
+  pub username: Option<String>,
+  /// Password for the sentinels. The default value is none.
+  pub password: Option<String>,
+}
+
+/// Reconnection backoff.
+#[napi(object)]
+#[derive(Default, Clone)]
+pub struct ReconnectOptions {
+  /// First delay, in ms. The default value is `50`.
+  pub min_delay_ms: Option<u32>,
+  /// Largest delay, in ms. The default value is `2000`.
+  pub max_delay_ms: Option<u32>,
+  /// Random jitter added to each delay, up to this many ms. The default value is `100`.
+  pub jitter_ms: Option<u32>,
+}
+
+/// Where the servers are.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Topology {
+  Standalone {
+    host: String,
+    port: u16,
+  },
+  Cluster {
+    nodes: Vec<(String, u16)>,
+  },
+  Sentinel {
+    nodes: Vec<(String, u16)>,
+    name: String,
+    username: Option<String>,
+    password: Option<String>,
+  },
+}
+
+/// Resolved TLS settings: PEM texts, already read from files.
+#[derive(Clone, Default)]
+pub struct TlsSettings {
+  pub ca: Option<String>,
+  pub cert: Option<String>,
+  pub key: Option<String>,
+  pub servername: Option<String>,
+  pub insecure: bool,
+}
+
+/// The validated configuration of one client.
+#[derive(Clone)]
+pub struct Settings {
+  pub topology: Topology,
+  pub username: Option<String>,
+  pub password: Option<String>,
+  pub db: Option<u8>,
+  pub tls: Option<TlsSettings>,
+  pub command_timeout: Duration,
+  pub connect_timeout: Duration,
+  pub max_command_buffer: usize,
+  pub reconnect_min_ms: u32,
+  pub reconnect_max_ms: u32,
+  pub reconnect_jitter_ms: u32,
+  pub lock_prefix: String,
+  pub fallback_max_keys: usize,
+  pub probe_interval: Duration,
+  /// Where the location came from: `options`, `REDIS_URL`, `REDIS_HOST` or `default`.
+  pub source: &'static str,
+  /// Warnings to log once (ignored variables).
+  pub warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Settings {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    f.debug_struct("Settings")
+      .field("url", &self.masked_url())
+      .field("command_timeout", &self.command_timeout)
+      .finish_non_exhaustive()
+  }
+}
+
+const OPTION_KEYS: &[&str] = &[
+  "url",
+  "host",
+  "port",
+  "username",
+  "password",
+  "db",
+  "tls",
+  "clusterNodes",
+  "sentinel",
+  "commandTimeoutMs",
+  "connectTimeoutMs",
+  "maxCommandBuffer",
+  "reconnect",
+  "lockPrefix",
+  "fallbackMaxKeys",
+  "probeIntervalMs",
+];
+
+fn cfg_err(msg: impl Into<String>) -> GuardError {
+  GuardError::config(msg)
+}
+
+/// Name of a JSON value's type, for messages (never the value itself: it may be a secret).
+fn type_name(v: &Value) -> &'static str {
+  match v {
+    Value::Null => "null",
+    Value::Bool(_) => "a boolean",
+    Value::Number(_) => "a number",
+    Value::String(s) if s.starts_with("[Function") => "a function",
+    Value::String(_) => "a string",
+    Value::Array(_) => "an array",
+    Value::Object(_) => "an object",
+  }
+}
+
+fn opt_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>> {
+  match o.get(key) {
+    None | Some(Value::Null) => Ok(None),
+    Some(Value::String(s)) => Ok(Some(s.clone())),
+    Some(v) => Err(cfg_err(format!(
+      "option `{path}{key}` must be a string, got {}",
+      type_name(v)
+    ))),
+  }
+}
+
+fn opt_bool(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<bool>> {
+  match o.get(key) {
+    None | Some(Value::Null) => Ok(None),
+    Some(Value::Bool(b)) => Ok(Some(*b)),
+    Some(v) => Err(cfg_err(format!(
+      "option `{path}{key}` must be a boolean, got {}",
+      type_name(v)
+    ))),
+  }
+}
+
+/// An integer option within `[min, max]`. Strings holding integers are accepted (env-style).
+fn opt_int(
+  o: &Map<String, Value>,
+  key: &str,
+  path: &str,
+  min: i64,
+  max: i64,
+) -> Result<Option<i64>> {
+  let v = match o.get(key) {
+    None | Some(Value::Null) => return Ok(None),
+    Some(v) => v,
+  };
+  let n = match v {
+    Value::Number(n) => n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64),
+    Value::String(s) => s.trim().parse::<i64>().ok(),
+    _ => None,
+  };
+  match n {
+    Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+    Some(_) => Err(cfg_err(format!(
+      "option `{path}{key}` must be an integer from {min} to {max}"
+    ))),
+    None => Err(cfg_err(format!(
+      "option `{path}{key}` must be an integer, got {}",
+      type_name(v)
+    ))),
+  }
+}
+
+fn opt_str_list(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Vec<String>>> {
+  match o.get(key) {
+    None | Some(Value::Null) => Ok(None),
+    Some(Value::Array(a)) => a
+      .iter()
+      .map(|v| match v {
+        Value::String(s) => Ok(s.clone()),
+        v => Err(cfg_err(format!(
+          "option `{path}{key}` must hold `host:port` strings, got {}",
+          type_name(v)
+        ))),
+      })
+      .collect::<Result<Vec<_>>>()
+      .map(Some),
+    Some(v) => Err(cfg_err(format!(
+      "option `{path}{key}` must be an array of `host:port` strings, got {}",
+      type_name(v)
+    ))),
+  }
+}
+
+fn check_keys(o: &Map<String, Value>, allowed: &[&str], path: &str) -> Result<()> {
+  for k in o.keys() {
+    if !allowed.contains(&k.as_str()) {
+      return Err(cfg_err(format!(
+        "unknown option `{path}{}` (known: {})",
+        crate::error::truncate(k, 64),
+        allowed.join(", ")
+      )));
+    }
+  }
+  Ok(())
+}
+
+fn sub_object<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>> {
+  match o.get(key) {
+    None | Some(Value::Null) => Ok(None),
+    Some(Value::Object(m)) => Ok(Some(m)),
+    Some(v) => Err(cfg_err(format!(
+      "option `{key}` must be an object, got {}",
+      type_name(v)
+    ))),
+  }
+}
+
+/// Parse the options object (already JSON) into the typed struct, rejecting unknown keys and wrong types.
+pub fn parse_options(v: &Value) -> Result<RedisClientOptions> {
+  let o = match v {
+    Value::Null => return Ok(RedisClientOptions::default()),
+    Value::Object(o) => o,
+    v => {
+      return Err(cfg_err(format!(
+        "options must be an object, got {}",
+        type_name(v)
+      )))
+    }
+  };
+  check_keys(o, OPTION_KEYS, "")?;
+  let tls = match o.get("tls") {
+    None | Some(Value::Null) | Some(Value::Bool(false)) => None,
+    Some(Value::Bool(true)) => Some(TlsOptions::default()),
+    Some(Value::Object(t)) => {
+      check_keys(t, &["ca", "cert", "key", "servername", "insecure"], "tls.")?;
+      Some(TlsOptions {
+        ca: opt_str(t, "ca", "tls.")?,
+        cert: opt_str(t, "cert", "tls.")?,
+        key: opt_str(t, "key", "tls.")?,
+        servername: opt_str(t, "servername", "tls.")?,
+        insecure: opt_bool(t, "insecure", "tls.")?,
+      })
+    }
+    Some(v) => {
+      return Err(cfg_err(format!(
+        "option `tls` must be a boolean or an object, got {}",
+        type_name(v)
+      )))
+    }
+  };
+  let sentinel = match sub_object(o, "sentinel")? {
+    None => None,
+    Some(s) => {
+      check_keys(s, &["name", "nodes", "username", "password"], "sentinel.")?;
+      Some(SentinelOptions {
+        name: opt_str(s, "name", "sentinel.")?,
+        nodes: opt_str_list(s, "nodes", "sentinel.")?,
+        username: opt_str(s, "username", "sentinel.")?,
+        password: opt_str(s, "password", "sentinel.")?,
+      })
+    }
+  };
+  let reconnect = match sub_object(o, "reconnect")? {
+    None => None,
+    Some(r) => {
+      check_keys(r, &["minDelayMs", "maxDelayMs", "jitterMs"], "reconnect.")?;
+      Some(ReconnectOptions {
+        min_delay_ms: opt_int(r, "minDelayMs", "reconnect.", 1, 3_600_000)?.map(|n| n as u32),
+        max_delay_ms: opt_int(r, "maxDelayMs", "reconnect.", 1, 3_600_000)?.map(|n| n as u32),
+        jitter_ms: opt_int(r, "jitterMs", "reconnect.", 0, 60_000)?.map(|n| n as u32),
+      })
+    }
+  };
+  Ok(RedisClientOptions {
+    url: opt_str(o, "url", "")?,
+    host: opt_str(o, "host", "")?,
+    port: opt_int(o, "port", "", 1, 65535)?.map(|n| n as u32),
+    username: opt_str(o, "username", "")?,
+    password: opt_str(o, "password", "")?,
+    db: opt_int(o, "db", "", 0, 255)?.map(|n| n as u32),
+    tls,
+    cluster_nodes: opt_str_list(o, "clusterNodes", "")?,
+    sentinel,
+    command_timeout_ms: opt_int(o, "commandTimeoutMs", "", 1, 600_000)?.map(|n| n as u32),
+    connect_timeout_ms: opt_int(o, "connectTimeoutMs", "", 1, 600_000)?.map(|n| n as u32),
+    max_command_buffer: opt_int(o, "maxCommandBuffer", "", 1, 10_000_000)?.map(|n| n as u32),
+    reconnect,
+    lock_prefix: opt_str(o, "lockPrefix", "")?,
+    fallback_max_keys: opt_int(o, "fallbackMaxKeys", "", 1, 100_000_000)?.map(|n| n as u32),
+    probe_interval_ms: opt_int(o, "probeIntervalMs", "", 10, 600_000)?.map(|n| n as u32),
+  })
+}
+
+/// Check `%XX` sequences before decoding: a stray `%` is an error, not a silent literal.
+fn decode_component(raw: &str, what: &str) -> Result<String> {
+  let b = raw.as_bytes();
+  let mut i = 0;
+  while i < b.len() {
+    if b[i] == b'%' {
+      let ok = i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
+      if !ok {
+        return Err(cfg_err(format!(
+          "malformed percent-encoding in the URL's {what}"
+        )));
+      }
+      i += 3;
+    } else {
+      i += 1;
+    }
+  }
+  percent_decode_str(raw)
+    .decode_utf8()
+    .map(|s| s.into_owned())
+    .map_err(|_| cfg_err(format!("the URL's {what} is not valid UTF-8 once decoded")))
+}
+
+fn parse_host_port(s: &str, default_port: u16, what: &str) -> Result<(String, u16)> {
+  let s = s.trim();
+  if s.is_empty() {
+    return Err(cfg_err(format!("empty host in {what}")));
+  }
+  let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+    // [ipv6]:port
+    let end = rest
+      .find(']')
+      .ok_or_else(|| cfg_err(format!("bad IPv6 address in {what}")))?;
+    let host = &rest[..end];
+    let after = &rest[end + 1..];
+    let port = match after.strip_prefix(':') {
+      Some(p) => Some(p),
+      None if after.is_empty() => None,
+      None => return Err(cfg_err(format!("bad `host:port` in {what}"))),
+    };
+    (host.to_string(), port)
+  } else {
+    match s.rsplit_once(':') {
+      Some((h, p)) => (h.to_string(), Some(p)),
+      None => (s.to_string(), None),
+    }
+  };
+  if host.is_empty() {
+    return Err(cfg_err(format!("empty host in {what}")));
+  }
+  let port = match port {
+    None => default_port,
+    Some(p) => check_port(p, what)?,
+  };
+  Ok((host, port))
+}
+
+fn check_port(p: &str, what: &str) -> Result<u16> {
+  match p.trim().parse::<u32>() {
+    Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+    Ok(_) => Err(cfg_err(format!("port in {what} must be from 1 to 65535"))),
+    Err(_) => Err(cfg_err(format!("port in {what} is not a number"))),
+  }
+}
+
+/// What a URL says.
+#[derive(Default)]
+struct UrlParts {
+  topology: Option<Topology>,
+  tls: bool,
+  username: Option<String>,
+  password: Option<String>,
+  db: Option<u8>,
+}
+
+fn parse_url(raw: &str, what: &str) -> Result<UrlParts> {
+  let raw = raw.trim();
+  let (scheme, rest) = raw
+    .split_once("://")
+    .ok_or_else(|| cfg_err(format!("{what} is not a URL (expected redis://host:port)")))?;
+  let scheme = scheme.to_ascii_lowercase();
+  let (tls, kind) = match scheme.as_str() {
+    "redis" | "valkey" => (false, "standalone"),
+    "rediss" | "valkeys" => (true, "standalone"),
+    "redis-cluster" | "valkey-cluster" => (false, "cluster"),
+    "rediss-cluster" | "valkeys-cluster" => (true, "cluster"),
+    "redis-sentinel" | "valkey-sentinel" => (false, "sentinel"),
+    "rediss-sentinel" | "valkeys-sentinel" => (true, "sentinel"),
+    _ => {
+      return Err(cfg_err(format!(
+        "unsupported URL scheme `{}` in {what} (use redis, rediss, redis-cluster, rediss-cluster, redis-sentinel or rediss-sentinel)",
+        crate::error::truncate(&scheme, 32)
+      )))
+    }
+  };
+  // split off the query, then the path, then credentials.
+  let (before_query, query) = match rest.split_once('?') {
+    Some((a, q)) => (a, Some(q)),
+    None => (rest, None),
+  };
+  let (authority, path) = match before_query.split_once('/') {
+    Some((a, p)) => (a, Some(p)),
+    None => (before_query, None),
+  };
+  let (userinfo, hostport) = match authority.rsplit_once('@') {
+    Some((u, h)) => (Some(u), h),
+    None => (None, authority),
+  };
+  let mut parts = UrlParts {
+    tls,
+    ..Default::default()
+  };
+  if let Some(u) = userinfo {
+    let (user, pass) = match u.split_once(':') {
+      Some((a, b)) => (a, Some(b)),
+      None => (u, None),
+    };
+    let user = decode_component(user, "user name")?;
+    if !user.is_empty() {
+      parts.username = Some(user);
+    }
+    if let Some(p) = pass {
+      let p = decode_component(p, "password")?;
+      if !p.is_empty() {
+        parts.password = Some(p);
+      }
+    } else if parts.username.is_some() && kind != "sentinel" {
+      // `redis://secret@host`: Redis URLs have always treated a lone user-info as the password.
+      parts.password = parts.username.take();
+    }
+  }
+  let default_port = if kind == "sentinel" { 26379 } else { 6379 };
+  let first = parse_host_port(hostport, default_port, what)?;
+  if let Some(p) = path {
+    let p = p.trim_end_matches('/');
+    if !p.is_empty() {
+      if kind == "cluster" {
+        return Err(cfg_err(format!("{what}: a cluster has no database number")));
+      }
+      parts.db = Some(parse_db(p, what)?);
+    }
+  }
+  let mut nodes = vec![first.clone()];
+  let mut service: Option<String> = None;
+  let mut s_user = None;
+  let mut s_pass = None;
+  if let Some(q) = query {
+    for pair in q.split('&').filter(|s| !s.is_empty()) {
+      let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+      let v = decode_component(v, "query")?;
+      match k {
+        "node" if kind != "standalone" => nodes.push(parse_host_port(&v, default_port, what)?),
+        "sentinelServiceName" | "service_name" | "name" if kind == "sentinel" => service = Some(v),
+        "sentinelUsername" if kind == "sentinel" => s_user = Some(v),
+        "sentinelPassword" if kind == "sentinel" => s_pass = Some(v),
+        _ => {
+          return Err(cfg_err(format!(
+            "unknown URL parameter `{}` in {what}",
+            crate::error::truncate(k, 40)
+          )))
+        }
+      }
+    }
+  }
+  parts.topology = Some(match kind {
+    "standalone" => Topology::Standalone {
+      host: first.0,
+      port: first.1,
+    },
+    "cluster" => Topology::Cluster { nodes },
+    _ => Topology::Sentinel {
+      nodes,
+      name: service.ok_or_else(|| {
+        cfg_err(format!(
+          "{what}: a sentinel URL needs `?sentinelServiceName=NAME`"
+        ))
+      })?,
+      username: s_user,
+      password: s_pass,
+    },
+  });
+  Ok(parts)
+}
+
+fn parse_db(s: &str, what: &str) -> Result<u8> {
+  match s.trim().parse::<i64>() {
+    Ok(n) if (0..=255).contains(&n) => Ok(n as u8),
+    Ok(_) => Err(cfg_err(format!("database in {what} must be from 0 to 255"))),
+    Err(_) => Err(cfg_err(format!("database in {what} is not a number"))),
+  }
+}
+
+fn read_pem(v: &str, what: &str) -> Result<String> {
+  if v.contains("-----BEGIN") {
+    return Ok(v.to_string());
+  }
+  match std::fs::read_to_string(v) {
+    Ok(s) if s.contains("-----BEGIN") => Ok(s),
+    Ok(_) => Err(cfg_err(format!(
+      "tls.{what}: the file `{v}` holds no PEM data"
+    ))),
+    Err(e) => Err(cfg_err(format!("tls.{what}: cannot read `{v}`: {e}"))),
+  }
+}
+
+fn env_flag(v: &str) -> Option<bool> {
+  match v.trim().to_ascii_lowercase().as_str() {
+    "1" | "true" | "yes" | "on" => Some(true),
+    "0" | "false" | "no" | "off" | "" => Some(false),
+    _ => None,
+  }
+}
+
+/// Resolve options and environment into settings. `env` holds the process environment's
+/// relevant variables (empty values count as unset).
+pub fn resolve(opts: &RedisClientOptions, env: &HashMap<String, String>) -> Result<Settings> {
+  let get = |k: &str| env.get(k).map(|s| s.trim()).filter(|s| !s.is_empty());
+  let mut warnings = Vec::new();
+  let mut s = Settings {
+    topology: Topology::Standalone {
+      host: "127.0.0.1".into(),
+      port: 6379,
+    },
+    username: None,
+    password: None,
+    db: None,
+    tls: None,
+    command_timeout: Duration::from_millis(opts.command_timeout_ms.unwrap_or(250) as u64),
+    connect_timeout: Duration::from_millis(opts.connect_timeout_ms.unwrap_or(2000) as u64),
+    max_command_buffer: opts.max_command_buffer.unwrap_or(4096) as usize,
+    reconnect_min_ms: 50,
+    reconnect_max_ms: 2000,
+    reconnect_jitter_ms: 100,
+    lock_prefix: opts.lock_prefix.clone().unwrap_or_else(|| "lock:".into()),
+    fallback_max_keys: opts.fallback_max_keys.unwrap_or(100_000) as usize,
+    probe_interval: Duration::from_millis(opts.probe_interval_ms.unwrap_or(250) as u64),
+    source: "default",
+    warnings: Vec::new(),
+  };
+  if let Some(r) = &opts.reconnect {
+    s.reconnect_min_ms = r.min_delay_ms.unwrap_or(s.reconnect_min_ms);
+    s.reconnect_max_ms = r.max_delay_ms.unwrap_or(s.reconnect_max_ms);
+    s.reconnect_jitter_ms = r.jitter_ms.unwrap_or(s.reconnect_jitter_ms);
+    if s.reconnect_min_ms > s.reconnect_max_ms {
+      return Err(cfg_err(
+        "option `reconnect.minDelayMs` must not exceed `reconnect.maxDelayMs`",
+      ));
+    }
+  }
+  let mut tls_on = false;
+
+  // 1. Location: explicit options first.
+  let explicit_location = opts.url.is_some()
+    || opts.host.is_some()
+    || opts.cluster_nodes.is_some()
+    || opts.sentinel.is_some();
+  if explicit_location {
+    s.source = "options";
+    if let Some(u) = &opts.url {
+      let p = parse_url(u, "option `url`")?;
+      apply_url(&mut s, p, &mut tls_on);
+    }
+  } else {
+    // 2. REDIS_URL, unless it is an unexpanded template or a bare scheme.
+    let mut used_url = false;
+    if let Some(u) = get("REDIS_URL") {
+      let bare = u
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_matches('/').is_empty())
+        .unwrap_or(false);
+      if u.contains("${") || u.contains("{{") {
+        warnings.push("REDIS_URL looks like an unexpanded template (`${{...}}`): ignored".into());
+      } else if bare {
+        warnings.push("REDIS_URL has no host (a bare `redis://`): ignored".into());
+      } else {
+        let p = parse_url(u, "REDIS_URL")?;
+        apply_url(&mut s, p, &mut tls_on);
+        s.source = "REDIS_URL";
+        used_url = true;
+      }
+    }
+    // 3. REDIS_HOST / REDIS_PORT / ... and Railway's names.
+    if !used_url {
+      let host = get("REDIS_HOST").or_else(|| get("REDISHOST"));
+      let port = get("REDIS_PORT").or_else(|| get("REDISPORT"));
+      if host.is_some() || port.is_some() {
+        s.source = "REDIS_HOST";
+        s.topology = Topology::Standalone {
+          host: host.unwrap_or("127.0.0.1").to_string(),
+          port: match port {
+            Some(p) => check_port(p, "REDIS_PORT")?,
+            None => 6379,
+          },
+        };
+      }
+      if let Some(u) = get("REDIS_USERNAME").or_else(|| get("REDISUSER")) {
+        s.username = Some(u.to_string());
+      }
+      if let Some(p) = env
+        .get("REDIS_PASSWORD")
+        .or_else(|| env.get("REDISPASSWORD"))
+        .filter(|p| !p.is_empty())
+      {
+        s.password = Some(p.clone());
+      }
+      if let Some(d) = get("REDIS_DB") {
+        s.db = Some(parse_db(d, "REDIS_DB")?);
+      }
+      if let Some(t) = get("REDIS_TLS") {
+        tls_on = env_flag(t).ok_or_else(|| cfg_err("REDIS_TLS must be true or false"))?;
+      }
+    }
+  }
+
+  // 4. Explicit fields override what the URL or the environment said.
+  if let Some(h) = &opts.host {
+    if h.trim().is_empty() {
+      return Err(cfg_err("option `host` is empty"));
+    }
+    let port = opts.port.map(|p| p as u16).unwrap_or(match &s.topology {
+      Topology::Standalone { port, .. } => *port,
+      _ => 6379,
+    });
+    s.topology = Topology::Standalone {
+      host: h.trim().to_string(),
+      port,
+    };
+  } else if let Some(p) = opts.port {
+    match &mut s.topology {
+      Topology::Standalone { port, .. } => *port = p as u16,
+      _ => return Err(cfg_err("option `port` applies to a standalone server only")),
+    }
+  }
+  if let Some(nodes) = &opts.cluster_nodes {
+    if nodes.is_empty() {
+      return Err(cfg_err("option `clusterNodes` is empty"));
+    }
+    let nodes = nodes
+      .iter()
+      .map(|n| parse_host_port(n, 6379, "option `clusterNodes`"))
+      .collect::<Result<Vec<_>>>()?;
+    s.topology = Topology::Cluster { nodes };
+  }
+  if let Some(sen) = &opts.sentinel {
+    let nodes = sen
+      .nodes
+      .as_ref()
+      .filter(|n| !n.is_empty())
+      .ok_or_else(|| cfg_err("option `sentinel.nodes` is required"))?
+      .iter()
+      .map(|n| parse_host_port(n, 26379, "option `sentinel.nodes`"))
+      .collect::<Result<Vec<_>>>()?;
+    let name = sen
+      .name
+      .clone()
+      .filter(|n| !n.is_empty())
+      .ok_or_else(|| cfg_err("option `sentinel.name` is required"))?;
+    s.topology = Topology::Sentinel {
+      nodes,
+      name,
+      username: sen.username.clone(),
+      password: sen.password.clone(),
+    };
+  }
+  if let Some(u) = &opts.username {
+    s.username = Some(u.clone()).filter(|u| !u.is_empty());
+  }
+  if let Some(p) = &opts.password {
+    s.password = Some(p.clone()).filter(|p| !p.is_empty());
+  }
+  if let Some(d) = opts.db {
+    s.db = Some(d as u8);
+  }
+  if matches!(s.topology, Topology::Cluster { .. }) && s.db.unwrap_or(0) != 0 {
+    return Err(cfg_err("a cluster has no database number: remove `db`"));
+  }
+  if s.username.is_some() && s.password.is_none() {
+    return Err(cfg_err("a user name needs a password"));
+  }
+
+  // 5. TLS.
+  let tls_opts = opts.tls.clone();
+  if tls_opts.is_some() {
+    tls_on = true;
+  }
+  if tls_on {
+    let t = tls_opts.unwrap_or_default();
+    if t.cert.is_some() != t.key.is_some() {
+      return Err(cfg_err("tls.cert and tls.key go together"));
+    }
+    s.tls = Some(TlsSettings {
+      ca: t.ca.as_deref().map(|v| read_pem(v, "ca")).transpose()?,
+      cert: t.cert.as_deref().map(|v| read_pem(v, "cert")).transpose()?,
+      key: t.key.as_deref().map(|v| read_pem(v, "key")).transpose()?,
+      servername: t.servername.clone(),
+      insecure: t.insecure.unwrap_or(false),
+    });
+  }
+  s.warnings = warnings;
+  Ok(s)
+}
+
+fn apply_url(s: &mut Settings, p: UrlParts, tls_on: &mut bool) {
+  if let Some(t) = p.topology {
+    s.topology = t;
+  }
+  *tls_on = *tls_on || p.tls;
+  s.username = p.username;
+  s.password = p.password;
+  s.db = p.db;
+}
+
+impl Settings {
+  /// `redis://user:***@host:port/db`: the URL with the password masked.
+  pub fn masked_url(&self) -> String {
+    let tls = self.tls.is_some();
+    let auth = match (&self.username, &self.password) {
+      (Some(u), Some(_)) => format!("{u}:***@"),
+      (None, Some(_)) => ":***@".to_string(),
+      _ => String::new(),
+    };
+    let db = self
+      .db
+      .filter(|d| *d != 0)
+      .map(|d| format!("/{d}"))
+      .unwrap_or_default();
+    let hp = |(h, p): &(String, u16)| {
+      if h.contains(':') {
+        format!("[{h}]:{p}")
+      } else {
+        format!("{h}:{p}")
+      }
+    };
+    match &self.topology {
+      Topology::Standalone { host, port } => format!(
+        "{}://{auth}{}{db}",
+        if tls { "rediss" } else { "redis" },
+        hp(&(host.clone(), *port))
+      ),
+      Topology::Cluster { nodes } => {
+        let rest: Vec<String> = nodes
+          .iter()
+          .skip(1)
+          .map(|n| format!("node={}", hp(n)))
+          .collect();
+        format!(
+          "{}://{auth}{}{}",
+          if tls {
+            "rediss-cluster"
+          } else {
+            "redis-cluster"
+          },
+          hp(&nodes[0]),
+          if rest.is_empty() {
+            String::new()
+          } else {
+            format!("?{}", rest.join("&"))
+          }
+        )
+      }
+      Topology::Sentinel { nodes, name, .. } => {
+        let rest: Vec<String> = nodes
+          .iter()
+          .skip(1)
+          .map(|n| format!("&node={}", hp(n)))
+          .collect();
+        format!(
+          "{}://{auth}{}{db}?sentinelServiceName={name}{}",
+          if tls {
+            "rediss-sentinel"
+          } else {
+            "redis-sentinel"
+          },
+          hp(&nodes[0]),
+          rest.join("")
+        )
+      }
+    }
+  }
+
+  /// `redis` / `cluster` / `sentinel`.
+  pub fn mode_name(&self) -> &'static str {
+    match self.topology {
+      Topology::Standalone { .. } => "standalone",
+      Topology::Cluster { .. } => "cluster",
+      Topology::Sentinel { .. } => "sentinel",
+    }
+  }
+
+  /// Replace every secret this configuration holds in `text` with `***`.
+  pub fn mask(&self, text: &str) -> String {
+    let mut out = text.to_string();
+    let mut secrets: Vec<&str> = Vec::new();
+    if let Some(p) = &self.password {
+      secrets.push(p);
+    }
+    if let Topology::Sentinel {
+      password: Some(p), ..
+    } = &self.topology
+    {
+      secrets.push(p);
+    }
+    if let Some(k) = self.tls.as_ref().and_then(|t| t.key.as_deref()) {
+      secrets.push(k);
+    }
+    for sec in secrets {
+      if sec.len() >= 2 {
+        out = out.replace(sec, "***");
+        let enc = percent_encoding::utf8_percent_encode(sec, percent_encoding::NON_ALPHANUMERIC)
+          .to_string();
+        if enc != sec {
+          out = out.replace(&enc, "***");
+        }
+      }
+    }
+    out
+  }
+}
+
+/// Parse options JSON and the environment in one step (used by the constructor).
+pub fn from_js(options_json: Option<&str>, env_json: Option<&str>) -> Result<Settings> {
+  let v: Value = match options_json {
+    None => Value::Null,
+    Some(j) => serde_json::from_str(j).map_err(|_| cfg_err("options are not a plain object"))?,
+  };
+  let opts = parse_options(&v)?;
+  let env: HashMap<String, String> = match env_json {
+    None => HashMap::new(),
+    Some(j) => {
+      serde_json::from_str(j).map_err(|_| cfg_err("environment is not an object of strings"))?
+    }
+  };
+  resolve(&opts, &env)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+      .iter()
+      .map(|(k, v)| (k.to_string(), v.to_string()))
+      .collect()
+  }
+
+  #[test]
+  fn precedence() {
+    let s = resolve(&RedisClientOptions::default(), &env(&[])).unwrap();
+    assert_eq!(s.masked_url(), "redis://127.0.0.1:6379");
+    let e = env(&[("REDIS_URL", "redis://u:p%40ss@h:7/2"), ("REDIS_HOST", "x")]);
+    let s = resolve(&RedisClientOptions::default(), &e).unwrap();
+    assert_eq!(s.password.as_deref(), Some("p@ss"));
+    assert_eq!(s.masked_url(), "redis://u:***@h:7/2");
+    let o = RedisClientOptions {
+      host: Some("o".into()),
+      ..Default::default()
+    };
+    assert_eq!(resolve(&o, &e).unwrap().masked_url(), "redis://o:6379");
+    let e = env(&[
+      ("REDIS_URL", "${{Redis.REDIS_URL}}"),
+      ("REDISHOST", "rail"),
+      ("REDISPORT", "99"),
+    ]);
+    let s = resolve(&RedisClientOptions::default(), &e).unwrap();
+    assert_eq!(s.masked_url(), "redis://rail:99");
+    assert_eq!(s.warnings.len(), 1);
+  }
+
+  #[test]
+  fn bad_inputs_never_echo_the_password() {
+    for u in [
+      "redis://:sekret@h:0",
+      "redis://:sekret@h:70000",
+      "redis://:sekret@h:abc",
+      "redis://:sekret@h/-1",
+      "redis://:sek%zzret@h",
+      "ftp://:sekret@h",
+      "redis://:sekret@:5",
+    ] {
+      let e = match resolve(
+        &RedisClientOptions {
+          url: Some(u.into()),
+          ..Default::default()
+        },
+        &env(&[]),
+      ) {
+        Err(e) => e,
+        Ok(_) => panic!("accepted {u}"),
+      };
+      assert!(!e.message.contains("sekret"), "{}", e.message);
+    }
+  }
+}

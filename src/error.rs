@@ -1,0 +1,140 @@
+//! Every failure redis-guard reports, mapped to a stable code.
+//!
+//! napi cannot attach `.code` to the rejection of an `async fn`, so the code travels in the
+//! message as a `[CODE] ` prefix and `index.js` turns it into a `RedisGuardError` with `.code`
+//! (the libsql-js way). Messages never contain a secret: callers pass masked text only.
+
+use std::fmt;
+
+/// The stable error codes. Their string forms are part of the public API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+  /// Bad options, URL, environment, TLS files: thrown synchronously at construction.
+  Config,
+  /// A command did not finish within its deadline.
+  Timeout,
+  /// Redis is not reachable (or known to be down) and the fallback policy said no.
+  Unavailable,
+  /// Redis answered with an error (OOM, NOPERM, WRONGTYPE, ...).
+  Redis,
+  /// Authentication failed (WRONGPASS, NOAUTH, NOPERM on connect).
+  Auth,
+  /// A bad argument to a method (not configuration).
+  InvalidArg,
+  /// A lock could not be acquired within `waitMs`.
+  LockTimeout,
+  /// A lease was lost (expired, or taken by another holder) while in use.
+  LockLost,
+  /// A lock operation on a lock this process does not hold.
+  LockNotHeld,
+  /// An operation was cancelled by an `AbortSignal`.
+  Aborted,
+  /// The client was closed.
+  Closed,
+}
+
+impl Code {
+  /// The string form, e.g. `ERR_REDIS_GUARD_CONFIG`.
+  pub fn as_str(self) -> &'static str {
+    match self {
+      Code::Config => "ERR_REDIS_GUARD_CONFIG",
+      Code::Timeout => "ERR_REDIS_GUARD_TIMEOUT",
+      Code::Unavailable => "ERR_REDIS_GUARD_UNAVAILABLE",
+      Code::Redis => "ERR_REDIS_GUARD_REDIS",
+      Code::Auth => "ERR_REDIS_GUARD_AUTH",
+      Code::InvalidArg => "ERR_REDIS_GUARD_INVALID_ARG",
+      Code::LockTimeout => "ERR_REDIS_GUARD_LOCK_TIMEOUT",
+      Code::LockLost => "ERR_REDIS_GUARD_LOCK_LOST",
+      Code::LockNotHeld => "ERR_REDIS_GUARD_LOCK_NOT_HELD",
+      Code::Aborted => "ERR_REDIS_GUARD_ABORTED",
+      Code::Closed => "ERR_REDIS_GUARD_CLOSED",
+    }
+  }
+
+  /// A small integer for the flat result arrays of batched calls (negative status values).
+  pub fn as_num(self) -> f64 {
+    -(match self {
+      Code::Config => 1,
+      Code::Timeout => 2,
+      Code::Unavailable => 3,
+      Code::Redis => 4,
+      Code::Auth => 5,
+      Code::InvalidArg => 6,
+      Code::LockTimeout => 7,
+      Code::LockLost => 8,
+      Code::LockNotHeld => 9,
+      Code::Aborted => 10,
+      Code::Closed => 11,
+    } as f64)
+  }
+}
+
+/// A redis-guard failure: a code and a message that holds no secret.
+#[derive(Clone, Debug)]
+pub struct GuardError {
+  pub code: Code,
+  pub message: String,
+}
+
+impl GuardError {
+  pub fn new(code: Code, message: impl Into<String>) -> Self {
+    GuardError {
+      code,
+      message: message.into(),
+    }
+  }
+  pub fn config(message: impl Into<String>) -> Self {
+    Self::new(Code::Config, message)
+  }
+}
+
+impl fmt::Display for GuardError {
+  fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    write!(f, "[{}] {}", self.code.as_str(), self.message)
+  }
+}
+
+impl From<GuardError> for napi::Error {
+  fn from(e: GuardError) -> Self {
+    let status = match e.code {
+      Code::Config | Code::InvalidArg => napi::Status::InvalidArg,
+      _ => napi::Status::GenericFailure,
+    };
+    napi::Error::new(status, e.to_string())
+  }
+}
+
+/// Classify a fred error. `mask` removes secrets that Redis or fred may echo.
+pub fn from_fred(e: &fred::error::Error, mask: &dyn Fn(&str) -> String) -> GuardError {
+  use fred::error::ErrorKind as K;
+  let details = mask(e.details());
+  let upper = details.to_ascii_uppercase();
+  let code = match e.kind() {
+    K::Timeout => Code::Timeout,
+    K::Auth => Code::Auth,
+    K::IO | K::Canceled | K::Backpressure | K::Cluster | K::Sentinel | K::Tls => Code::Unavailable,
+    K::Config | K::Url => Code::Config,
+    _ if upper.starts_with("WRONGPASS")
+      || upper.starts_with("NOAUTH")
+      || upper.contains("NOPERM") =>
+    {
+      Code::Auth
+    }
+    _ => Code::Redis,
+  };
+  GuardError::new(code, format!("{:?}: {}", e.kind(), details))
+}
+
+pub type Result<T> = std::result::Result<T, GuardError>;
+
+/// At most `max` bytes of `s` (on a char boundary), for echoing user input in messages.
+pub fn truncate(s: &str, max: usize) -> String {
+  if s.len() <= max {
+    return s.to_string();
+  }
+  let mut end = max;
+  while !s.is_char_boundary(end) {
+    end -= 1;
+  }
+  format!("{}…", &s[..end])
+}

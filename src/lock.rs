@@ -1,0 +1,245 @@
+//! Distributed locks: grant (`SET NX PX` + the next fencing token, in one script), and
+//! token-checked release and extend (compare-and-delete, compare-and-pexpire). When Redis is
+//! unavailable the `onUnavailable` policy decides: a process-local lock table (`local`),
+//! proceed (`allow`), or fail (`deny`). Waiting, leases and `withLock` live in `index.js`.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::client::{ClientInner, NativeClient};
+use crate::error::{Code, GuardError};
+use crate::fallback::now_ms;
+use crate::scripts::{self, Call};
+use crate::slot::companion_key;
+
+/// Fence counters live this long after the last grant of their key (7 days): a fence restarts
+/// only for a key unused that long.
+const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The outcome of one grant attempt.
+#[napi(object)]
+pub struct LockGrant {
+  /// Whether the lock was granted.
+  pub acquired: bool,
+  /// The random token that proves ownership (empty when not granted).
+  pub token: String,
+  /// The fencing token: grows with every grant of this key (0 when not granted, or when
+  /// granted by `onUnavailable: 'allow'`).
+  pub fence: f64,
+  /// Who granted it: `redis`, `local` (the process-local table) or `allow` (nobody: Redis was
+  /// unavailable and the policy let the caller proceed).
+  pub source: String,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+  Local,
+  Allow,
+  Deny,
+}
+
+fn mode(s: Option<&str>) -> std::result::Result<Mode, GuardError> {
+  match s.unwrap_or("local") {
+    "local" => Ok(Mode::Local),
+    "allow" => Ok(Mode::Allow),
+    "deny" => Ok(Mode::Deny),
+    _ => Err(GuardError::new(
+      Code::InvalidArg,
+      "option `onUnavailable` must be 'local', 'allow' or 'deny'",
+    )),
+  }
+}
+
+fn check_key(key: &str) -> std::result::Result<(), GuardError> {
+  if key.is_empty() {
+    return Err(GuardError::new(Code::InvalidArg, "the lock key is empty"));
+  }
+  if key.len() > 8192 {
+    return Err(GuardError::new(
+      Code::InvalidArg,
+      "the lock key is longer than 8192 bytes",
+    ));
+  }
+  Ok(())
+}
+
+fn check_ttl(ttl_ms: f64) -> std::result::Result<u64, GuardError> {
+  if !ttl_ms.is_finite() || ttl_ms < 1.0 || ttl_ms > 365.0 * 24.0 * 3600.0 * 1000.0 {
+    return Err(GuardError::new(
+      Code::InvalidArg,
+      "the lock TTL must be a number of ms from 1 to one year",
+    ));
+  }
+  Ok(ttl_ms as u64)
+}
+
+fn new_token() -> String {
+  format!("{:032x}", rand::random::<u128>())
+}
+
+impl ClientInner {
+  fn lock_key(&self, key: &str) -> String {
+    format!("{}{}", self.settings.lock_prefix, key)
+  }
+
+  /// One script call under the deadline; `None` when Redis is unusable (the caller falls back).
+  async fn lock_call(self: &Arc<Self>, call: Call) -> std::result::Result<Option<i64>, GuardError> {
+    if self.is_closed() {
+      return Err(GuardError::new(Code::Closed, "the client is closed"));
+    }
+    if !self.usable().await {
+      return Ok(None);
+    }
+    let calls = [call];
+    let r = match tokio::time::timeout(
+      self.settings.command_timeout,
+      scripts::run_batch(&self.redis, &calls),
+    )
+    .await
+    {
+      Err(_) => {
+        self.on_timeout();
+        return Ok(None);
+      }
+      Ok(mut r) => r.pop(),
+    };
+    match r {
+      Some(Ok(v)) => Ok(Some(v.as_i64().unwrap_or(0))),
+      Some(Err(e)) => {
+        let ge = self.on_error(&e);
+        match ge.code {
+          Code::Unavailable | Code::Timeout => Ok(None),
+          _ => Err(ge),
+        }
+      }
+      None => Ok(None),
+    }
+  }
+}
+
+fn unavailable() -> GuardError {
+  GuardError::new(
+    Code::Unavailable,
+    "Redis is unavailable and onUnavailable is 'deny'",
+  )
+}
+
+#[napi]
+impl NativeClient {
+  /// One attempt to take the lock `key` for `ttlMs`. Never waits: `index.js` retries.
+  #[napi]
+  pub async fn lock_acquire(
+    &self,
+    key: String,
+    ttl_ms: f64,
+    on_unavailable: Option<String>,
+  ) -> Result<LockGrant> {
+    let me = &self.inner;
+    check_key(&key)?;
+    let ttl = check_ttl(ttl_ms)?;
+    let mode = mode(on_unavailable.as_deref())?;
+    let token = new_token();
+    let lk = me.lock_key(&key);
+    let call = Call {
+      script: &scripts::LOCK_ACQUIRE,
+      keys: vec![lk.clone(), companion_key(&lk, ":fence")],
+      args: vec![token.clone(), ttl.to_string(), FENCE_TTL_MS.to_string()],
+    };
+    match me.lock_call(call).await? {
+      Some(f) if f > 0 => {
+        me.locks.observe_fence(&lk, f as u64);
+        Ok(LockGrant {
+          acquired: true,
+          token,
+          fence: f as f64,
+          source: "redis".into(),
+        })
+      }
+      Some(_) => Ok(LockGrant {
+        acquired: false,
+        token: String::new(),
+        fence: 0.0,
+        source: "redis".into(),
+      }),
+      None => match mode {
+        Mode::Local => {
+          me.counters
+            .fallbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+          match me.locks.acquire(&lk, &token, ttl, now_ms()) {
+            Some(f) => Ok(LockGrant {
+              acquired: true,
+              token,
+              fence: f as f64,
+              source: "local".into(),
+            }),
+            None => Ok(LockGrant {
+              acquired: false,
+              token: String::new(),
+              fence: 0.0,
+              source: "local".into(),
+            }),
+          }
+        }
+        Mode::Allow => Ok(LockGrant {
+          acquired: true,
+          token,
+          fence: 0.0,
+          source: "allow".into(),
+        }),
+        Mode::Deny => Err(unavailable().into()),
+      },
+    }
+  }
+
+  /// Release the lock if `token` still owns it (`source` as returned by the grant). `false`
+  /// when it expired, was taken by someone else, or Redis cannot be asked.
+  #[napi]
+  pub async fn lock_release(&self, key: String, token: String, source: String) -> Result<bool> {
+    let me = &self.inner;
+    check_key(&key)?;
+    let lk = me.lock_key(&key);
+    match source.as_str() {
+      "local" => Ok(me.locks.release(&lk, &token, now_ms())),
+      "allow" => Ok(true),
+      _ => {
+        let call = Call {
+          script: &scripts::LOCK_RELEASE,
+          keys: vec![lk],
+          args: vec![token],
+        };
+        Ok(me.lock_call(call).await? == Some(1))
+      }
+    }
+  }
+
+  /// Extend the lock to `ttlMs` from now if `token` still owns it. `false` when it was lost or
+  /// Redis cannot be asked.
+  #[napi]
+  pub async fn lock_extend(
+    &self,
+    key: String,
+    token: String,
+    ttl_ms: f64,
+    source: String,
+  ) -> Result<bool> {
+    let me = &self.inner;
+    check_key(&key)?;
+    let ttl = check_ttl(ttl_ms)?;
+    let lk = me.lock_key(&key);
+    match source.as_str() {
+      "local" => Ok(me.locks.extend(&lk, &token, ttl, now_ms())),
+      "allow" => Ok(true),
+      _ => {
+        let call = Call {
+          script: &scripts::LOCK_EXTEND,
+          keys: vec![lk],
+          args: vec![token, ttl.to_string()],
+        };
+        Ok(me.lock_call(call).await? == Some(1))
+      }
+    }
+  }
+}

@@ -1,0 +1,358 @@
+//! The rate-limit store's native half: batches of operations (increment, get, decrement,
+//! reset) run as one pipeline of script calls under one deadline, with a per-item fallback.
+//! `index.js` collects the calls of an event-loop turn into one batch (one JS→Rust crossing).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fred::prelude::*;
+use fred::types::scan::Scanner;
+use fred::types::Value;
+use futures::StreamExt;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::client::{ClientInner, NativeClient};
+use crate::error::{Code, GuardError};
+use crate::fallback::{now_ms, Windows};
+use crate::scripts::{self, Call};
+
+/// Keys longer than this many bytes are stored as `${prefix}#sha1:<hex of the key>`: a hostile
+/// 1 MiB key costs Redis 46 bytes, not 1 MiB. Shorter keys keep rate-limit-redis's exact bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Operation codes of a batch (one byte per key).
+const OP_INCREMENT: u8 = 0;
+const OP_GET: u8 = 1;
+const OP_DECREMENT: u8 = 2;
+const OP_RESET: u8 = 3;
+
+/// Result status per item (the first of three numbers): from Redis, from the memory fallback,
+/// let through (`allow`), no such key (`get`); negative values are error codes (`Code::as_num`).
+const ST_REDIS: f64 = 0.0;
+const ST_MEMORY: f64 = 1.0;
+const ST_ALLOW: f64 = 2.0;
+const ST_NONE: f64 = 3.0;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+  Memory,
+  Allow,
+  Deny,
+}
+
+struct StoreInner {
+  client: Arc<ClientInner>,
+  prefix: String,
+  window_ms: AtomicU64,
+  reset_expiry: AtomicBool,
+  mode: Mode,
+  windows: Windows,
+}
+
+/// The native half of `RedisStore`.
+#[napi]
+pub struct NativeStore {
+  inner: Arc<StoreInner>,
+}
+
+/// `${prefix}${key}`, or its hashed form for keys over `MAX_KEY_BYTES`.
+pub fn redis_key(prefix: &str, key: &str) -> String {
+  if key.len() <= MAX_KEY_BYTES {
+    format!("{prefix}{key}")
+  } else {
+    format!(
+      "{prefix}#sha1:{}",
+      sha1_smol::Sha1::from(key).digest().to_string()
+    )
+  }
+}
+
+/// Escape glob characters for `SCAN MATCH`.
+fn glob_escape(s: &str) -> String {
+  let mut out = String::with_capacity(s.len() + 2);
+  for c in s.chars() {
+    if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+      out.push('\\');
+    }
+    out.push(c);
+  }
+  out
+}
+
+fn num(v: &Value) -> Option<i64> {
+  match v {
+    Value::Integer(i) => Some(*i),
+    Value::String(s) => s.parse().ok(),
+    Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+    Value::Double(d) => Some(*d as i64),
+    _ => None,
+  }
+}
+
+/// `[a, b]` from a script's array reply.
+fn pair(v: &Value) -> Option<(Option<i64>, i64)> {
+  match v {
+    Value::Array(a) if a.len() == 2 => Some((num(&a[0]), num(&a[1])?)),
+    _ => None,
+  }
+}
+
+impl StoreInner {
+  fn fallback(&self, op: u8, key: &str, err: Option<&GuardError>, out: &mut [f64]) {
+    self
+      .client
+      .counters
+      .fallbacks
+      .fetch_add(1, Ordering::Relaxed);
+    let now = now_ms();
+    let window = self.window_ms.load(Ordering::Relaxed);
+    match self.mode {
+      Mode::Memory => match op {
+        OP_INCREMENT => {
+          let (h, t) =
+            self
+              .windows
+              .increment(key, window, self.reset_expiry.load(Ordering::Relaxed), now);
+          out.copy_from_slice(&[ST_MEMORY, h as f64, t as f64]);
+        }
+        OP_GET => match self.windows.get(key, now) {
+          Some((h, t)) => out.copy_from_slice(&[ST_MEMORY, h as f64, t as f64]),
+          None => out.copy_from_slice(&[ST_NONE, 0.0, 0.0]),
+        },
+        OP_DECREMENT => {
+          self.windows.decrement(key, now);
+          out.copy_from_slice(&[ST_MEMORY, 0.0, 0.0]);
+        }
+        _ => {
+          self.windows.reset(key);
+          out.copy_from_slice(&[ST_MEMORY, 0.0, 0.0]);
+        }
+      },
+      Mode::Allow => match op {
+        OP_INCREMENT => out.copy_from_slice(&[ST_ALLOW, 1.0, window as f64]),
+        OP_GET => out.copy_from_slice(&[ST_NONE, 0.0, 0.0]),
+        _ => out.copy_from_slice(&[ST_ALLOW, 0.0, 0.0]),
+      },
+      Mode::Deny => {
+        let code = err.map(|e| e.code).unwrap_or(Code::Unavailable);
+        let code = if code == Code::Timeout {
+          Code::Timeout
+        } else {
+          Code::Unavailable
+        };
+        out.copy_from_slice(&[code.as_num(), 0.0, 0.0]);
+      }
+    }
+  }
+
+  fn call_for(&self, op: u8, key: &str) -> Call {
+    let rk = redis_key(&self.prefix, key);
+    let window = self.window_ms.load(Ordering::Relaxed).to_string();
+    match op {
+      OP_INCREMENT => Call {
+        script: &scripts::INCREMENT,
+        keys: vec![rk],
+        args: vec![
+          if self.reset_expiry.load(Ordering::Relaxed) {
+            "1"
+          } else {
+            "0"
+          }
+          .into(),
+          window,
+        ],
+      },
+      OP_GET => Call {
+        script: &scripts::GET,
+        keys: vec![rk],
+        args: vec![],
+      },
+      OP_DECREMENT => Call {
+        script: &scripts::DECREMENT,
+        keys: vec![rk],
+        args: vec![window],
+      },
+      _ => Call {
+        script: &scripts::RESET,
+        keys: vec![rk],
+        args: vec![],
+      },
+    }
+  }
+
+  async fn run(self: Arc<Self>, ops: Vec<u8>, keys: Vec<String>) -> Vec<f64> {
+    let n = keys.len();
+    let mut out = vec![0f64; n * 3];
+    let client = &self.client;
+    if client.is_closed() || !client.usable().await {
+      for i in 0..n {
+        self.fallback(ops[i], &keys[i], None, &mut out[i * 3..i * 3 + 3]);
+      }
+      return out;
+    }
+    let calls: Vec<Call> = (0..n).map(|i| self.call_for(ops[i], &keys[i])).collect();
+    let results = match tokio::time::timeout(
+      client.settings.command_timeout,
+      scripts::run_batch(&client.redis, &calls),
+    )
+    .await
+    {
+      Ok(r) => r,
+      Err(_) => {
+        let e = client.on_timeout();
+        for i in 0..n {
+          self.fallback(ops[i], &keys[i], Some(&e), &mut out[i * 3..i * 3 + 3]);
+        }
+        return out;
+      }
+    };
+    for (i, r) in results.iter().enumerate() {
+      let slot = &mut out[i * 3..i * 3 + 3];
+      let parsed = match r {
+        Ok(v) => match ops[i] {
+          OP_RESET => Some([ST_REDIS, num(v).unwrap_or(0) as f64, 0.0]),
+          OP_GET => pair(v).map(|(h, t)| match h {
+            Some(h) if t != -2 => [ST_REDIS, h as f64, t.max(0) as f64],
+            _ => [ST_NONE, 0.0, 0.0],
+          }),
+          OP_DECREMENT => {
+            pair(v).map(|(h, t)| [ST_REDIS, h.unwrap_or(0).max(0) as f64, t.max(0) as f64])
+          }
+          _ => pair(v).and_then(|(h, t)| h.map(|h| [ST_REDIS, h as f64, t.max(0) as f64])),
+        },
+        Err(_) => None,
+      };
+      match (parsed, r) {
+        (Some(p), _) => slot.copy_from_slice(&p),
+        (None, Err(e)) => {
+          let ge = client.on_error(e);
+          self.fallback(ops[i], &keys[i], Some(&ge), slot);
+        }
+        (None, Ok(_)) => {
+          let ge = GuardError::new(Code::Redis, "unexpected reply from the rate-limit script");
+          self.fallback(ops[i], &keys[i], Some(&ge), slot);
+        }
+      }
+    }
+    out
+  }
+}
+
+#[napi]
+impl NativeStore {
+  /// A store on `client` for keys `${prefix}${key}`. `onUnavailable`: `memory`, `allow` or `deny`.
+  #[napi(constructor)]
+  pub fn new(
+    client: &NativeClient,
+    prefix: String,
+    on_unavailable: String,
+    max_keys: Option<u32>,
+  ) -> Result<Self> {
+    let mode = match on_unavailable.as_str() {
+      "memory" => Mode::Memory,
+      "allow" => Mode::Allow,
+      "deny" => Mode::Deny,
+      _ => {
+        return Err(
+          GuardError::config("option `onUnavailable` must be 'memory', 'allow' or 'deny'").into(),
+        )
+      }
+    };
+    let client = client.inner.clone();
+    let max = max_keys
+      .map(|m| m as usize)
+      .unwrap_or(client.settings.fallback_max_keys);
+    Ok(NativeStore {
+      inner: Arc::new(StoreInner {
+        client,
+        prefix,
+        window_ms: AtomicU64::new(60_000),
+        reset_expiry: AtomicBool::new(false),
+        mode,
+        windows: Windows::new(max),
+      }),
+    })
+  }
+
+  /// Set the window length (ms) and `resetExpiryOnChange`.
+  #[napi]
+  pub fn configure(&self, window_ms: f64, reset_expiry: bool) {
+    self
+      .inner
+      .window_ms
+      .store(window_ms.max(1.0) as u64, Ordering::Relaxed);
+    self
+      .inner
+      .reset_expiry
+      .store(reset_expiry, Ordering::Relaxed);
+  }
+
+  /// Run a batch: `ops[i]` (0 increment, 1 get, 2 decrement, 3 reset) on `keys[i]`. Resolves
+  /// three numbers per key: status (0 Redis, 1 memory, 2 allowed, 3 no such key, negative: an
+  /// error code), hits, and ms until the window resets. Never rejects.
+  #[napi]
+  pub async fn run(&self, ops: Uint8Array, keys: Vec<String>) -> Result<Float64Array> {
+    if ops.len() != keys.len() {
+      return Err(GuardError::new(Code::InvalidArg, "ops and keys differ in length").into());
+    }
+    let out = self.inner.clone().run(ops.to_vec(), keys).await;
+    Ok(Float64Array::new(out))
+  }
+
+  /// Delete every key of this store's prefix (SCAN + UNLINK on every primary, never KEYS) and
+  /// clear the memory fallback. Resolves the number of Redis keys deleted.
+  #[napi]
+  pub async fn reset_all(&self) -> Result<f64> {
+    let me = &self.inner;
+    me.windows.clear();
+    if me.prefix.is_empty() {
+      return Err(GuardError::new(Code::InvalidArg, "resetAll() needs a non-empty prefix").into());
+    }
+    if !me.client.usable().await {
+      return Err(GuardError::new(Code::Unavailable, "Redis is unavailable").into());
+    }
+    let pattern = format!("{}*", glob_escape(&me.prefix));
+    let cluster = matches!(
+      me.client.settings.topology,
+      crate::config::Topology::Cluster { .. }
+    );
+    let mut stream = if cluster {
+      me.client
+        .redis
+        .scan_cluster(pattern, Some(1000), None)
+        .boxed()
+    } else {
+      me.client.redis.scan(pattern, Some(1000), None).boxed()
+    };
+    let mut deleted = 0f64;
+    loop {
+      let page =
+        match tokio::time::timeout(me.client.settings.command_timeout * 4, stream.next()).await {
+          Err(_) => return Err(me.client.on_timeout().into()),
+          Ok(None) => break,
+          Ok(Some(Err(e))) => return Err(me.client.on_error(&e).into()),
+          Ok(Some(Ok(p))) => p,
+        };
+      let mut page = page;
+      if let Some(keys) = page.take_results() {
+        // UNLINK key by key: in a cluster, keys of one page may live in different slots.
+        let pipe = me.client.redis.pipeline();
+        for k in keys {
+          let _: std::result::Result<(), _> = pipe.unlink(k).await;
+        }
+        for r in pipe.try_all::<i64>().await {
+          deleted += r.unwrap_or(0) as f64;
+        }
+      }
+      page.next();
+    }
+    Ok(deleted)
+  }
+
+  /// Keys held by the memory fallback.
+  #[napi]
+  pub fn fallback_size(&self) -> u32 {
+    self.inner.windows.len() as u32
+  }
+}
