@@ -1,0 +1,46 @@
+'use strict'
+// redis-guard: rate limiting, distributed locks and health checks on Redis for Express.
+// The work happens in Rust (src/); this file wires the thin JavaScript layer (lib/).
+
+const { RedisClient, Lease } = require('./lib/client.js')
+const { RedisStore } = require('./lib/store.js')
+const { RedisGuardError, codes } = require('./lib/errors.js')
+
+let defaultClient = null
+
+/** The process-wide client built from the environment on first use (REDIS_URL, REDIS_HOST, ...). */
+function getDefaultClient() {
+  if (!defaultClient) defaultClient = new RedisClient()
+  return defaultClient
+}
+
+/** Close the default client (if it was ever built); a later call builds a new one. */
+async function closeDefaultClient() {
+  const c = defaultClient
+  defaultClient = null
+  if (c) await c.close()
+}
+
+module.exports = {
+  RedisClient,
+  RedisStore,
+  Lease,
+  RedisGuardError,
+  codes,
+  getDefaultClient,
+  closeDefaultClient,
+  /** Whether the default client is connected (sync, no I/O). */
+  isRedisAvailable: () => getDefaultClient().isAvailable(),
+  /** Health of the default client: `{ status, connected, latencyMs, url, mode, topology, error? }`. */
+  healthCheck: (options) => getDefaultClient().healthCheck(options),
+  /** An Express handler reporting the default client's health (200, or 503 when unhealthy). */
+  healthHandler: (options) => {
+    return (req, res, next) => getDefaultClient().healthHandler(options)(req, res, next)
+  },
+  /** Take `lock:${key}` for `ttlSeconds` (default 30) on the default client. */
+  acquireLock: (key, ttlSeconds, options) => getDefaultClient().acquireLock(key, ttlSeconds, options),
+  /** Release `lock:${key}` if this process holds it. */
+  releaseLock: (key) => getDefaultClient().releaseLock(key),
+  /** Extend `lock:${key}` if this process holds it. */
+  extendLock: (key, ttlSeconds) => getDefaultClient().extendLock(key, ttlSeconds),
+}

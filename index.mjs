@@ -1,0 +1,19 @@
+// ESM entry: the same objects as the CommonJS entry.
+import cjs from './index.js'
+
+export const {
+  RedisClient,
+  RedisStore,
+  Lease,
+  RedisGuardError,
+  codes,
+  getDefaultClient,
+  closeDefaultClient,
+  isRedisAvailable,
+  healthCheck,
+  healthHandler,
+  acquireLock,
+  releaseLock,
+  extendLock,
+} = cjs
+export default cjs

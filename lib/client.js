@@ -1,0 +1,360 @@
+'use strict'
+// RedisClient: a thin wrapper over the native client (src/client.rs) that adds what must be
+// JavaScript: the logger, typed errors, AbortSignal-aware waiting, leases and withLock.
+
+const { inspect } = require('node:util')
+const { NativeClient } = require('../binding.js')
+const { RedisGuardError, codes, toError } = require('./errors.js')
+
+const ENV_KEYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_DB', 'REDIS_TLS',
+  'REDISHOST', 'REDISPORT', 'REDISUSER', 'REDISPASSWORD']
+
+/** The default logger: one line per state change, on stderr. */
+function defaultLogger(level, message, fields) {
+  if (level === 'debug' || level === 'trace') return
+  const where = fields && fields.url ? ` (${fields.url})` : ''
+  const why = fields && fields.error ? `: ${fields.error}` : ''
+  const line = `[redis-guard] ${message}${where}${why}`
+  if (level === 'error') console.error(line)
+  else if (level === 'warn') console.warn(line)
+  else console.info(line)
+}
+
+/** Accepts `false` (silent), a function `(level, message, fields)`, or a pino/winston-like object. */
+function normalizeLogger(logger) {
+  if (logger === false || logger === null) return null
+  if (logger === undefined) return defaultLogger
+  if (typeof logger === 'function') return logger
+  if (typeof logger === 'object' && typeof logger.warn === 'function') {
+    return (level, message, fields) => {
+      const fn = typeof logger[level] === 'function' ? logger[level] : logger.warn
+      fn.call(logger, { ...fields }, message)
+    }
+  }
+  throw new RedisGuardError(codes.CONFIG, 'option `logger` must be false, a function or an object with info/warn/error methods')
+}
+
+/** Options to JSON for Rust: Buffers become PEM text, functions and bigints become markers so
+ * that Rust reports them as wrong types (by name, never by value). */
+function optionsJson(options) {
+  if (options === undefined || options === null) return undefined
+  if (typeof options !== 'object' || Array.isArray(options)) {
+    throw new RedisGuardError(codes.CONFIG, `options must be an object, got ${Array.isArray(options) ? 'an array' : typeof options}`)
+  }
+  return JSON.stringify(options, (k, v) => {
+    if (Buffer.isBuffer(v)) return v.toString('utf8')
+    if (v && v.type === 'Buffer' && Array.isArray(v.data)) return Buffer.from(v.data).toString('utf8')
+    if (typeof v === 'function') return '[Function]'
+    if (typeof v === 'bigint') return Number(v)
+    if (typeof v === 'symbol') return '[Symbol]'
+    if (typeof v === 'number' && !Number.isFinite(v)) return '[NaN]'
+    return v
+  })
+}
+
+function envJson(env) {
+  const out = {}
+  for (const k of ENV_KEYS) if (typeof env[k] === 'string') out[k] = env[k]
+  return JSON.stringify(out)
+}
+
+function abortError(signal) {
+  const reason = signal && signal.reason
+  return new RedisGuardError(codes.ABORTED, 'the operation was aborted', reason instanceof Error ? { cause: reason } : undefined)
+}
+
+/** A sleep that an AbortSignal cuts short (rejecting with ABORTED). */
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal && signal.aborted) return reject(abortError(signal))
+    const onAbort = () => {
+      clearTimeout(t)
+      reject(abortError(signal))
+    }
+    const t = setTimeout(() => {
+      if (signal) signal.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    if (signal) signal.addEventListener('abort', onAbort, { once: true })
+  })
+}
+
+function checkMs(v, name, { min = 0, def } = {}) {
+  if (v === undefined || v === null) return def
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
+    throw new RedisGuardError(codes.INVALID_ARG, `option \`${name}\` must be a number >= ${min}`)
+  }
+  return v
+}
+
+/**
+ * A held lock. `signal` aborts when the lease is lost (expired without extension, or an
+ * extension found another holder).
+ */
+class Lease {
+  constructor(client, key, grant, ttlMs) {
+    this.key = key
+    this.token = grant.token
+    this.fence = grant.fence
+    /** `redis`, `local` (process-local fallback) or `allow` (not really locked: Redis was down). */
+    this.source = grant.source
+    this.expiresAt = Date.now() + ttlMs
+    this._client = client
+    this._ac = new AbortController()
+    this.signal = this._ac.signal
+    this._released = false
+    this._arm()
+  }
+
+  _arm() {
+    clearTimeout(this._timer)
+    const left = Math.max(0, this.expiresAt - Date.now())
+    this._timer = setTimeout(() => this._lose('the lease expired before it was extended'), left)
+    this._timer.unref()
+  }
+
+  _lose(why) {
+    clearTimeout(this._timer)
+    if (!this._ac.signal.aborted) this._ac.abort(new RedisGuardError(codes.LOCK_LOST, `lock "${this.key}" was lost: ${why}`))
+  }
+
+  /** Whether the lease is still believed held. */
+  get held() {
+    return !this._released && !this.signal.aborted && Date.now() < this.expiresAt
+  }
+
+  /** Extend to `ttlMs` from now. Resolves true, or rejects with LOCK_LOST / LOCK_NOT_HELD. */
+  async extend(ttlMs) {
+    const ttl = checkMs(ttlMs, 'ttlMs', { min: 1 })
+    if (this._released) throw new RedisGuardError(codes.LOCK_NOT_HELD, `lock "${this.key}" was already released`)
+    if (this.signal.aborted) throw this.signal.reason
+    const start = Date.now()
+    let ok
+    try {
+      ok = await this._client._native.lockExtend(this.key, this.token, ttl, this.source)
+    } catch (e) {
+      throw toError(e)
+    }
+    if (!ok) {
+      this._lose('another holder has it, or Redis could not confirm the extension')
+      throw this.signal.reason
+    }
+    this.expiresAt = start + ttl
+    this._arm()
+    return true
+  }
+
+  /** Release. Resolves true when this lease still held the lock, false otherwise. Never rejects for a lost lock. */
+  async release() {
+    if (this._released) return false
+    this._released = true
+    clearTimeout(this._timer)
+    try {
+      return await this._client._native.lockRelease(this.key, this.token, this.source)
+    } catch (e) {
+      throw toError(e)
+    }
+  }
+
+  [inspect.custom]() {
+    return `Lease { key: ${JSON.stringify(this.key)}, fence: ${this.fence}, source: '${this.source}', held: ${this.held} }`
+  }
+}
+
+class RedisClient {
+  /**
+   * @param {import('../index').RedisClientOptions} [options]
+   */
+  constructor(options) {
+    if (typeof options === 'string') options = { url: options }
+    if (options !== undefined && options !== null && (typeof options !== 'object' || Array.isArray(options))) {
+      throw new RedisGuardError(codes.CONFIG, `options must be an object or a URL string, got ${Array.isArray(options) ? 'an array' : typeof options}`)
+    }
+    const { logger, env, ...rest } = options || {}
+    const log = normalizeLogger(logger)
+    const sink = log
+      ? (line) => {
+          try {
+            const { level, message, fields } = JSON.parse(line)
+            log(level, message, fields)
+          } catch {}
+        }
+      : undefined
+    const json = options === undefined || options === null ? undefined : optionsJson(rest)
+    try {
+      this._native = new NativeClient(json, envJson(env || process.env), sink)
+    } catch (e) {
+      throw toError(e)
+    }
+    /** @type {Map<string, {token: string, source: string}>} locks taken with acquireLock() */
+    this._held = new Map()
+  }
+
+  /** The URL, password masked. */
+  get url() {
+    return this._native.url
+  }
+
+  /** The command deadline in ms. */
+  get commandTimeoutMs() {
+    return this._native.commandTimeoutMs
+  }
+
+  /** The last known connection state, without I/O. */
+  isAvailable() {
+    return this._native.isAvailable()
+  }
+
+  /** Resolves true once connected (false after `timeoutMs`, default the connect timeout). */
+  ready(timeoutMs) {
+    return this._native.ready(timeoutMs)
+  }
+
+  /** `{ status, connected, latencyMs, url, mode, topology, error? }`; never rejects. */
+  async healthCheck(options) {
+    const r = await this._native.healthCheck(!!(options && options.deep))
+    if (r.latencyMs === undefined) r.latencyMs = null
+    return r
+  }
+
+  /** An Express handler: 200 with the health JSON when healthy or degraded, 503 when unhealthy. */
+  healthHandler(options) {
+    return (req, res, next) => {
+      this.healthCheck(options).then(
+        (r) => {
+          res.statusCode = r.status === 'unhealthy' ? 503 : 200
+          res.setHeader('content-type', 'application/json; charset=utf-8')
+          res.setHeader('cache-control', 'no-store')
+          res.end(JSON.stringify(r))
+        },
+        (e) => (typeof next === 'function' ? next(e) : res.end()),
+      )
+    }
+  }
+
+  /** Counters (timeouts, errors, stateChanges, reconnects, fallbacks). */
+  stats() {
+    return this._native.stats()
+  }
+
+  /** Close the connection. */
+  close() {
+    return this._native.close()
+  }
+
+  // ---- locks -------------------------------------------------------------------------------
+
+  /**
+   * Take `key` and return a Lease, or null when it stays held elsewhere for `waitMs`.
+   * @param {string} key
+   * @param {{ ttlMs?: number, waitMs?: number, retryDelayMs?: number, signal?: AbortSignal, onUnavailable?: 'local'|'allow'|'deny' }} [options]
+   */
+  async lock(key, options = {}) {
+    if (typeof key !== 'string') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a string')
+    const ttlMs = checkMs(options.ttlMs, 'ttlMs', { min: 1, def: 30_000 })
+    const waitMs = checkMs(options.waitMs, 'waitMs', { def: 0 })
+    const retryDelayMs = checkMs(options.retryDelayMs, 'retryDelayMs', { min: 1, def: 50 })
+    const { signal, onUnavailable } = options
+    const deadline = Date.now() + waitMs
+    for (let attempt = 0; ; attempt++) {
+      if (signal && signal.aborted) throw abortError(signal)
+      let grant
+      try {
+        grant = await this._native.lockAcquire(key, ttlMs, onUnavailable)
+      } catch (e) {
+        throw toError(e)
+      }
+      if (grant.acquired) {
+        const lease = new Lease(this, key, grant, ttlMs)
+        if (signal && signal.aborted) {
+          await lease.release().catch(() => {})
+          throw abortError(signal)
+        }
+        return lease
+      }
+      const left = deadline - Date.now()
+      if (left <= 0) return null
+      // Jittered backoff: between 0.5x and 1.5x of the delay, growing to 4x, never past the deadline.
+      const base = retryDelayMs * Math.min(4, 1 + attempt / 4)
+      await sleep(Math.min(left, base * (0.5 + Math.random())), signal)
+    }
+  }
+
+  /**
+   * Run `fn(signal)` while holding `key`: waits up to `waitMs`, extends every ttlMs/3, always
+   * releases. Rejects with LOCK_TIMEOUT when not acquired, LOCK_LOST when the lease is lost.
+   */
+  async withLock(key, options, fn) {
+    if (typeof options === 'function') [options, fn] = [{}, options]
+    if (typeof fn !== 'function') throw new RedisGuardError(codes.INVALID_ARG, 'withLock needs a function')
+    options = options || {}
+    const lease = await this.lock(key, options)
+    if (!lease) throw new RedisGuardError(codes.LOCK_TIMEOUT, `lock "${key}" is held elsewhere (waited ${options.waitMs || 0} ms)`)
+    const ttlMs = checkMs(options.ttlMs, 'ttlMs', { min: 1, def: 30_000 })
+    const timer = setInterval(() => {
+      lease.extend(ttlMs).catch(() => {}) // a failure aborts lease.signal, which rejects below
+    }, Math.max(1, Math.floor(ttlMs / 3)))
+    const lost = new Promise((_, reject) => {
+      if (lease.signal.aborted) reject(lease.signal.reason)
+      lease.signal.addEventListener('abort', () => reject(lease.signal.reason), { once: true })
+    })
+    lost.catch(() => {})
+    const work = Promise.resolve().then(() => fn(lease.signal))
+    work.catch(() => {})
+    try {
+      return await Promise.race([work, lost])
+    } finally {
+      clearInterval(timer)
+      await lease.release().catch(() => {})
+    }
+  }
+
+  /** Seed-compatible: take `lock:${key}` for `ttlSeconds` (default 30). true when acquired. */
+  async acquireLock(key, ttlSeconds = 30, options = {}) {
+    const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
+    let grant
+    try {
+      grant = await this._native.lockAcquire(key, Math.ceil(ttl * 1000), options.onUnavailable)
+    } catch (e) {
+      throw toError(e)
+    }
+    if (grant.acquired) this._held.set(key, { token: grant.token, source: grant.source })
+    return grant.acquired
+  }
+
+  /** Seed-compatible: release `key` if this process holds it. true when released. */
+  async releaseLock(key) {
+    const h = this._held.get(key)
+    if (!h) return false
+    this._held.delete(key)
+    try {
+      return await this._native.lockRelease(key, h.token, h.source)
+    } catch (e) {
+      throw toError(e)
+    }
+  }
+
+  /** Seed-compatible: extend `key` to `ttlSeconds` from now if this process holds it. */
+  async extendLock(key, ttlSeconds = 30) {
+    const h = this._held.get(key)
+    if (!h) return false
+    const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
+    try {
+      const ok = await this._native.lockExtend(key, h.token, Math.ceil(ttl * 1000), h.source)
+      if (!ok) this._held.delete(key)
+      return ok
+    } catch (e) {
+      throw toError(e)
+    }
+  }
+
+  [inspect.custom]() {
+    return `RedisClient { url: '${this.url}', available: ${this.isAvailable()} }`
+  }
+
+  toJSON() {
+    return { url: this.url, available: this.isAvailable() }
+  }
+}
+
+module.exports = { RedisClient, Lease, defaultLogger }

@@ -1,0 +1,52 @@
+'use strict'
+// Errors with a stable `.code`. Rust encodes the code as a `[CODE] ` prefix of the message
+// (napi cannot set `.code` on the rejection of an async call); `toError` rebuilds a real Error.
+
+/** @type {Record<string, string>} */
+const codes = {
+  CONFIG: 'ERR_REDIS_GUARD_CONFIG',
+  TIMEOUT: 'ERR_REDIS_GUARD_TIMEOUT',
+  UNAVAILABLE: 'ERR_REDIS_GUARD_UNAVAILABLE',
+  REDIS: 'ERR_REDIS_GUARD_REDIS',
+  AUTH: 'ERR_REDIS_GUARD_AUTH',
+  INVALID_ARG: 'ERR_REDIS_GUARD_INVALID_ARG',
+  LOCK_TIMEOUT: 'ERR_REDIS_GUARD_LOCK_TIMEOUT',
+  LOCK_LOST: 'ERR_REDIS_GUARD_LOCK_LOST',
+  LOCK_NOT_HELD: 'ERR_REDIS_GUARD_LOCK_NOT_HELD',
+  ABORTED: 'ERR_REDIS_GUARD_ABORTED',
+  CLOSED: 'ERR_REDIS_GUARD_CLOSED',
+}
+// Negative status numbers of batched results (see src/error.rs `Code::as_num`).
+const byNumber = [null, codes.CONFIG, codes.TIMEOUT, codes.UNAVAILABLE, codes.REDIS, codes.AUTH,
+  codes.INVALID_ARG, codes.LOCK_TIMEOUT, codes.LOCK_LOST, codes.LOCK_NOT_HELD, codes.ABORTED, codes.CLOSED]
+
+class RedisGuardError extends Error {
+  /** @param {string} code @param {string} message */
+  constructor(code, message, options) {
+    super(message, options)
+    this.name = 'RedisGuardError'
+    this.code = code
+  }
+}
+
+/** Turn whatever the native side threw into a RedisGuardError with a code. */
+function toError(e) {
+  if (e instanceof RedisGuardError) return e
+  const msg = e && typeof e.message === 'string' ? e.message : String(e)
+  const m = /^\[(ERR_REDIS_GUARD_[A-Z_]+)\] ([\s\S]*)$/.exec(msg)
+  if (m) return new RedisGuardError(m[1], m[2])
+  // napi's own argument conversion errors ("Failed to convert ...") are bad input.
+  const code = e && (e.code === 'InvalidArg' || e.code === 'NumberExpected' || e.code === 'StringExpected' ||
+    e.code === 'ObjectExpected' || e.code === 'ArrayExpected' || e instanceof TypeError)
+    ? codes.INVALID_ARG
+    : codes.REDIS
+  return new RedisGuardError(code, msg)
+}
+
+function fromNumber(n, what) {
+  const code = byNumber[-n] || codes.REDIS
+  const text = code === codes.TIMEOUT ? 'Redis did not answer in time' : 'Redis is unavailable'
+  return new RedisGuardError(code, `${text} and onUnavailable is 'deny' (${what})`)
+}
+
+module.exports = { RedisGuardError, codes, toError, fromNumber }

@@ -1,0 +1,211 @@
+'use strict'
+// RedisStore: an express-rate-limit Store. Calls made in one event-loop turn go to Rust as one
+// batch (one crossing, one pipeline); see the README's performance notes and bench/.
+
+const { inspect } = require('node:util')
+const { NativeStore } = require('../binding.js')
+const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
+
+const OP_INCREMENT = 0
+const OP_GET = 1
+const OP_DECREMENT = 2
+const OP_RESET = 3
+const ST_REDIS = 0
+const ST_NONE = 3
+
+/** Most calls per crossing: several batches in flight keep JS, tokio and Redis busy together. */
+const MAX_BATCH = 64
+/** Most keys the over-limit cache holds. */
+const MAX_BLOCKED = 10_000
+
+/**
+ * Collects calls into batches. Flush rule: a microtask when nothing is in flight (lowest
+ * latency for a lone call), `setImmediate` otherwise (so calls that arrive in later turns, as
+ * HTTP requests do, join the batch instead of each paying a crossing); at MAX_BATCH at once.
+ */
+class Batcher {
+  constructor(native) {
+    this.native = native
+    this.ops = []
+    this.keys = []
+    this.waiters = []
+    this.inflight = 0
+    this.scheduled = false
+    this.flush = this.flush.bind(this)
+  }
+
+  push(op, key) {
+    return new Promise((resolve, reject) => {
+      this.ops.push(op)
+      this.keys.push(key)
+      this.waiters.push(resolve, reject)
+      if (this.ops.length >= MAX_BATCH) this.flush()
+      else if (!this.scheduled) {
+        this.scheduled = true
+        if (this.inflight === 0) queueMicrotask(this.flush)
+        else setImmediate(this.flush)
+      }
+    })
+  }
+
+  flush() {
+    this.scheduled = false
+    if (this.ops.length === 0) return
+    const ops = Uint8Array.from(this.ops)
+    const keys = this.keys
+    const waiters = this.waiters
+    this.ops = []
+    this.keys = []
+    this.waiters = []
+    this.inflight++
+    this.native.run(ops, keys).then(
+      (out) => {
+        this.inflight--
+        for (let i = 0, j = 0; i < keys.length; i++, j += 3) waiters[2 * i](out.subarray(j, j + 3))
+      },
+      (e) => {
+        this.inflight--
+        const err = toError(e)
+        for (let i = 0; i < keys.length; i++) waiters[2 * i + 1](err)
+      },
+    )
+  }
+}
+
+function checkKey(key) {
+  if (typeof key !== 'string') {
+    throw new RedisGuardError(codes.INVALID_ARG, `the rate-limit key must be a string, got ${typeof key}`)
+  }
+}
+
+class RedisStore {
+  /**
+   * @param {import('../index').RedisStoreOptions} [options]
+   */
+  constructor(options = {}) {
+    if (options === null || typeof options !== 'object') throw new RedisGuardError(codes.CONFIG, 'RedisStore options must be an object')
+    const { prefix = 'rl:', client, url, onUnavailable = 'memory', resetExpiryOnChange = false, blockOverLimit = true, fallbackMaxKeys, sendCommand, ...unknown } = options
+    const extra = Object.keys(unknown)
+    if (extra.length) throw new RedisGuardError(codes.CONFIG, `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys)`)
+    if (sendCommand !== undefined) {
+      throw new RedisGuardError(codes.CONFIG, 'RedisStore does not take `sendCommand`: pass `client` (a RedisClient) or `url`, or nothing to use REDIS_URL')
+    }
+    if (typeof prefix !== 'string') throw new RedisGuardError(codes.CONFIG, 'option `prefix` must be a string')
+    if (!['memory', 'allow', 'deny'].includes(onUnavailable)) throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'allow' or 'deny'")
+    if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0)) throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
+    const { RedisClient } = require('./client.js')
+    if (client !== undefined && !(client instanceof RedisClient)) throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
+    /** The key prefix. The default value is `rl:`. */
+    this.prefix = prefix
+    /** express-rate-limit: counts are shared between processes. */
+    this.localKeys = false
+    this.onUnavailable = onUnavailable
+    this.resetExpiryOnChange = !!resetExpiryOnChange
+    this.blockOverLimit = !!blockOverLimit
+    this._ownClient = !client && url !== undefined
+    this.client = client || (url !== undefined ? new RedisClient({ url }) : require('../index.js').getDefaultClient())
+    try {
+      this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys)
+    } catch (e) {
+      throw toError(e)
+    }
+    this._batch = new Batcher(this._native)
+    this.windowMs = 60_000
+    this.limit = undefined
+    /** key -> { totalHits, resetAt, local }: keys over a static limit, answered here until reset. */
+    this._blocked = new Map()
+    this._native.configure(this.windowMs, this.resetExpiryOnChange)
+  }
+
+  /** express-rate-limit calls this (without awaiting) with its options. */
+  init(options) {
+    if (options && typeof options.windowMs === 'number' && options.windowMs > 0) this.windowMs = options.windowMs
+    const limit = options && (typeof options.limit === 'number' ? options.limit : options.max)
+    this.limit = typeof limit === 'number' && Number.isFinite(limit) ? limit : undefined
+    this._native.configure(this.windowMs, this.resetExpiryOnChange)
+  }
+
+  _result(r, key, op) {
+    const status = r[0]
+    if (status < 0) throw fromNumber(status, `${op} ${JSON.stringify(key.slice(0, 64))}`)
+    return { totalHits: r[1], resetTime: new Date(Date.now() + r[2]), fromRedis: status === ST_REDIS }
+  }
+
+  /** Count a hit for `key`: `{ totalHits, resetTime }`. */
+  async increment(key) {
+    checkKey(key)
+    const b = this._blocked.size ? this._blocked.get(key) : undefined
+    if (b) {
+      const now = Date.now()
+      if (now < b.resetAt) {
+        b.totalHits++
+        b.local++
+        return { totalHits: b.totalHits, resetTime: new Date(b.resetAt) }
+      }
+      this._blocked.delete(key)
+    }
+    const r = this._result(await this._batch.push(OP_INCREMENT, key), key, 'increment')
+    if (this.blockOverLimit && r.fromRedis && this.limit !== undefined && r.totalHits > this.limit && !this.resetExpiryOnChange) {
+      if (this._blocked.size >= MAX_BLOCKED) this._blocked.delete(this._blocked.keys().next().value)
+      this._blocked.set(key, { totalHits: r.totalHits, resetAt: r.resetTime.getTime(), local: 0 })
+    }
+    return { totalHits: r.totalHits, resetTime: r.resetTime }
+  }
+
+  /** The current count of `key`, or undefined. */
+  async get(key) {
+    checkKey(key)
+    const b = this._blocked.get(key)
+    if (b && Date.now() < b.resetAt) return { totalHits: b.totalHits, resetTime: new Date(b.resetAt) }
+    const r = await this._batch.push(OP_GET, key)
+    if (r[0] === ST_NONE) return undefined
+    const { totalHits, resetTime } = this._result(r, key, 'get')
+    return { totalHits, resetTime }
+  }
+
+  /** Undo one hit (never below zero; the key keeps its TTL). */
+  async decrement(key) {
+    checkKey(key)
+    const b = this._blocked.get(key)
+    if (b && b.local > 0) {
+      b.local--
+      b.totalHits--
+      return
+    }
+    if (b) this._blocked.delete(key)
+    this._result(await this._batch.push(OP_DECREMENT, key), key, 'decrement')
+  }
+
+  /** Forget `key`. */
+  async resetKey(key) {
+    checkKey(key)
+    this._blocked.delete(key)
+    this._result(await this._batch.push(OP_RESET, key), key, 'resetKey')
+  }
+
+  /** Delete every key of this store's prefix (SCAN, never KEYS) and clear the local state. */
+  async resetAll() {
+    this._blocked.clear()
+    try {
+      await this._native.resetAll()
+    } catch (e) {
+      throw toError(e)
+    }
+  }
+
+  /** Close the client if this store created it (`url` option). */
+  async shutdown() {
+    if (this._ownClient) await this.client.close()
+  }
+
+  /** Keys the memory fallback holds now. */
+  fallbackSize() {
+    return this._native.fallbackSize()
+  }
+
+  [inspect.custom]() {
+    return `RedisStore { prefix: ${JSON.stringify(this.prefix)}, onUnavailable: '${this.onUnavailable}', client: ${inspect(this.client)} }`
+  }
+}
+
+module.exports = { RedisStore }
