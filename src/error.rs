@@ -107,7 +107,7 @@ impl From<GuardError> for napi::Error {
 /// Classify a fred error. `mask` removes secrets that Redis or fred may echo.
 pub fn from_fred(e: &fred::error::Error, mask: &dyn Fn(&str) -> String) -> GuardError {
   use fred::error::ErrorKind as K;
-  let details = mask(e.details());
+  let details = mask(&readable(e.details()));
   let upper = details.to_ascii_uppercase();
   let code = match e.kind() {
     K::Timeout => Code::Timeout,
@@ -123,6 +123,18 @@ pub fn from_fred(e: &fred::error::Error, mask: &dyn Fn(&str) -> String) -> Guard
     _ => Code::Redis,
   };
   GuardError::new(code, format!("{:?}: {}", e.kind(), details))
+}
+
+/// fred formats I/O errors with `Debug` (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`):
+/// keep the human part.
+fn readable(details: &str) -> String {
+  if let Some(start) = details.find("message: \"") {
+    let rest = &details[start + 10..];
+    if let Some(end) = rest.find('"') {
+      return rest[..end].to_string();
+    }
+  }
+  details.to_string()
 }
 
 pub type Result<T> = std::result::Result<T, GuardError>;

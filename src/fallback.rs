@@ -21,7 +21,7 @@ fn local_key(key: &str) -> String {
   if key.len() <= MAX_LOCAL_KEY {
     key.to_string()
   } else {
-    format!("#sha1:{}", sha1_smol::Sha1::from(key).digest().to_string())
+    format!("#sha1:{}", sha1_smol::Sha1::from(key).digest())
   }
 }
 

@@ -66,7 +66,7 @@ fn check_key(key: &str) -> std::result::Result<(), GuardError> {
 }
 
 fn check_ttl(ttl_ms: f64) -> std::result::Result<u64, GuardError> {
-  if !ttl_ms.is_finite() || ttl_ms < 1.0 || ttl_ms > 365.0 * 24.0 * 3600.0 * 1000.0 {
+  if !(1.0..=365.0 * 24.0 * 3600.0 * 1000.0).contains(&ttl_ms) {
     return Err(GuardError::new(
       Code::InvalidArg,
       "the lock TTL must be a number of ms from 1 to one year",

@@ -61,10 +61,7 @@ pub fn redis_key(prefix: &str, key: &str) -> String {
   if key.len() <= MAX_KEY_BYTES {
     format!("{prefix}{key}")
   } else {
-    format!(
-      "{prefix}#sha1:{}",
-      sha1_smol::Sha1::from(key).digest().to_string()
-    )
+    format!("{prefix}#sha1:{}", sha1_smol::Sha1::from(key).digest())
   }
 }
 

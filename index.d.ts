@@ -1,0 +1,194 @@
+// Types of redis-guard's public API. The option and result types documented in Rust (`///`)
+// are generated into binding.d.ts by napi-rs and re-exported here; the JavaScript layer
+// (lib/) is typed below.
+
+import type {
+  RedisClientOptions as NativeClientOptions,
+  TlsOptions,
+  SentinelOptions,
+  ReconnectOptions,
+  HealthResult,
+  LockGrant,
+} from './binding'
+
+export type { TlsOptions, SentinelOptions, ReconnectOptions, HealthResult, LockGrant }
+
+/** A logger function: called once per state change (connected, unavailable, recovered) and warning. */
+export type LogFunction = (level: 'error' | 'warn' | 'info' | 'debug', message: string, fields: Record<string, unknown>) => void
+
+/** An object logger such as pino or winston: `logger[level](fields, message)`. */
+export interface LoggerObject {
+  error(fields: object, message: string): void
+  warn(fields: object, message: string): void
+  info?(fields: object, message: string): void
+  debug?(fields: object, message: string): void
+}
+
+/** Options of `new RedisClient()`. All optional; see the README for the full table and defaults. */
+export interface RedisClientOptions extends Omit<NativeClientOptions, 'tls'> {
+  /** `true` for TLS with the system's roots, or TLS options (PEM text, file paths or Buffers). The default value is `false`. */
+  tls?: boolean | (Omit<TlsOptions, 'ca' | 'cert' | 'key'> & { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer })
+  /** `false` to silence, a function, or a pino/winston-like object. The default value prints one line per state change on stderr. */
+  logger?: false | LogFunction | LoggerObject
+  /** The environment to read instead of `process.env` (tests). The default value is `process.env`. */
+  env?: Record<string, string | undefined>
+}
+
+/** Stable error codes (`err.code`). */
+export declare const codes: {
+  readonly CONFIG: 'ERR_REDIS_GUARD_CONFIG'
+  readonly TIMEOUT: 'ERR_REDIS_GUARD_TIMEOUT'
+  readonly UNAVAILABLE: 'ERR_REDIS_GUARD_UNAVAILABLE'
+  readonly REDIS: 'ERR_REDIS_GUARD_REDIS'
+  readonly AUTH: 'ERR_REDIS_GUARD_AUTH'
+  readonly INVALID_ARG: 'ERR_REDIS_GUARD_INVALID_ARG'
+  readonly LOCK_TIMEOUT: 'ERR_REDIS_GUARD_LOCK_TIMEOUT'
+  readonly LOCK_LOST: 'ERR_REDIS_GUARD_LOCK_LOST'
+  readonly LOCK_NOT_HELD: 'ERR_REDIS_GUARD_LOCK_NOT_HELD'
+  readonly ABORTED: 'ERR_REDIS_GUARD_ABORTED'
+  readonly CLOSED: 'ERR_REDIS_GUARD_CLOSED'
+}
+export type ErrorCode = (typeof codes)[keyof typeof codes]
+
+/** Every error redis-guard throws or rejects with. Messages never contain a secret. */
+export declare class RedisGuardError extends Error {
+  readonly code: ErrorCode
+}
+
+/** Health as `healthCheck()` reports it. */
+export interface Health {
+  status: 'healthy' | 'degraded' | 'unhealthy'
+  connected: boolean
+  latencyMs: number | null
+  url: string
+  mode: 'redis' | 'fallback'
+  topology: 'standalone' | 'cluster' | 'sentinel'
+  error?: string
+}
+
+/** What to do when Redis cannot be reached, for locks. */
+export type LockUnavailablePolicy = 'local' | 'allow' | 'deny'
+
+export interface LockOptions {
+  /** Time to live of the lock, in ms. The default value is `30000`. */
+  ttlMs?: number
+  /** How long to wait for a held lock, in ms. The default value is `0` (one attempt). */
+  waitMs?: number
+  /** Base delay between attempts while waiting, in ms (jittered, growing to 4x). The default value is `50`. */
+  retryDelayMs?: number
+  /** Cancels the wait (rejects with `ERR_REDIS_GUARD_ABORTED`). */
+  signal?: AbortSignal
+  /** The default value is `'local'`: a process-local lock while Redis is unavailable. */
+  onUnavailable?: LockUnavailablePolicy
+}
+
+/** A held lock. */
+export declare class Lease {
+  readonly key: string
+  /** The random token that proves ownership. */
+  readonly token: string
+  /** Fencing token: grows with every grant of this key. Pass it to the resource you protect. */
+  readonly fence: number
+  /** `redis`, `local` (process-local fallback) or `allow` (not locked: Redis was down and the policy allowed it). */
+  readonly source: 'redis' | 'local' | 'allow'
+  /** When the lease expires unless extended (ms since the epoch). */
+  readonly expiresAt: number
+  /** Aborted when the lease is lost. */
+  readonly signal: AbortSignal
+  /** Whether the lease is still believed held. */
+  readonly held: boolean
+  /** Extend to `ttlMs` from now: resolves true, or rejects with LOCK_LOST / LOCK_NOT_HELD. */
+  extend(ttlMs: number): Promise<true>
+  /** Release: true when this lease still held the lock. Never rejects for a lost lock. */
+  release(): Promise<boolean>
+}
+
+export declare class RedisClient {
+  /** Throws `ERR_REDIS_GUARD_CONFIG` for bad configuration; never throws for an unreachable server. */
+  constructor(options?: RedisClientOptions | string)
+  /** The URL, password masked: `redis://user:***@host:port`. */
+  readonly url: string
+  /** The command deadline, in ms. */
+  readonly commandTimeoutMs: number
+  /** The last known connection state, without I/O. */
+  isAvailable(): boolean
+  /** Resolves true once connected, false after `timeoutMs` (default: the connect timeout). */
+  ready(timeoutMs?: number): Promise<boolean>
+  /** PING (and with `deep`, SET/GET/DEL of a probe key). Never rejects. */
+  healthCheck(options?: { deep?: boolean }): Promise<Health>
+  /** An Express handler: 200 with the health JSON when healthy or degraded, 503 when unhealthy. */
+  healthHandler(options?: { deep?: boolean }): (req: unknown, res: any, next?: (err?: unknown) => void) => void
+  /** Counters: timeouts, errors, stateChanges, reconnects, fallbacks. */
+  stats(): Record<string, number>
+  close(): Promise<void>
+  /** Take `key` (Redis key `${lockPrefix}${key}`): a Lease, or null when still held elsewhere after `waitMs`. */
+  lock(key: string, options?: LockOptions): Promise<Lease | null>
+  /** Run `fn` holding `key`, auto-extending every ttlMs/3 and always releasing. */
+  withLock<T>(key: string, options: LockOptions, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T>
+  withLock<T>(key: string, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T>
+  /** Seed-compatible helper: take `lock:${key}` for `ttlSeconds` (default 30). */
+  acquireLock(key: string, ttlSeconds?: number, options?: { onUnavailable?: LockUnavailablePolicy }): Promise<boolean>
+  /** Seed-compatible helper: release `key` if this process holds it (token-checked). */
+  releaseLock(key: string): Promise<boolean>
+  /** Seed-compatible helper: extend `key` to `ttlSeconds` from now if this process holds it. */
+  extendLock(key: string, ttlSeconds?: number): Promise<boolean>
+}
+
+/** What the store does when Redis cannot be reached. */
+export type StoreUnavailablePolicy = 'memory' | 'allow' | 'deny'
+
+export interface RedisStoreOptions {
+  /** Key prefix; keys are `${prefix}${key}` as with rate-limit-redis. The default value is `'rl:'`. */
+  prefix?: string
+  /** The client to use. The default value is the default client (built from `REDIS_URL`, ...). */
+  client?: RedisClient
+  /** A URL for a client of the store's own (closed by `shutdown()`). */
+  url?: string
+  /** The default value is `'memory'`: a bounded per-process fixed window. */
+  onUnavailable?: StoreUnavailablePolicy
+  /** Restart the window on every hit (rate-limit-redis's option). The default value is `false`. */
+  resetExpiryOnChange?: boolean
+  /** Answer keys already over a static `limit` locally until their reset time. The default value is `true`. */
+  blockOverLimit?: boolean
+  /** Most keys the memory fallback holds. The default value is the client's `fallbackMaxKeys` (100000). */
+  fallbackMaxKeys?: number
+}
+
+export interface IncrementResponse {
+  totalHits: number
+  resetTime: Date | undefined
+}
+
+/** An express-rate-limit (v7/v8) store, wire-compatible with rate-limit-redis. */
+export declare class RedisStore {
+  constructor(options?: RedisStoreOptions)
+  readonly prefix: string
+  readonly localKeys: boolean
+  readonly client: RedisClient
+  init(options: { windowMs: number; limit?: unknown; max?: unknown }): void
+  get(key: string): Promise<IncrementResponse | undefined>
+  increment(key: string): Promise<IncrementResponse>
+  decrement(key: string): Promise<void>
+  resetKey(key: string): Promise<void>
+  resetAll(): Promise<void>
+  shutdown(): Promise<void>
+  /** Keys the memory fallback holds now. */
+  fallbackSize(): number
+}
+
+/** The process-wide client built from the environment on first use. */
+export declare function getDefaultClient(): RedisClient
+/** Close the default client (a later call builds a new one). */
+export declare function closeDefaultClient(): Promise<void>
+/** Whether the default client is connected (sync, no I/O). */
+export declare function isRedisAvailable(): boolean
+/** Health of the default client. */
+export declare function healthCheck(options?: { deep?: boolean }): Promise<Health>
+/** An Express handler for the default client's health. */
+export declare function healthHandler(options?: { deep?: boolean }): (req: unknown, res: any, next?: (err?: unknown) => void) => void
+/** Take `lock:${key}` for `ttlSeconds` (default 30) on the default client. */
+export declare function acquireLock(key: string, ttlSeconds?: number, options?: { onUnavailable?: LockUnavailablePolicy }): Promise<boolean>
+/** Release `lock:${key}` if this process holds it. */
+export declare function releaseLock(key: string): Promise<boolean>
+/** Extend `lock:${key}` if this process holds it. */
+export declare function extendLock(key: string, ttlSeconds?: number): Promise<boolean>
