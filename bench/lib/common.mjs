@@ -1,0 +1,189 @@
+// Shared helpers of the benchmark: statistics, child-process runners, /proc CPU readers and
+// Markdown formatting. Only Node's standard library is used here.
+
+import { fork, spawn } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const BENCH_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+export const ROOT = path.resolve(BENCH_DIR, '..')
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------------------------
+
+/** Percentile (nearest rank) of an ascending-sorted array-like. */
+export function pct(sorted, p) {
+  if (!sorted.length) return NaN
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i]
+}
+
+/** { p50, p99, max, mean } of latencies in ms (Float64Array or array). */
+export function latencySummary(lat) {
+  const s = Float64Array.from(lat).sort()
+  let sum = 0
+  for (let i = 0; i < s.length; i++) sum += s[i]
+  return { p50: pct(s, 50), p99: pct(s, 99), max: s[s.length - 1], mean: sum / s.length }
+}
+
+/** Median of numbers (NaN/undefined ignored). */
+export function median(xs) {
+  const s = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b)
+  if (!s.length) return NaN
+  const m = s.length >> 1
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU of other processes (redis-server) from /proc
+// ---------------------------------------------------------------------------------------------
+
+const CLK_TCK = 100 // Linux USER_HZ; /proc/<pid>/stat counts in these ticks
+
+/** utime+stime of `pid` in µs (10 ms resolution), or NaN when unreadable (not Linux). */
+export function procCpuMicros(pid) {
+  if (!pid) return NaN
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // after "pid (comm) ": state=f[0], ..., utime=f[11], stime=f[12]
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK
+  } catch {
+    return NaN
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Run a worker module in a child Node process: it gets `params` (JSON in argv[2]), sends one
+ * `{ type: 'result', ... }` message over IPC and must then exit BY ITSELF (every client closed).
+ * Resolves `{ ...result, exitedCleanly }`; a worker that does not exit within `exitGraceMs`
+ * after its result is SIGKILLed and reported `exitedCleanly: false`.
+ */
+export function runWorker(file, params, { timeoutMs = 300_000, exitGraceMs = 10_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = fork(file, [JSON.stringify(params)], {
+      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+      env: { ...process.env, REDIS_URL: '' },
+    })
+    let stderr = ''
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d
+      if (stderr.length > 20_000) stderr = stderr.slice(-20_000)
+    })
+    let result
+    let exitTimer
+    const hardTimer = setTimeout(() => {
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.on('message', (m) => {
+      if (m && m.type === 'result') {
+        result = m
+        exitTimer = setTimeout(() => child.kill('SIGKILL'), exitGraceMs)
+      }
+    })
+    child.once('error', (e) => {
+      clearTimeout(hardTimer)
+      clearTimeout(exitTimer)
+      reject(e)
+    })
+    child.once('exit', (code, signal) => {
+      clearTimeout(hardTimer)
+      clearTimeout(exitTimer)
+      if (!result) {
+        reject(new Error(`worker ${path.basename(file)} ${JSON.stringify(params.contender ?? '')} ended without a result (${code ?? signal}):\n${stderr.trim()}`))
+        return
+      }
+      if (result.error) {
+        reject(new Error(`worker ${path.basename(file)} failed: ${result.error}\n${stderr.trim()}`))
+        return
+      }
+      const exitedCleanly = code === 0 && signal === null
+      if (!exitedCleanly) process.stderr.write(`[bench] warning: worker ${path.basename(file)} (${params.contender}) did not exit by itself (${code ?? signal})\n`)
+      delete result.type
+      resolve({ ...result, exitedCleanly })
+    })
+  })
+}
+
+/** Worker side of runWorker: run `main(params)`, send its result, then let the process exit. */
+export async function workerMain(main) {
+  const params = JSON.parse(process.argv[2] || '{}')
+  let msg
+  try {
+    msg = { type: 'result', ...(await main(params)) }
+  } catch (e) {
+    msg = { type: 'result', error: (e && e.stack) || String(e) }
+  }
+  process.send(msg, () => process.disconnect())
+}
+
+/** Run a command; resolves { code, stdout, stderr }; kills it after `timeoutMs`. */
+export function runCmd(cmd, args, { timeoutMs = 120_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d))
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
+    child.once('error', (e) => {
+      clearTimeout(t)
+      reject(e)
+    })
+    child.once('close', (code, signal) => {
+      clearTimeout(t)
+      resolve({ code: code ?? signal, stdout, stderr })
+    })
+  })
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+
+// ---------------------------------------------------------------------------------------------
+// Formatting
+// ---------------------------------------------------------------------------------------------
+
+/** A number with thousands separators (integers) or `digits` decimals. */
+export function num(x, digits = 0) {
+  if (typeof x !== 'number' || !Number.isFinite(x)) return 'n/a'
+  return x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+/** ms with 3 significant-ish digits. */
+export function ms(x) {
+  if (typeof x !== 'number' || !Number.isFinite(x)) return 'n/a'
+  if (x >= 100) return x.toFixed(0)
+  if (x >= 10) return x.toFixed(1)
+  if (x >= 1) return x.toFixed(2)
+  return x.toFixed(3)
+}
+
+export function ratio(x) {
+  return typeof x === 'number' && Number.isFinite(x) ? `${x.toFixed(2)}×` : 'n/a'
+}
+
+/** A Markdown table from a header row and rows of cells. */
+export function mdTable(header, rows, align) {
+  const al = align || header.map((_, i) => (i === 0 ? 'l' : 'r'))
+  const sep = al.map((a) => (a === 'l' ? ':--' : a === 'c' ? ':-:' : '--:'))
+  const line = (cells) => `| ${cells.map((c) => String(c)).join(' | ')} |`
+  return [line(header), line(sep), ...rows.map(line)].join('\n')
+}
+
+/** Parse a comma list env/flag into a Set (empty input -> fallback). */
+export function listOpt(value, fallback) {
+  if (value === undefined || value === null || String(value).trim() === '') return new Set(fallback)
+  return new Set(String(value).split(',').map((s) => s.trim()).filter(Boolean))
+}
+
+/** An integer from env/flags with a default and a floor. */
+export function intOpt(value, def, min = 1) {
+  const n = Number(value)
+  return value !== undefined && value !== '' && Number.isFinite(n) ? Math.max(min, Math.floor(n)) : def
+}
