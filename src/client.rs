@@ -48,6 +48,8 @@ pub struct ClientInner {
   state_tx: watch::Sender<u8>,
   ever_up: AtomicBool,
   probing: AtomicBool,
+  /// Wakes a sleeping probe at once when fred reports a (re)connection.
+  probe_wake: tokio::sync::Notify,
   last_error: Mutex<Option<String>>,
   tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
   pub locks: Locks,
@@ -248,6 +250,7 @@ impl ClientInner {
       state_tx,
       ever_up: AtomicBool::new(false),
       probing: AtomicBool::new(false),
+      probe_wake: tokio::sync::Notify::new(),
       last_error: Mutex::new(None),
       tasks: Mutex::new(Vec::new()),
       locks: Locks::new(max_keys),
@@ -277,7 +280,9 @@ impl ClientInner {
           r = reconnects.recv() => match r {
             Ok(_) => {
               me.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-              // Connected and authenticated: let the probe confirm with a PING.
+              // Connected and authenticated: let the probe confirm with a PING now (a probe
+              // that is already running may be asleep for `probe_interval`: wake it).
+              me.probe_wake.notify_one();
               me.spawn_probe();
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -378,7 +383,10 @@ impl ClientInner {
           break;
         }
         if !first {
-          tokio::time::sleep(me.settings.probe_interval).await;
+          tokio::select! {
+            _ = tokio::time::sleep(me.settings.probe_interval) => {}
+            _ = me.probe_wake.notified() => {}
+          }
         }
         first = false;
         if me.redis.is_connected() {

@@ -190,16 +190,24 @@ fn type_name(v: &Value) -> &'static str {
     Value::Bool(_) => "a boolean",
     Value::Number(_) => "a number",
     Value::String(s) if s.starts_with("[Function") => "a function",
+    Value::String(s) if s == "[Symbol]" => "a symbol",
+    Value::String(s) if s == "[NaN]" => "a non-finite number",
     Value::String(_) => "a string",
     Value::Array(_) => "an array",
     Value::Object(_) => "an object",
   }
 }
 
+/// `lib/client.js` sends a function, a symbol or a non-finite number as a marker string
+/// (`[Function]`, `[Symbol]`, `[NaN]`): they are wrong types, never values.
+fn is_js_marker(s: &str) -> bool {
+  s == "[Function]" || s == "[Symbol]" || s == "[NaN]"
+}
+
 fn opt_str(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>> {
   match o.get(key) {
     None | Some(Value::Null) => Ok(None),
-    Some(Value::String(s)) => Ok(Some(s.clone())),
+    Some(Value::String(s)) if !is_js_marker(s) => Ok(Some(s.clone())),
     Some(v) => Err(cfg_err(format!(
       "option `{path}{key}` must be a string, got {}",
       type_name(v)
@@ -253,7 +261,7 @@ fn opt_str_list(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<
     Some(Value::Array(a)) => a
       .iter()
       .map(|v| match v {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) if !is_js_marker(s) => Ok(s.clone()),
         v => Err(cfg_err(format!(
           "option `{path}{key}` must hold `host:port` strings, got {}",
           type_name(v)
@@ -564,12 +572,22 @@ fn read_pem(v: &str, what: &str) -> Result<String> {
   if v.contains("-----BEGIN") {
     return Ok(v.to_string());
   }
+  // `tls.key` may be key material without its PEM armour (a common copy-paste from an env
+  // variable): never echo it. A CA or certificate is public: echo the (truncated) path.
+  let shown = if what == "key" {
+    "(value not shown)".to_string()
+  } else {
+    format!("`{}`", crate::error::truncate(v, 200))
+  };
   match std::fs::read_to_string(v) {
     Ok(s) if s.contains("-----BEGIN") => Ok(s),
     Ok(_) => Err(cfg_err(format!(
-      "tls.{what}: the file `{v}` holds no PEM data"
+      "tls.{what}: the file {shown} holds no PEM data"
     ))),
-    Err(e) => Err(cfg_err(format!("tls.{what}: cannot read `{v}`: {e}"))),
+    Err(e) => Err(cfg_err(format!(
+      "tls.{what}: not PEM text, and not a readable file {shown}: {}",
+      e.kind()
+    ))),
   }
 }
 

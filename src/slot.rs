@@ -31,6 +31,11 @@ fn hash_part(key: &[u8]) -> &[u8] {
   key
 }
 
+/// Whether `key` has a hash tag (a non-empty `{...}`) that decides its slot.
+pub fn has_tag(key: &[u8]) -> bool {
+  hash_part(key).len() != key.len()
+}
+
 /// The cluster slot of `key`.
 pub fn key_slot(key: &[u8]) -> u16 {
   crc16(hash_part(key)) % 16384

@@ -56,13 +56,26 @@ pub struct NativeStore {
   inner: Arc<StoreInner>,
 }
 
-/// `${prefix}${key}`, or its hashed form for keys over `MAX_KEY_BYTES`.
+/// The Redis key of a rate-limit key: `${prefix}${key}` (rate-limit-redis's bytes) for ordinary
+/// keys. Two exceptions, both documented in the README:
+/// - keys over `MAX_KEY_BYTES` become `${prefix}#sha1:<hex of the key>`;
+/// - a key that would bring its own cluster hash tag (`{...}`, which a client could use to pin
+///   every counter to one slot) gets a tag derived from its hash in front:
+///   `${prefix}{<8 hex of sha1(key)>}${key}`. A tag that is wholly in the prefix is kept: that
+///   is the operator's choice.
 pub fn redis_key(prefix: &str, key: &str) -> String {
-  if key.len() <= MAX_KEY_BYTES {
-    format!("{prefix}{key}")
-  } else {
-    format!("{prefix}#sha1:{}", sha1_smol::Sha1::from(key).digest())
+  if key.len() > MAX_KEY_BYTES {
+    return format!("{prefix}#sha1:{}", sha1_smol::Sha1::from(key).digest());
   }
+  let full = format!("{prefix}{key}");
+  if key.contains('{') || key.contains('}') {
+    let prefix_tag = crate::slot::has_tag(prefix.as_bytes());
+    if !prefix_tag && crate::slot::has_tag(full.as_bytes()) {
+      let h = sha1_smol::Sha1::from(key).digest().to_string();
+      return format!("{prefix}{{{}}}{key}", &h[..8]);
+    }
+  }
+  full
 }
 
 /// Escape glob characters for `SCAN MATCH`.
@@ -233,6 +246,26 @@ impl StoreInner {
       }
     }
     out
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use crate::slot::key_slot;
+
+  #[test]
+  fn keys() {
+    assert_eq!(redis_key("rl:", "1.2.3.4"), "rl:1.2.3.4");
+    assert_eq!(redis_key("rl:", "a}b{"), "rl:a}b{");
+    let k = redis_key("rl:", "{pin}x");
+    assert!(k.starts_with("rl:{") && k.ends_with("}{pin}x"), "{k}");
+    assert_ne!(
+      key_slot(redis_key("rl:", "{pin}a").as_bytes()),
+      key_slot(redis_key("rl:", "{pin}b").as_bytes())
+    );
+    assert_eq!(redis_key("{rl}:", "{pin}x"), "{rl}:{pin}x");
+    assert!(redis_key("rl:", &"x".repeat(2000)).starts_with("rl:#sha1:"));
   }
 }
 
