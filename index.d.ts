@@ -152,6 +152,12 @@ export interface RedisStoreOptions {
   blockOverLimit?: boolean
   /** Most keys the memory fallback holds. The default value is the client's `fallbackMaxKeys` (100000). */
   fallbackMaxKeys?: number
+  /**
+   * `'batch'`: the calls of a batch run as one script call (per cluster slot), each key with
+   * rate-limit-redis's logic; `'per-key'`: one call of rate-limit-redis's own script per key.
+   * Same keys, values and TTLs either way. The default value is `'batch'`.
+   */
+  scriptMode?: 'batch' | 'per-key'
 }
 
 export interface IncrementResponse {

@@ -87,6 +87,13 @@ function checkMs(v, name, { min = 0, def } = {}) {
   return v
 }
 
+/** Lock options: undefined / null mean the defaults; anything else but an object is bad input. */
+function lockOptions(options) {
+  if (options === undefined || options === null) return {}
+  if (typeof options !== 'object') throw new RedisGuardError(codes.INVALID_ARG, 'lock options must be an object')
+  return options
+}
+
 /**
  * A held lock. `signal` aborts when the lease is lost (expired without extension, or an
  * extension found another holder).
@@ -108,6 +115,7 @@ class Lease {
 
   _arm() {
     clearTimeout(this._timer)
+    if (this._released) return // an extension that resolved after release() must not re-arm
     const left = Math.max(0, this.expiresAt - Date.now())
     this._timer = setTimeout(() => this._lose('the lease expired before it was extended'), left)
     this._timer.unref()
@@ -249,8 +257,9 @@ class RedisClient {
    * @param {string} key
    * @param {{ ttlMs?: number, waitMs?: number, retryDelayMs?: number, signal?: AbortSignal, onUnavailable?: 'local'|'allow'|'deny' }} [options]
    */
-  async lock(key, options = {}) {
+  async lock(key, options) {
     if (typeof key !== 'string') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a string')
+    options = lockOptions(options)
     const ttlMs = checkMs(options.ttlMs, 'ttlMs', { min: 1, def: 30_000 })
     const waitMs = checkMs(options.waitMs, 'waitMs', { def: 0 })
     const retryDelayMs = checkMs(options.retryDelayMs, 'retryDelayMs', { min: 1, def: 50 })
@@ -287,7 +296,7 @@ class RedisClient {
   async withLock(key, options, fn) {
     if (typeof options === 'function') [options, fn] = [{}, options]
     if (typeof fn !== 'function') throw new RedisGuardError(codes.INVALID_ARG, 'withLock needs a function')
-    options = options || {}
+    options = lockOptions(options)
     const lease = await this.lock(key, options)
     if (!lease) throw new RedisGuardError(codes.LOCK_TIMEOUT, `lock "${key}" is held elsewhere (waited ${options.waitMs || 0} ms)`)
     const ttlMs = checkMs(options.ttlMs, 'ttlMs', { min: 1, def: 30_000 })
@@ -310,7 +319,8 @@ class RedisClient {
   }
 
   /** Seed-compatible: take `lock:${key}` for `ttlSeconds` (default 30). true when acquired. */
-  async acquireLock(key, ttlSeconds = 30, options = {}) {
+  async acquireLock(key, ttlSeconds = 30, options) {
+    options = lockOptions(options)
     const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
     let grant
     try {

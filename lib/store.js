@@ -84,9 +84,9 @@ class RedisStore {
    */
   constructor(options = {}) {
     if (options === null || typeof options !== 'object') throw new RedisGuardError(codes.CONFIG, 'RedisStore options must be an object')
-    const { prefix = 'rl:', client, url, onUnavailable = 'memory', resetExpiryOnChange = false, blockOverLimit = true, fallbackMaxKeys, sendCommand, ...unknown } = options
+    const { prefix = 'rl:', client, url, onUnavailable = 'memory', resetExpiryOnChange = false, blockOverLimit = true, fallbackMaxKeys, scriptMode = 'batch', sendCommand, ...unknown } = options
     const extra = Object.keys(unknown)
-    if (extra.length) throw new RedisGuardError(codes.CONFIG, `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys)`)
+    if (extra.length) throw new RedisGuardError(codes.CONFIG, `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys, scriptMode)`)
     if (sendCommand !== undefined) {
       throw new RedisGuardError(codes.CONFIG, 'RedisStore does not take `sendCommand`: pass `client` (a RedisClient) or `url`, or nothing to use REDIS_URL')
     }
@@ -105,7 +105,7 @@ class RedisStore {
     this._ownClient = !client && url !== undefined
     this.client = client || (url !== undefined ? new RedisClient({ url }) : require('../index.js').getDefaultClient())
     try {
-      this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys)
+      this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys, scriptMode)
     } catch (e) {
       throw toError(e)
     }
@@ -121,7 +121,9 @@ class RedisStore {
   init(options) {
     if (options && typeof options.windowMs === 'number' && options.windowMs > 0) this.windowMs = options.windowMs
     const limit = options && (typeof options.limit === 'number' ? options.limit : options.max)
-    this.limit = typeof limit === 'number' && Number.isFinite(limit) ? limit : undefined
+    // `limit: 0` is not a real limit: express-slow-down always passes it (its threshold is
+    // `delayAfter`, which the store never sees), and it must keep sharing its counts in Redis.
+    this.limit = typeof limit === 'number' && Number.isFinite(limit) && limit > 0 ? limit : undefined
     this._native.configure(this.windowMs, this.resetExpiryOnChange)
   }
 

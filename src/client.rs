@@ -56,8 +56,14 @@ pub struct ClientInner {
   pub counters: Counters,
 }
 
-fn server(h: &(String, u16)) -> Server {
-  Server::new(h.0.clone(), h.1)
+/// A server address; with `tls.servername`, the name its certificate is verified against
+/// (fred otherwise verifies against the host it dials, ignoring the option).
+fn server(s: &Settings, h: &(String, u16)) -> Server {
+  let mut srv = Server::new(h.0.clone(), h.1);
+  if let Some(name) = s.tls.as_ref().and_then(|t| t.servername.as_deref()) {
+    srv.tls_server_name = Some(name.into());
+  }
+  srv
 }
 
 fn tls_connector(s: &Settings) -> std::result::Result<Option<TlsConfig>, GuardError> {
@@ -174,10 +180,10 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
 fn build_fred(s: &Settings) -> std::result::Result<Client, GuardError> {
   let server = match &s.topology {
     Topology::Standalone { host, port } => ServerConfig::Centralized {
-      server: Server::new(host.clone(), *port),
+      server: server(s, &(host.clone(), *port)),
     },
     Topology::Cluster { nodes } => ServerConfig::Clustered {
-      hosts: nodes.iter().map(server).collect(),
+      hosts: nodes.iter().map(|n| server(s, n)).collect(),
       policy: ClusterDiscoveryPolicy::ConfigEndpoint,
     },
     Topology::Sentinel {
@@ -186,7 +192,7 @@ fn build_fred(s: &Settings) -> std::result::Result<Client, GuardError> {
       username,
       password,
     } => ServerConfig::Sentinel {
-      hosts: nodes.iter().map(server).collect(),
+      hosts: nodes.iter().map(|n| server(s, n)).collect(),
       service_name: name.clone(),
       username: username.clone(),
       password: password.clone(),
@@ -210,7 +216,12 @@ fn build_fred(s: &Settings) -> std::result::Result<Client, GuardError> {
     internal_command_timeout: s.connect_timeout,
     // An increment is never re-sent after a dropped connection.
     max_command_attempts: 1,
-    max_redirections: 5,
+    // fred follows MOVED/ASK by writing the command again, which costs a write attempt: with
+    // one attempt it fails every redirected command with "Too many failed write attempts.", an
+    // error it also gives to commands replayed after a reconnect (which may have run). With 0
+    // redirections it answers "Too many redirections." instead — proof the command did not run
+    // — after refreshing its slot table on MOVED, and scripts.rs sends such calls again.
+    max_redirections: 0,
     // Notice a dead or hung connection even when no command is waiting on the circuit.
     unresponsive: UnresponsiveConfig {
       max_timeout: Some((deadline * 4).max(Duration::from_millis(1000))),
@@ -235,6 +246,16 @@ fn build_fred(s: &Settings) -> std::result::Result<Client, GuardError> {
     .set_performance_config(performance)
     .build()
     .map_err(|e| GuardError::config(format!("invalid configuration: {}", s.mask(e.details()))))
+}
+
+/// Whether a PING got an answer from a working, authenticated connection. `NOPERM` counts: an
+/// ACL user limited to what the store needs (`+@read +@write +@scripting`) may not run PING,
+/// yet the server answered and the user's own commands work.
+fn answered(r: &std::result::Result<String, fred::error::Error>) -> bool {
+  match r {
+    Ok(_) => true,
+    Err(e) => e.details().starts_with("NOPERM"),
+  }
 }
 
 impl ClientInner {
@@ -310,7 +331,9 @@ impl ClientInner {
     let old = self.state.swap(s, Ordering::AcqRel);
     if old != s {
       self.counters.state_changes.fetch_add(1, Ordering::Relaxed);
-      let _ = self.state_tx.send(s);
+      // send_replace: the value is stored even while nobody waits in ready() (send() drops it
+      // when there is no receiver, and a later ready() would then wait on a stale CONNECTING).
+      let _ = self.state_tx.send_replace(s);
     }
     old
   }
@@ -337,7 +360,7 @@ impl ClientInner {
       .is_ok()
     {
       self.counters.state_changes.fetch_add(1, Ordering::Relaxed);
-      let _ = self.state_tx.send(DOWN);
+      let _ = self.state_tx.send_replace(DOWN);
       let url = self.settings.masked_url();
       if auth {
         tracing::error!(target: "redis_guard", client = self.id as u64, url = url.as_str(), error = reason,
@@ -392,9 +415,11 @@ impl ClientInner {
         if me.redis.is_connected() {
           let r =
             tokio::time::timeout(me.settings.command_timeout, me.redis.ping::<String>(None)).await;
-          if let Ok(Ok(_)) = r {
-            me.mark_up();
-            break;
+          if let Ok(r) = r {
+            if answered(&r) {
+              me.mark_up();
+              break;
+            }
           }
         }
       }
@@ -470,6 +495,22 @@ impl ClientInner {
   pub fn on_error(self: &Arc<Self>, e: &fred::error::Error) -> GuardError {
     self.counters.errors.fetch_add(1, Ordering::Relaxed);
     let ge = from_fred(e, &|t| self.settings.mask(t));
+    if crate::scripts::is_redirect(e) {
+      // A cluster slot that kept moving for the whole retry budget: this call falls back, the
+      // circuit stays closed (the cluster answers; the next call finds the slot's new owner).
+      return GuardError::new(Code::Unavailable, ge.message);
+    }
+    if ge.message.contains("READONLY") && matches!(self.settings.topology, Topology::Sentinel { .. })
+    {
+      // The primary we hold a connection to was demoted (a failover without a disconnect):
+      // fall back and ask the sentinels again. Redis ran nothing (it refused the write).
+      self.mark_down(&ge.message, false);
+      let redis = self.redis.clone();
+      napi::bindgen_prelude::spawn(async move {
+        let _ = redis.force_reconnection().await;
+      });
+      return GuardError::new(Code::Unavailable, ge.message);
+    }
     match ge.code {
       Code::Unavailable | Code::Timeout => self.mark_down(&ge.message, false),
       Code::Auth if e.kind() == &fred::error::ErrorKind::Auth => self.mark_down(&ge.message, true),
@@ -620,6 +661,8 @@ impl NativeClient {
     } else {
       match me.run(me.redis.ping::<String>(None)).await {
         Ok(_) => connected = true,
+        // An ACL user without PING: the server answered (see `answered`).
+        Err(e) if e.code == Code::Auth && e.message.contains("NOPERM") => connected = true,
         Err(e) => error = Some(e.message),
       }
     }

@@ -157,12 +157,22 @@ impl Locks {
 
   /// Remember the largest fence seen for a key (from Redis grants), so local grants continue above it.
   pub fn observe_fence(&self, key: &str, fence: u64) {
+    let key = local_key(key);
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    if g.1.len() >= self.max_keys && !g.1.contains_key(key) {
+    if g.1.len() >= self.max_keys && !g.1.contains_key(&key) {
       g.1.clear();
     }
-    let f = g.1.entry(local_key(key)).or_insert(0);
+    let f = g.1.entry(key).or_insert(0);
     *f = (*f).max(fence);
+  }
+
+  /// The largest fence this process has seen or issued for a key (0 when none): a Redis grant
+  /// continues above it, so fences keep growing across an outage (local grants) and a restart
+  /// of Redis that lost the counter.
+  pub fn max_fence(&self, key: &str) -> u64 {
+    let key = local_key(key);
+    let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    g.1.get(&key).copied().unwrap_or(0)
   }
 
   /// Try to take the lock; `Some(fence)` when granted.

@@ -111,12 +111,27 @@ impl ClientInner {
         let ge = self.on_error(&e);
         match ge.code {
           Code::Unavailable | Code::Timeout => Ok(None),
+          // No connection at all (the server just went away, the reconnect has not happened
+          // yet): nothing was sent, so the circuit opens and the policy decides.
+          _ if is_unrouted(&e) => {
+            self.mark_down(&ge.message, false);
+            Ok(None)
+          }
           _ => Err(ge),
         }
       }
       None => Ok(None),
     }
   }
+}
+
+/// fred's "Failed to route command." (kind `Unknown` without the `replicas` feature, `Routing`
+/// with it): the command found no connection to write to and was never sent.
+fn is_unrouted(e: &fred::error::Error) -> bool {
+  matches!(
+    e.kind(),
+    fred::error::ErrorKind::Unknown | fred::error::ErrorKind::Routing
+  ) && e.details().starts_with("Failed to route command")
 }
 
 fn unavailable() -> GuardError {
@@ -145,7 +160,12 @@ impl NativeClient {
     let call = Call {
       script: &scripts::LOCK_ACQUIRE,
       keys: vec![lk.clone(), companion_key(&lk, ":fence")],
-      args: vec![token.clone(), ttl.to_string(), FENCE_TTL_MS.to_string()],
+      args: vec![
+        token.clone(),
+        ttl.to_string(),
+        FENCE_TTL_MS.to_string(),
+        me.locks.max_fence(&lk).to_string(),
+      ],
     };
     match me.lock_call(call).await? {
       Some(f) if f > 0 => {

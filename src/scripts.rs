@@ -1,11 +1,13 @@
-//! Lua scripts and the batched way they are run: one fred pipeline of `EVALSHA` per batch,
+//! Lua scripts and the batched way they are run: the calls of a batch handed to fred together,
 //! `NOSCRIPT` answered by re-sending only the affected calls once with `EVAL` (which also
-//! loads the script on that node). No other error is retried.
+//! loads the script on that node), and in a cluster a redirected call (`MOVED`/`ASK`/`TRYAGAIN`,
+//! which Redis did not run) sent again within a budget (see [`send`]). No other error is retried.
 
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, LuaInterface};
+use fred::interfaces::ClientLike;
 use fred::types::{ClusterHash, CustomCommand, Value};
 
 /// A Lua script and its SHA-1.
@@ -23,13 +25,19 @@ impl Script {
   }
 }
 
-/// rate-limit-redis's increment, byte for byte in effect: INCR, and PEXPIRE when a window starts
-/// (`PTTL <= 0`) or when `resetExpiryOnChange` is on. Returns `{ hits, pttl }`.
+/// rate-limit-redis's increment (v4.3 and v6), the same logic: `PTTL <= 0` (no key, or a key
+/// left without a TTL, e.g. "-1" by rate-limit-redis's plain `DECR` after expiry) starts a new
+/// window with `SET 1 PX`; otherwise INCR, and PEXPIRE when `resetExpiryOnChange` is on.
+/// Returns `{ hits, pttl }`.
 pub static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
   Script::new(
-    r#"local totalHits = redis.call("INCR", KEYS[1])
-local timeToExpire = redis.call("PTTL", KEYS[1])
-if timeToExpire <= 0 or ARGV[1] == "1" then
+    r#"local timeToExpire = redis.call("PTTL", KEYS[1])
+if timeToExpire <= 0 then
+  redis.call("SET", KEYS[1], 1, "PX", tonumber(ARGV[2]))
+  return { 1, tonumber(ARGV[2]) }
+end
+local totalHits = redis.call("INCR", KEYS[1])
+if ARGV[1] == "1" then
   redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[2]))
   timeToExpire = tonumber(ARGV[2])
 end
@@ -63,11 +71,18 @@ return { v, t }"#,
 });
 
 /// Lock grant: `SET NX PX` and, when granted, the next fencing token (same slot: see lock.rs).
-/// The fence counter keeps a long TTL so idle keys do not stay forever.
+/// The fence counter keeps a long TTL so idle keys do not stay forever. `ARGV[4]` is a floor:
+/// the largest fence the caller has seen or issued itself (local grants while Redis was down,
+/// or a counter lost in a Redis restart); the fence returned is always above it.
 pub static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
   Script::new(
     r#"if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
   local f = redis.call("INCR", KEYS[2])
+  local floor = tonumber(ARGV[4])
+  if floor and f <= floor then
+    f = floor + 1
+    redis.call("SET", KEYS[2], string.format("%d", f))
+  end
   redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[3]))
   return f
 end
@@ -102,8 +117,19 @@ pub struct Call {
   pub args: Vec<String>,
 }
 
+/// The cluster slot of a call: its first key's. Every script touches one slot only (the lock's
+/// fence key is built with `slot::companion_key`; store keys are single keys).
+fn call_slot(c: &Call) -> u16 {
+  c.keys
+    .first()
+    .map(|k| crate::slot::key_slot(k.as_bytes()))
+    .unwrap_or(0)
+}
+
 /// `EVALSHA sha numkeys keys.. args..` (or `EVAL text ...`) as a custom command, so that it can
-/// go into a pipeline; the cluster slot comes from the first key.
+/// go into a pipeline. The slot is computed here and given as `ClusterHash::Custom`: fred 10.1
+/// ignores every other `ClusterHash` of a custom command and hashes its first string argument
+/// (the SHA), which sends every call to one node and gets `MOVED` for two thirds of them.
 fn command(c: &Call, by_sha: bool) -> (CustomCommand, Vec<Value>) {
   let mut args: Vec<Value> = Vec::with_capacity(2 + c.keys.len() + c.args.len());
   args.push(if by_sha {
@@ -116,7 +142,7 @@ fn command(c: &Call, by_sha: bool) -> (CustomCommand, Vec<Value>) {
   args.extend(c.args.iter().map(|a| Value::from(a.as_str())));
   let name = if by_sha { "EVALSHA" } else { "EVAL" };
   (
-    CustomCommand::new_static(name, ClusterHash::Offset(2), false),
+    CustomCommand::new_static(name, ClusterHash::Custom(call_slot(c)), false),
     args,
   )
 }
@@ -125,40 +151,50 @@ fn is_noscript(e: &fred::error::Error) -> bool {
   e.details().starts_with("NOSCRIPT")
 }
 
-/// Run `calls` as one pipeline; each call gets its own result. `NOSCRIPT` calls are re-sent
-/// once with `EVAL`. Deadlines are applied by the caller around this whole future.
+/// Whether `e` proves that the command did not run and may be sent again: a `MOVED` or `ASK`
+/// that fred did not follow (the client sets `max_redirections: 0`, see client.rs, so fred
+/// answers "Too many redirections." instead of re-sending — after a `MOVED` it has already
+/// refreshed its slot table), or `TRYAGAIN` (a multi-key script on a slot whose keys are half
+/// migrated). Redis runs none of these commands, so sending one again cannot count twice.
+pub fn is_redirect(e: &fred::error::Error) -> bool {
+  (*e.kind() == fred::error::ErrorKind::Routing && e.details().contains("Too many redirections"))
+    || e.details().starts_with("TRYAGAIN")
+}
+
+/// One call. In a cluster, a call that was redirected ([`is_redirect`]) is sent again — at
+/// once, then after 1, 2, 4 ... 32 ms — for at most 3/4 of the command deadline, so that a slot
+/// migration is absorbed here and never looks like a timeout (which would open the circuit).
+async fn send(client: &Client, c: &Call, by_sha: bool) -> Result<Value, fred::error::Error> {
+  let start = Instant::now();
+  let mut delay = Duration::ZERO;
+  loop {
+    let (cmd, args) = command(c, by_sha);
+    match client.custom(cmd, args).await {
+      Err(e) if is_redirect(&e) => {
+        let budget = client.perf_config().default_command_timeout * 3 / 4;
+        if start.elapsed() + delay >= budget {
+          return Err(e);
+        }
+        if !delay.is_zero() {
+          tokio::time::sleep(delay).await;
+        }
+        delay = (delay * 2).clamp(Duration::from_millis(1), Duration::from_millis(32));
+      }
+      r => return r,
+    }
+  }
+}
+
+/// Run `calls`, each as its own command, all handed to fred in one poll so that they queue
+/// together and fred coalesces their writes (a fred `Pipeline` flushes the socket after every
+/// command). Each call gets its own result. `NOSCRIPT` calls are re-sent once with `EVAL`.
+/// Deadlines are applied by the caller around this whole future.
 pub async fn run_batch(client: &Client, calls: &[Call]) -> Vec<Result<Value, fred::error::Error>> {
-  if calls.len() == 1 {
-    // The cheapest path for a batch of one: no pipeline bookkeeping.
-    let c = &calls[0];
-    let r: Result<Value, _> = client
-      .evalsha(c.script.sha.as_str(), c.keys.clone(), c.args.clone())
-      .await;
-    return match r {
-      Err(e) if is_noscript(&e) => vec![
-        client
-          .eval(c.script.text, c.keys.clone(), c.args.clone())
-          .await,
-      ],
-      r => vec![r],
-    };
-  }
-  let pipe = client.pipeline();
-  for c in calls {
-    let (cmd, args) = command(c, true);
-    let _: Result<(), _> = pipe.custom(cmd, args).await;
-  }
-  let mut results: Vec<Result<Value, fred::error::Error>> = pipe.try_all::<Value>().await;
-  if results.len() != calls.len() {
-    // A whole-pipeline failure (e.g. the connection dropped): one error for every call.
-    let e = results
-      .into_iter()
-      .find_map(|r| r.err())
-      .unwrap_or_else(|| {
-        fred::error::Error::new(fred::error::ErrorKind::Unknown, "pipeline lost replies")
-      });
-    return calls.iter().map(|_| Err(e.clone())).collect();
-  }
+  let mut results: Vec<Result<Value, fred::error::Error>> = if calls.len() == 1 {
+    vec![send(client, &calls[0], true).await]
+  } else {
+    futures::future::join_all(calls.iter().map(|c| send(client, c, true))).await
+  };
   let retry: Vec<usize> = results
     .iter()
     .enumerate()
@@ -166,21 +202,69 @@ pub async fn run_batch(client: &Client, calls: &[Call]) -> Vec<Result<Value, fre
     .map(|(i, _)| i)
     .collect();
   if !retry.is_empty() {
-    let pipe = client.pipeline();
-    for &i in &retry {
-      let c = &calls[i];
-      let (cmd, args) = command(c, false);
-      let _: Result<(), _> = pipe.custom(cmd, args).await;
-    }
-    let again = pipe.try_all::<Value>().await;
+    let again =
+      futures::future::join_all(retry.iter().map(|&i| send(client, &calls[i], false))).await;
     for (j, r) in again.into_iter().enumerate() {
-      if let Some(&i) = retry.get(j) {
-        results[i] = r;
-      }
+      results[retry[j]] = r;
     }
   }
   results
 }
+
+/// Every operation of a batch in one script call (one slot): per key, exactly what the
+/// single-key scripts above do (`i` increment as rate-limit-redis, `g` get, `d` decrement,
+/// `r` reset). A failing key (e.g. WRONGTYPE) yields `{-1, -3}` for that key only.
+/// ARGV: resetExpiryOnChange ("1"/"0"), window ms, one op letter per key.
+/// Returns a flat array: hits, pttl for each key (`-1, -2` when a get/decrement finds no key).
+pub static BATCH: LazyLock<Script> = LazyLock::new(|| {
+  Script::new(
+    r#"local reset = ARGV[1] == "1"
+local window = tonumber(ARGV[2])
+local ops = ARGV[3]
+local function one(op, k)
+  if op == "i" then
+    local t = redis.call("PTTL", k)
+    if t <= 0 then
+      redis.call("SET", k, 1, "PX", window)
+      return 1, window
+    end
+    local h = redis.call("INCR", k)
+    if reset then
+      redis.call("PEXPIRE", k, window)
+      t = window
+    end
+    return h, t
+  elseif op == "g" then
+    local h = tonumber(redis.call("GET", k))
+    if h == nil then return -1, -2 end
+    return h, redis.call("PTTL", k)
+  elseif op == "d" then
+    local v = tonumber(redis.call("GET", k))
+    if v == nil then return -1, -2 end
+    if v > 0 then v = redis.call("DECR", k) end
+    local t = redis.call("PTTL", k)
+    if t < 0 then
+      redis.call("PEXPIRE", k, window)
+      t = window
+    end
+    return v, t
+  end
+  return redis.call("DEL", k), 0
+end
+local out = {}
+for i, k in ipairs(KEYS) do
+  local ok, h, t = pcall(one, string.sub(ops, i, i), k)
+  if ok then
+    out[2 * i - 1] = h
+    out[2 * i] = t
+  else
+    out[2 * i - 1] = -1
+    out[2 * i] = -3
+  end
+end
+return out"#,
+  )
+});
 
 /// `resetKey`: DEL (a script so that it batches with the others).
 pub static RESET: LazyLock<Script> =

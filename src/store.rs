@@ -47,6 +47,8 @@ struct StoreInner {
   window_ms: AtomicU64,
   reset_expiry: AtomicBool,
   mode: Mode,
+  /// One script call per batch (per slot) rather than one per key.
+  batch_script: bool,
   windows: Windows,
 }
 
@@ -76,6 +78,23 @@ pub fn redis_key(prefix: &str, key: &str) -> String {
     }
   }
   full
+}
+
+/// `UNLINK key` in a cluster: sent again while it is redirected (a slot moving during
+/// `resetAll`), for at most the command deadline. Resolves the number of keys deleted (0 on error).
+async fn unlink_one(client: &ClientInner, key: fred::types::Key) -> f64 {
+  let start = std::time::Instant::now();
+  let mut delay = std::time::Duration::from_millis(1);
+  loop {
+    match client.redis.unlink::<i64, _>(key.clone()).await {
+      Ok(n) => return n as f64,
+      Err(e) if scripts::is_redirect(&e) && start.elapsed() < client.settings.command_timeout => {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(32));
+      }
+      Err(_) => return 0.0,
+    }
+  }
 }
 
 /// Escape glob characters for `SCAN MATCH`.
@@ -156,6 +175,7 @@ impl StoreInner {
     }
   }
 
+  /// The single-key script call of rate-limit-redis's kind (`scriptMode: 'per-key'`).
   fn call_for(&self, op: u8, key: &str) -> Call {
     let rk = redis_key(&self.prefix, key);
     let window = self.window_ms.load(Ordering::Relaxed).to_string();
@@ -191,6 +211,90 @@ impl StoreInner {
     }
   }
 
+  /// One `BATCH` script call for the items `idx` (all in one cluster slot).
+  fn batch_call(&self, idx: &[usize], ops: &[u8], keys: &[String]) -> Call {
+    let letters: String = idx
+      .iter()
+      .map(|&i| match ops[i] {
+        OP_INCREMENT => 'i',
+        OP_GET => 'g',
+        OP_DECREMENT => 'd',
+        _ => 'r',
+      })
+      .collect();
+    Call {
+      script: &scripts::BATCH,
+      keys: idx
+        .iter()
+        .map(|&i| redis_key(&self.prefix, &keys[i]))
+        .collect(),
+      args: vec![
+        if self.reset_expiry.load(Ordering::Relaxed) {
+          "1"
+        } else {
+          "0"
+        }
+        .into(),
+        self.window_ms.load(Ordering::Relaxed).to_string(),
+        letters,
+      ],
+    }
+  }
+
+  /// Split a batch into script calls: one `BATCH` call per cluster slot (the whole batch on a
+  /// standalone or sentinel server), or one single-key call per item in `per-key` mode.
+  fn plan(&self, ops: &[u8], keys: &[String]) -> (Vec<Vec<usize>>, Vec<Call>) {
+    let n = keys.len();
+    let groups: Vec<Vec<usize>> = if !self.batch_script {
+      (0..n).map(|i| vec![i]).collect()
+    } else if matches!(
+      self.client.settings.topology,
+      crate::config::Topology::Cluster { .. }
+    ) {
+      let mut by_slot: std::collections::HashMap<u16, Vec<usize>> =
+        std::collections::HashMap::new();
+      for (i, k) in keys.iter().enumerate() {
+        let rk = redis_key(&self.prefix, k);
+        by_slot
+          .entry(crate::slot::key_slot(rk.as_bytes()))
+          .or_default()
+          .push(i);
+      }
+      by_slot.into_values().collect()
+    } else {
+      vec![(0..n).collect()]
+    };
+    let calls = groups
+      .iter()
+      .map(|g| {
+        if self.batch_script {
+          self.batch_call(g, ops, keys)
+        } else {
+          self.call_for(ops[g[0]], &keys[g[0]])
+        }
+      })
+      .collect();
+    (groups, calls)
+  }
+
+  /// Per-item `(hits, pttl)` replies of one call, or the error of the whole call.
+  fn replies(&self, v: &Value, group: &[usize], ops: &[u8]) -> Option<Vec<(Option<i64>, i64)>> {
+    if self.batch_script {
+      match v {
+        Value::Array(a) if a.len() == 2 * group.len() => Some(
+          (0..group.len())
+            .map(|j| (num(&a[2 * j]), num(&a[2 * j + 1]).unwrap_or(-3)))
+            .collect(),
+        ),
+        _ => None,
+      }
+    } else if ops[group[0]] == OP_RESET {
+      Some(vec![(num(v), 0)])
+    } else {
+      pair(v).map(|p| vec![p])
+    }
+  }
+
   async fn run(self: Arc<Self>, ops: Vec<u8>, keys: Vec<String>) -> Vec<f64> {
     let n = keys.len();
     let mut out = vec![0f64; n * 3];
@@ -201,7 +305,7 @@ impl StoreInner {
       }
       return out;
     }
-    let calls: Vec<Call> = (0..n).map(|i| self.call_for(ops[i], &keys[i])).collect();
+    let (groups, calls) = self.plan(&ops, &keys);
     let results = match tokio::time::timeout(
       client.settings.command_timeout,
       scripts::run_batch(&client.redis, &calls),
@@ -217,31 +321,39 @@ impl StoreInner {
         return out;
       }
     };
-    for (i, r) in results.iter().enumerate() {
-      let slot = &mut out[i * 3..i * 3 + 3];
-      let parsed = match r {
-        Ok(v) => match ops[i] {
-          OP_RESET => Some([ST_REDIS, num(v).unwrap_or(0) as f64, 0.0]),
-          OP_GET => pair(v).map(|(h, t)| match h {
-            Some(h) if t != -2 => [ST_REDIS, h as f64, t.max(0) as f64],
-            _ => [ST_NONE, 0.0, 0.0],
-          }),
-          OP_DECREMENT => {
-            pair(v).map(|(h, t)| [ST_REDIS, h.unwrap_or(0).max(0) as f64, t.max(0) as f64])
-          }
-          _ => pair(v).and_then(|(h, t)| h.map(|h| [ST_REDIS, h as f64, t.max(0) as f64])),
-        },
-        Err(_) => None,
+    for (group, r) in groups.iter().zip(results.iter()) {
+      let replies = match r {
+        Ok(v) => self.replies(v, group, &ops).ok_or_else(|| {
+          GuardError::new(Code::Redis, "unexpected reply from the rate-limit script")
+        }),
+        Err(e) => Err(client.on_error(e)),
       };
-      match (parsed, r) {
-        (Some(p), _) => slot.copy_from_slice(&p),
-        (None, Err(e)) => {
-          let ge = client.on_error(e);
-          self.fallback(ops[i], &keys[i], Some(&ge), slot);
-        }
-        (None, Ok(_)) => {
-          let ge = GuardError::new(Code::Redis, "unexpected reply from the rate-limit script");
-          self.fallback(ops[i], &keys[i], Some(&ge), slot);
+      for (j, &i) in group.iter().enumerate() {
+        let slot = &mut out[i * 3..i * 3 + 3];
+        let item = match &replies {
+          Ok(r) => r[j],
+          Err(e) => {
+            self.fallback(ops[i], &keys[i], Some(e), slot);
+            continue;
+          }
+        };
+        let parsed = match (ops[i], item) {
+          (_, (_, -3)) => None,
+          (OP_RESET, (h, _)) => Some([ST_REDIS, h.unwrap_or(0) as f64, 0.0]),
+          (OP_GET, (Some(h), t)) if t != -2 && h >= 0 => {
+            Some([ST_REDIS, h as f64, t.max(0) as f64])
+          }
+          (OP_GET, _) => Some([ST_NONE, 0.0, 0.0]),
+          (OP_DECREMENT, (h, t)) => Some([ST_REDIS, h.unwrap_or(0).max(0) as f64, t.max(0) as f64]),
+          (_, (Some(h), t)) if h >= 1 => Some([ST_REDIS, h as f64, t.max(0) as f64]),
+          _ => None,
+        };
+        match parsed {
+          Some(p) => slot.copy_from_slice(&p),
+          None => {
+            let e = GuardError::new(Code::Redis, "the rate-limit script failed for this key");
+            self.fallback(ops[i], &keys[i], Some(&e), slot);
+          }
         }
       }
     }
@@ -271,14 +383,24 @@ mod tests {
 
 #[napi]
 impl NativeStore {
-  /// A store on `client` for keys `${prefix}${key}`. `onUnavailable`: `memory`, `allow` or `deny`.
+  /// A store on `client` for keys `${prefix}${key}`. `onUnavailable`: `memory`, `allow` or
+  /// `deny`. `scriptMode`: `batch` (one script call per batch and slot, the default) or
+  /// `per-key` (rate-limit-redis's single-key scripts, one call per key).
   #[napi(constructor)]
   pub fn new(
     client: &NativeClient,
     prefix: String,
     on_unavailable: String,
     max_keys: Option<u32>,
+    script_mode: Option<String>,
   ) -> Result<Self> {
+    let batch_script = match script_mode.as_deref().unwrap_or("batch") {
+      "batch" => true,
+      "per-key" => false,
+      _ => {
+        return Err(GuardError::config("option `scriptMode` must be 'batch' or 'per-key'").into())
+      }
+    };
     let mode = match on_unavailable.as_str() {
       "memory" => Mode::Memory,
       "allow" => Mode::Allow,
@@ -300,6 +422,7 @@ impl NativeStore {
         window_ms: AtomicU64::new(60_000),
         reset_expiry: AtomicBool::new(false),
         mode,
+        batch_script,
         windows: Windows::new(max),
       }),
     })
@@ -366,13 +489,19 @@ impl NativeStore {
         };
       let mut page = page;
       if let Some(keys) = page.take_results() {
-        // UNLINK key by key: in a cluster, keys of one page may live in different slots.
-        let pipe = me.client.redis.pipeline();
-        for k in keys {
-          let _: std::result::Result<(), _> = pipe.unlink(k).await;
-        }
-        for r in pipe.try_all::<i64>().await {
-          deleted += r.unwrap_or(0) as f64;
+        if cluster {
+          // One UNLINK per key (keys of a page may be in different slots), each on its own:
+          // in fred a redirection fails a whole pipeline. Redirected ones are sent again.
+          let r = futures::future::join_all(keys.into_iter().map(|k| unlink_one(&me.client, k)));
+          deleted += r.await.into_iter().sum::<f64>();
+        } else {
+          let pipe = me.client.redis.pipeline();
+          for k in keys {
+            let _: std::result::Result<(), _> = pipe.unlink(k).await;
+          }
+          for r in pipe.try_all::<i64>().await {
+            deleted += r.unwrap_or(0) as f64;
+          }
         }
       }
       page.next();
