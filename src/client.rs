@@ -293,7 +293,8 @@ impl ClientInner {
           e = errors.recv() => match e {
             Ok((e, _)) => {
               let ge = from_fred(&e, &|t| me.settings.mask(t));
-              me.mark_down(&ge.message, ge.code == Code::Auth);
+              let reason = me.with_hint(ge.message, &e);
+              me.mark_down(&reason, ge.code == Code::Auth);
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
             Err(_) => break,
@@ -345,6 +346,26 @@ impl ClientInner {
 
   pub fn is_closed(&self) -> bool {
     self.state.load(Ordering::Acquire) == CLOSED
+  }
+
+  /// A connection error before the first successful connection, made clear where it is likely a
+  /// TLS mismatch: a TLS server resets a plaintext client; a plaintext server never answers a
+  /// TLS handshake (the attempt times out).
+  fn with_hint(&self, message: String, e: &fred::error::Error) -> String {
+    if self.ever_up.load(Ordering::Acquire) {
+      return message;
+    }
+    let d = e.details().to_ascii_lowercase();
+    let timeout = *e.kind() == fred::error::ErrorKind::Timeout || d.contains("timed out");
+    let dropped =
+      d.contains("reset by peer") || d.contains("connection closed") || d.contains("eof");
+    if self.settings.tls.is_some() && timeout {
+      format!("{message} (no answer to the TLS handshake: is this port serving TLS? a plaintext Redis does not answer it)")
+    } else if self.settings.tls.is_none() && dropped {
+      format!("{message} (the server dropped the connection before answering: if it requires TLS, use rediss:// or the `tls` option)")
+    } else {
+      message
+    }
   }
 
   /// Open the circuit: calls go to the fallback until the probe sees Redis answer again.
@@ -400,6 +421,13 @@ impl ClientInner {
     let me = self.clone();
     let h = napi::bindgen_prelude::spawn(async move {
       let mut first = true;
+      // A connection that answers nothing (a middlebox that swallows bytes, a peer gone without
+      // a RST) is replaced after `silent_limit`, then after twice that, and so on: fred's own
+      // unresponsive check never fires while this probe writes PINGs (each write restarts its
+      // clock), and a connection that lost bytes stays out of step with its replies forever.
+      let silent_limit = (me.settings.command_timeout * 4).max(Duration::from_millis(1000));
+      let mut silent_since: Option<Instant> = None;
+      let mut replaced = 0u32;
       loop {
         let st = me.state.load(Ordering::Acquire);
         if st == CLOSED || st == UP {
@@ -412,13 +440,32 @@ impl ClientInner {
           }
         }
         first = false;
-        if me.redis.is_connected() {
-          let r =
-            tokio::time::timeout(me.settings.command_timeout, me.redis.ping::<String>(None)).await;
-          if let Ok(r) = r {
-            if answered(&r) {
-              me.mark_up();
-              break;
+        if !me.redis.is_connected() {
+          silent_since = None;
+          continue;
+        }
+        let sent = Instant::now();
+        let r =
+          tokio::time::timeout(me.settings.command_timeout, me.redis.ping::<String>(None)).await;
+        match r {
+          Ok(r) if answered(&r) => {
+            me.mark_up();
+            break;
+          }
+          // An error reply (BUSY, LOADING, ...): the connection works.
+          Ok(Err(e)) if *e.kind() != fred::error::ErrorKind::Timeout => silent_since = None,
+          _ => {
+            let since = *silent_since.get_or_insert(sent);
+            if since.elapsed() >= silent_limit * (1 << replaced.min(4)) {
+              silent_since = None;
+              replaced += 1;
+              tracing::debug!(target: "redis_guard", client = me.id as u64,
+                "the connection answered nothing for {} ms: replacing it", since.elapsed().as_millis());
+              let redis = me.redis.clone();
+              let limit = me.settings.connect_timeout * 2;
+              napi::bindgen_prelude::spawn(async move {
+                let _ = tokio::time::timeout(limit, redis.force_reconnection()).await;
+              });
             }
           }
         }
@@ -493,14 +540,20 @@ impl ClientInner {
 
   /// Classify a fred error, opening the circuit when it is about the connection.
   pub fn on_error(self: &Arc<Self>, e: &fred::error::Error) -> GuardError {
-    self.counters.errors.fetch_add(1, Ordering::Relaxed);
+    // fred's own deadline (`default_command_timeout`) may fire first: count it as a timeout.
+    if *e.kind() == fred::error::ErrorKind::Timeout {
+      self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+    } else {
+      self.counters.errors.fetch_add(1, Ordering::Relaxed);
+    }
     let ge = from_fred(e, &|t| self.settings.mask(t));
     if crate::scripts::is_redirect(e) {
       // A cluster slot that kept moving for the whole retry budget: this call falls back, the
       // circuit stays closed (the cluster answers; the next call finds the slot's new owner).
       return GuardError::new(Code::Unavailable, ge.message);
     }
-    if ge.message.contains("READONLY") && matches!(self.settings.topology, Topology::Sentinel { .. })
+    if ge.message.contains("READONLY")
+      && matches!(self.settings.topology, Topology::Sentinel { .. })
     {
       // The primary we hold a connection to was demoted (a failover without a disconnect):
       // fall back and ask the sentinels again. Redis ran nothing (it refused the write).

@@ -426,6 +426,14 @@ fn parse_host_port(s: &str, default_port: u16, what: &str) -> Result<(String, u1
   if host.is_empty() {
     return Err(cfg_err(format!("empty host in {what}")));
   }
+  if host
+    .chars()
+    .any(|c| c.is_whitespace() || c.is_control() || "/?#@[]{}\\\"'<>%".contains(c))
+  {
+    return Err(cfg_err(format!(
+      "the host in {what} has characters a host name cannot have"
+    )));
+  }
   let port = match port {
     None => default_port,
     Some(p) => check_port(p, what)?,
@@ -705,6 +713,14 @@ pub fn resolve(opts: &RedisClientOptions, env: &HashMap<String, String>) -> Resu
     if h.trim().is_empty() {
       return Err(cfg_err("option `host` is empty"));
     }
+    parse_host_port(
+      &format!(
+        "[{}]",
+        h.trim().trim_start_matches('[').trim_end_matches(']')
+      ),
+      6379,
+      "option `host`",
+    )?;
     let port = opts.port.map(|p| p as u16).unwrap_or(match &s.topology {
       Topology::Standalone { port, .. } => *port,
       _ => 6379,
@@ -965,6 +981,7 @@ mod tests {
       "redis://:sek%zzret@h",
       "ftp://:sekret@h",
       "redis://:sekret@:5",
+      "redis://:sekret@exa mple:5",
     ] {
       let e = match resolve(
         &RedisClientOptions {

@@ -205,6 +205,44 @@ impl Locks {
     Some(*f)
   }
 
+  /// Whether a grant of this client holds the key at `now`: a local lock, or a Redis lease
+  /// mirrored by `record`.
+  pub fn is_held(&self, key: &str, now: u64) -> bool {
+    let key = local_key(key);
+    let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    matches!(g.0.get(&key), Some(l) if l.expires_at > now)
+  }
+
+  /// Mirror a Redis grant (or extension) held with `token` until `now + ttl_ms`, so that the
+  /// local fallback never grants the key again while this client holds it in Redis. Best effort:
+  /// skipped when the table is full of live locks.
+  pub fn record(&self, key: &str, token: &str, ttl_ms: u64, now: u64) {
+    let key = local_key(key);
+    let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    if !g.0.contains_key(&key) && g.0.len() >= self.max_keys {
+      g.0.retain(|_, l| l.expires_at > now);
+      if g.0.len() >= self.max_keys {
+        return;
+      }
+    }
+    g.0.insert(
+      key,
+      LocalLock {
+        token: token.to_string(),
+        expires_at: now + ttl_ms,
+      },
+    );
+  }
+
+  /// Drop the entry of `token` (a Redis lease released or lost), expired or not.
+  pub fn forget(&self, key: &str, token: &str) {
+    let key = local_key(key);
+    let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    if matches!(g.0.get(&key), Some(l) if l.token == token) {
+      g.0.remove(&key);
+    }
+  }
+
   /// Release if held with `token`.
   pub fn release(&self, key: &str, token: &str, now: u64) -> bool {
     let key = local_key(key);
@@ -259,5 +297,21 @@ mod tests {
     assert_eq!(l.acquire("k", "t2", 100, 200), Some(2));
     assert!(!l.extend("k", "t1", 100, 210));
     assert!(l.release("k", "t2", 220));
+  }
+
+  #[test]
+  fn mirrored_redis_grants() {
+    let l = Locks::new(10);
+    l.observe_fence("k", 7);
+    assert_eq!(l.max_fence("k"), 7);
+    l.record("k", "r1", 100, 0);
+    assert!(l.is_held("k", 50));
+    assert_eq!(l.acquire("k", "t2", 100, 50), None);
+    l.forget("k", "other");
+    assert!(l.is_held("k", 60));
+    l.forget("k", "r1");
+    assert!(!l.is_held("k", 60));
+    assert_eq!(l.acquire("k", "t2", 100, 60), Some(8));
+    assert_eq!(l.max_fence("k"), 8);
   }
 }

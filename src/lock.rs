@@ -117,6 +117,10 @@ impl ClientInner {
             self.mark_down(&ge.message, false);
             Ok(None)
           }
+          // Redis answered but can serve no call now (a script past busy-reply-threshold, a
+          // dataset loading, out of memory): this call follows the `onUnavailable` policy, as a
+          // store call falls back per item; the circuit stays closed.
+          _ if is_unusable_now(&e) => Ok(None),
           _ => Err(ge),
         }
       }
@@ -132,6 +136,13 @@ fn is_unrouted(e: &fred::error::Error) -> bool {
     e.kind(),
     fred::error::ErrorKind::Unknown | fred::error::ErrorKind::Routing
   ) && e.details().starts_with("Failed to route command")
+}
+
+/// `BUSY` (a script is running), `LOADING` (the dataset is loading) and `OOM` replies: nothing
+/// was written and the server cannot take this call now.
+fn is_unusable_now(e: &fred::error::Error) -> bool {
+  let d = e.details();
+  d.starts_with("BUSY ") || d.starts_with("LOADING ") || d.starts_with("OOM ")
 }
 
 fn unavailable() -> GuardError {
@@ -157,6 +168,16 @@ impl NativeClient {
     let mode = mode(on_unavailable.as_deref())?;
     let token = new_token();
     let lk = me.lock_key(&key);
+    if me.locks.is_held(&lk, now_ms()) {
+      // This client holds the key already (a Redis lease, or a local lock from an outage that
+      // is not released yet): one process never holds a key twice, whatever the source.
+      return Ok(LockGrant {
+        acquired: false,
+        token: String::new(),
+        fence: 0.0,
+        source: "local".into(),
+      });
+    }
     let call = Call {
       script: &scripts::LOCK_ACQUIRE,
       keys: vec![lk.clone(), companion_key(&lk, ":fence")],
@@ -170,6 +191,7 @@ impl NativeClient {
     match me.lock_call(call).await? {
       Some(f) if f > 0 => {
         me.locks.observe_fence(&lk, f as u64);
+        me.locks.record(&lk, &token, ttl, now_ms());
         Ok(LockGrant {
           acquired: true,
           token,
@@ -227,10 +249,12 @@ impl NativeClient {
       _ => {
         let call = Call {
           script: &scripts::LOCK_RELEASE,
-          keys: vec![lk],
-          args: vec![token],
+          keys: vec![lk.clone()],
+          args: vec![token.clone()],
         };
-        Ok(me.lock_call(call).await? == Some(1))
+        let r = me.lock_call(call).await;
+        me.locks.forget(&lk, &token);
+        Ok(r? == Some(1))
       }
     }
   }
@@ -255,10 +279,16 @@ impl NativeClient {
       _ => {
         let call = Call {
           script: &scripts::LOCK_EXTEND,
-          keys: vec![lk],
-          args: vec![token, ttl.to_string()],
+          keys: vec![lk.clone()],
+          args: vec![token.clone(), ttl.to_string()],
         };
-        Ok(me.lock_call(call).await? == Some(1))
+        let ok = me.lock_call(call).await? == Some(1);
+        if ok {
+          me.locks.record(&lk, &token, ttl, now_ms());
+        } else {
+          me.locks.forget(&lk, &token);
+        }
+        Ok(ok)
       }
     }
   }
