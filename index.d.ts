@@ -161,8 +161,10 @@ export interface RedisStoreOptions {
 }
 
 export interface IncrementResponse {
+  /** Hits in the current window, an integer >= 1 after `increment`. */
   totalHits: number
-  resetTime: Date | undefined
+  /** When the window ends. */
+  resetTime: Date
 }
 
 /** An express-rate-limit (v7/v8) store, wire-compatible with rate-limit-redis. */

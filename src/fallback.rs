@@ -98,6 +98,7 @@ impl Windows {
       },
     );
     g.order.push_back((seq, key));
+    Self::compact(g, self.max_keys);
     (1, window_ms)
   }
 
@@ -120,7 +121,18 @@ impl Windows {
   }
 
   pub fn reset(&self, key: &str) {
-    self.lock().map.remove(&local_key(key));
+    let mut g = self.lock();
+    g.map.remove(&local_key(key));
+    Self::compact(&mut g, self.max_keys);
+  }
+
+  /// Drop queue entries of keys that were reset or restarted, once they are as many as the
+  /// live ones: the queue stays within twice the key cap whatever the calls.
+  fn compact(g: &mut WindowsInner, max_keys: usize) {
+    if g.order.len() > 2 * max_keys {
+      let WindowsInner { map, order, .. } = g;
+      order.retain(|(s, k)| map.get(k).map(|w| w.seq == *s).unwrap_or(false));
+    }
   }
 
   pub fn clear(&self) {
@@ -284,6 +296,11 @@ mod tests {
       w.increment(&format!("k{i}"), 60_000, false, 2000);
     }
     assert!(w.len() <= 1000);
+    for i in 0..10_000 {
+      w.increment(&format!("r{i}"), 60_000, false, 3000);
+      w.reset(&format!("r{i}"));
+    }
+    assert!(w.lock().order.len() <= 2000);
     w.decrement("k99999", 2000);
     assert_eq!(w.get("k99999", 2000), Some((0, 60_000)));
   }

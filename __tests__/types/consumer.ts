@@ -1,0 +1,79 @@
+// A CommonJS TypeScript consumer: express-rate-limit's own types must accept RedisStore as a
+// Store, and redis-guard's types must describe what the runtime does. Never executed, only
+// type-checked (see tsconfig.json next to it); `@ts-expect-error` lines must stay errors.
+
+import express from 'express'
+import { rateLimit, type Store, type ClientRateLimitInfo, type Options } from 'express-rate-limit'
+import { slowDown } from 'express-slow-down'
+import {
+  RedisClient,
+  RedisStore,
+  RedisGuardError,
+  codes,
+  isRedisAvailable,
+  type RedisStoreOptions,
+  type RedisClientOptions,
+} from 'redis-guard'
+
+const clientOptions: RedisClientOptions = { url: 'redis://127.0.0.1:6380', commandTimeoutMs: 250, logger: false }
+const client = new RedisClient(clientOptions)
+const available: boolean = client.isAvailable()
+
+const app = express()
+
+// The one-line replacement of rate-limit-redis.
+app.use(rateLimit({ windowMs: 15 * 60 * 1000, limit: 100, store: new RedisStore({ prefix: 'rl:' }) }))
+app.use(
+  rateLimit({
+    windowMs: 60_000,
+    limit: 10,
+    standardHeaders: 'draft-8',
+    legacyHeaders: false,
+    passOnStoreError: true,
+    store: new RedisStore({ client, prefix: 'login:', onUnavailable: 'deny', blockOverLimit: false }),
+  }),
+)
+app.use(slowDown({ windowMs: 60_000, delayAfter: 5, delayMs: (used: number) => (used - 5) * 100, store: new RedisStore({ url: 'redis://127.0.0.1:6380', prefix: 'sd:' }) }))
+
+// Assignable to express-rate-limit's Store type as a value, too.
+const options: RedisStoreOptions = { client, prefix: 'x:', onUnavailable: 'memory', resetExpiryOnChange: false, fallbackMaxKeys: 1000 }
+const store: Store = new RedisStore(options)
+const plain = new RedisStore()
+
+async function use(s: RedisStore): Promise<void> {
+  const r = await s.increment('k')
+  const hits: number = r.totalHits
+  const info: ClientRateLimitInfo = r
+  const got = await s.get('k')
+  if (got !== undefined) {
+    const n: number = got.totalHits
+  }
+  await s.decrement('k')
+  await s.resetKey('k')
+  await s.resetAll()
+  await s.shutdown()
+  const prefix: string = s.prefix
+  const size: number = s.fallbackSize()
+  s.init({ windowMs: 1000, limit: 5 } as Options)
+}
+
+async function errors(): Promise<void> {
+  try {
+    await plain.increment('k')
+  } catch (e) {
+    if (e instanceof RedisGuardError && (e.code === codes.UNAVAILABLE || e.code === 'ERR_REDIS_GUARD_TIMEOUT')) {
+      const m: string = e.message
+    }
+  }
+}
+
+const up: boolean = isRedisAvailable()
+
+// @ts-expect-error onUnavailable is 'memory' | 'allow' | 'deny'
+new RedisStore({ onUnavailable: 'explode' })
+// @ts-expect-error rate-limit-redis's sendCommand is not an option (pass `client` or `url`)
+new RedisStore({ sendCommand: (...args: string[]) => args })
+// @ts-expect-error client must be a RedisClient
+new RedisStore({ client: {} })
+
+export { app, store, use, errors, available, up }
