@@ -46,8 +46,12 @@ export declare class NativeClient {
 
 /** The native half of `RedisStore`. */
 export declare class NativeStore {
-  /** A store on `client` for keys `${prefix}${key}`. `onUnavailable`: `memory`, `allow` or `deny`. */
-  constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null)
+  /**
+   * A store on `client` for keys `${prefix}${key}`. `onUnavailable`: `memory`, `allow` or
+   * `deny`. `scriptMode`: `batch` (one script call per batch and slot, the default) or
+   * `per-key` (rate-limit-redis's single-key scripts, one call per key).
+   */
+  constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null, scriptMode?: string | undefined | null)
   /** Set the window length (ms) and `resetExpiryOnChange`. */
   configure(windowMs: number, resetExpiry: boolean): void
   /**

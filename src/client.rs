@@ -52,7 +52,8 @@ pub struct ClientInner {
   probe_wake: tokio::sync::Notify,
   last_error: Mutex<Option<String>>,
   tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-  pub locks: Locks,
+  /// The process-wide local lock table (shared by every client of the process).
+  pub locks: &'static Locks,
   pub counters: Counters,
 }
 
@@ -274,7 +275,7 @@ impl ClientInner {
       probe_wake: tokio::sync::Notify::new(),
       last_error: Mutex::new(None),
       tasks: Mutex::new(Vec::new()),
-      locks: Locks::new(max_keys),
+      locks: crate::fallback::process_locks(max_keys),
       counters: Counters::default(),
     }))
   }

@@ -112,7 +112,11 @@ pub fn from_fred(e: &fred::error::Error, mask: &dyn Fn(&str) -> String) -> Guard
   let code = match e.kind() {
     K::Timeout => Code::Timeout,
     K::Auth => Code::Auth,
-    K::IO | K::Canceled | K::Backpressure | K::Cluster | K::Sentinel | K::Tls => Code::Unavailable,
+    K::IO | K::Canceled | K::Backpressure | K::Cluster | K::Sentinel | K::Tls | K::Routing => {
+      Code::Unavailable
+    }
+    // fred's "Failed to route command." right after a connection dies.
+    K::Unknown if upper.contains("ROUTE") || upper.contains("CONNECTION") => Code::Unavailable,
     K::Config | K::Url => Code::Config,
     _ if upper.starts_with("WRONGPASS")
       || upper.starts_with("NOAUTH")

@@ -150,6 +150,16 @@ impl Windows {
 struct LocalLock {
   token: String,
   expires_at: u64,
+  /// A Redis grant mirrored by `record` (not a local grant).
+  mirrored: bool,
+}
+
+/// The one local lock table of the process: every client shares it, so that two clients of one
+/// process (say the default client of `acquireLock` and an app's own) still exclude each other
+/// while Redis is unavailable. Its capacity is the `fallbackMaxKeys` of the first client.
+pub fn process_locks(max_keys: usize) -> &'static Locks {
+  static L: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+  L.get_or_init(|| Locks::new(max_keys))
 }
 
 /// The process-local lock table used while Redis is unavailable (`onUnavailable: 'local'`).
@@ -207,6 +217,7 @@ impl Locks {
       LocalLock {
         token: token.to_string(),
         expires_at: now + ttl_ms,
+        mirrored: false,
       },
     );
     if g.1.len() >= self.max_keys && !g.1.contains_key(&key) {
@@ -217,12 +228,13 @@ impl Locks {
     Some(*f)
   }
 
-  /// Whether a grant of this client holds the key at `now`: a local lock, or a Redis lease
-  /// mirrored by `record`.
+  /// Whether a local grant (made while Redis was unavailable) still holds the key at `now`:
+  /// Redis must not grant it to this process meanwhile. Mirrored Redis grants do not count:
+  /// for those, Redis itself decides.
   pub fn is_held(&self, key: &str, now: u64) -> bool {
     let key = local_key(key);
     let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    matches!(g.0.get(&key), Some(l) if l.expires_at > now)
+    matches!(g.0.get(&key), Some(l) if l.expires_at > now && !l.mirrored)
   }
 
   /// Mirror a Redis grant (or extension) held with `token` until `now + ttl_ms`, so that the
@@ -242,6 +254,7 @@ impl Locks {
       LocalLock {
         token: token.to_string(),
         expires_at: now + ttl_ms,
+        mirrored: true,
       },
     );
   }
@@ -322,12 +335,12 @@ mod tests {
     l.observe_fence("k", 7);
     assert_eq!(l.max_fence("k"), 7);
     l.record("k", "r1", 100, 0);
-    assert!(l.is_held("k", 50));
+    // a mirrored Redis grant blocks a local grant, but Redis decides for Redis grants
+    assert!(!l.is_held("k", 50));
     assert_eq!(l.acquire("k", "t2", 100, 50), None);
     l.forget("k", "other");
-    assert!(l.is_held("k", 60));
+    assert_eq!(l.acquire("k", "t2", 100, 60), None);
     l.forget("k", "r1");
-    assert!(!l.is_held("k", 60));
     assert_eq!(l.acquire("k", "t2", 100, 60), Some(8));
     assert_eq!(l.max_fence("k"), 8);
   }

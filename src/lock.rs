@@ -180,7 +180,10 @@ impl NativeClient {
     }
     let call = Call {
       script: &scripts::LOCK_ACQUIRE,
-      keys: vec![lk.clone(), companion_key(&lk, ":fence")],
+      keys: vec![
+        lk.clone(),
+        companion_key(&me.settings.lock_prefix, &lk, ":fence"),
+      ],
       args: vec![
         token.clone(),
         ttl.to_string(),

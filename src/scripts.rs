@@ -269,3 +269,50 @@ return out"#,
 /// `resetKey`: DEL (a script so that it batches with the others).
 pub static RESET: LazyLock<Script> =
   LazyLock::new(|| Script::new(r#"return redis.call("DEL", KEYS[1])"#));
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+  use fred::error::{Error, ErrorKind};
+
+  #[test]
+  fn only_proofs_of_not_run_are_redirects() {
+    assert!(is_redirect(&Error::new(
+      ErrorKind::Routing,
+      "Too many redirections."
+    )));
+    assert!(is_redirect(&Error::new(
+      ErrorKind::Unknown,
+      "TRYAGAIN Multiple keys request during rehashing of slot"
+    )));
+    // fred's answer to a redirected command without write attempts left — also given to
+    // commands replayed after a reconnect, which may have run: never re-sent.
+    assert!(!is_redirect(&Error::new(
+      ErrorKind::Unknown,
+      "Too many failed write attempts."
+    )));
+    assert!(!is_redirect(&Error::new(
+      ErrorKind::Routing,
+      "Failed to route command."
+    )));
+    assert!(!is_redirect(&Error::new(ErrorKind::IO, "Connection reset")));
+  }
+
+  #[test]
+  fn a_call_hashes_to_its_first_key() {
+    let c = Call {
+      script: &LOCK_ACQUIRE,
+      keys: vec![
+        "lock:a".into(),
+        crate::slot::companion_key("lock:", "lock:a", ":fence"),
+      ],
+      args: vec![],
+    };
+    let (cmd, args) = command(&c, true);
+    assert_eq!(
+      cmd.cluster_hash,
+      ClusterHash::Custom(crate::slot::key_slot(b"lock:a"))
+    );
+    assert_eq!(args.len(), 4);
+  }
+}

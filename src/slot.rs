@@ -61,19 +61,26 @@ fn tags() -> &'static Vec<String> {
   })
 }
 
-/// A companion key of `key` with `suffix` in the same slot: `key + suffix` when the key already
-/// carries a hash tag, `{key}suffix` when it can be the tag itself, and `{tag}suffix:key` (a tag
-/// chosen for that slot) in the rare remaining case (a key with a stray `}`).
-pub fn companion_key(key: &str, suffix: &str) -> String {
+/// A companion key of `key` (which starts with `lead`, e.g. the lock prefix) with `suffix`, in
+/// the same slot and still starting with `lead` (so an ACL pattern such as `~lock:*` covers
+/// it): `key + suffix` when the key already carries a hash tag, `{lead}{key}suffix` spelled
+/// `lead{key}suffix` when the key can be the tag itself, and `lead{tag}suffix:key` (a tag
+/// chosen for that slot) in the rare remaining case (a key with a stray brace).
+pub fn companion_key(lead: &str, key: &str, suffix: &str) -> String {
   let b = key.as_bytes();
   if hash_part(b).len() != b.len() {
     return format!("{key}{suffix}");
   }
-  if !key.contains('}') && !key.contains('{') && !key.is_empty() {
-    return format!("{{{key}}}{suffix}");
+  if !key.contains('}') && !key.contains('{') && !key.is_empty() && !lead.contains('{') {
+    return format!("{lead}{{{key}}}{suffix}");
   }
   let tag = &tags()[key_slot(b) as usize];
-  format!("{{{tag}}}{suffix}:{key}")
+  let lead = if lead.contains('{') || lead.contains('}') {
+    ""
+  } else {
+    lead
+  };
+  format!("{lead}{{{tag}}}{suffix}:{key}")
 }
 
 #[cfg(test)]
@@ -97,7 +104,7 @@ mod tests {
       "lock:{a",
       "lock:ü}{",
     ] {
-      let c = companion_key(k, ":fence");
+      let c = companion_key("lock:", k, ":fence");
       assert_eq!(key_slot(c.as_bytes()), key_slot(k.as_bytes()), "{k} -> {c}");
     }
   }
