@@ -60,7 +60,7 @@ function options() {
   const sections = listOpt(values.sections ?? env.BENCH_SECTIONS, down ? [...DEFAULT_SECTIONS, 'down'] : DEFAULT_SECTIONS)
   for (const s of sections) if (!ALL_SECTIONS.includes(s)) throw new Error(`unknown section ${s} (known: ${ALL_SECTIONS.join(', ')})`)
   if (down) sections.add('down')
-  const contenders = [...listOpt(values.contenders ?? env.BENCH_CONTENDERS, STORE_CONTENDERS)]
+  const contenders = [...listOpt(values.contenders ?? env.BENCH_CONTENDERS, STORE_CONTENDERS.filter((c) => c !== 'redis-guard-per-key' || hasScriptMode()))]
   for (const c of contenders) if (!STORE_CONTENDERS.includes(c)) throw new Error(`unknown contender ${c} (known: ${STORE_CONTENDERS.join(', ')})`)
   return {
     sections: ALL_SECTIONS.filter((s) => sections.has(s)),
@@ -73,6 +73,15 @@ function options() {
     downSeconds: intOpt(values['down-seconds'] ?? env.BENCH_DOWN_SECONDS, 6, 3),
     contenders,
     out: values.out ?? env.BENCH_OUT ?? path.join(BENCH_DIR, 'results', 'latest.json'),
+  }
+}
+
+/** Whether this build of RedisStore has the `scriptMode` option (for the per-key contender). */
+function hasScriptMode() {
+  try {
+    return fs.readFileSync(path.join(ROOT, 'lib', 'store.js'), 'utf8').includes('scriptMode')
+  } catch {
+    return false
   }
 }
 
@@ -153,12 +162,15 @@ async function main() {
     await redis.stop()
   }
   env.loadavgEnd = os.loadavg().map((x) => +x.toFixed(2))
+  const addonEnd = environment().addon
+  env.addonChangedDuringRun = JSON.stringify(addonEnd) !== JSON.stringify(env.addon)
 
   const header = [
     '## redis-guard benchmark',
     '',
     `${env.date} · node ${env.node} · ${env.cpu} × ${env.cores} · ${env.redisServer ? env.redisServer.split(' ').slice(0, 3).join(' ') : 'redis-server ?'} on loopback · commit ${env.gitCommit}${env.gitDirty ? ' (dirty)' : ''}`,
     `load average at start ${env.loadavgStart.join(' ')}, at end ${env.loadavgEnd.join(' ')} (a busy machine makes every number noisy; compare ratios within a round)`,
+    ...(env.addonChangedDuringRun ? ['', '**⚠ the addon (redis-guard.*.node) was rebuilt during this run: runs before and after used different builds. Run again.**'] : []),
     '',
   ]
   process.stdout.write(`${header.join('\n')}\n${md.join('\n\n')}\n`)

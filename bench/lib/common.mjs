@@ -68,9 +68,10 @@ export function procCpuMicros(pid) {
 export function runWorker(file, params, { timeoutMs = 300_000, exitGraceMs = 10_000 } = {}) {
   return new Promise((resolve, reject) => {
     const child = fork(file, [JSON.stringify(params)], {
-      stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       env: { ...process.env, REDIS_URL: '' },
     })
+    child.stdout.pipe(process.stderr) // stdout is the report's
     let stderr = ''
     child.stderr.setEncoding('utf8').on('data', (d) => {
       stderr += d

@@ -64,10 +64,22 @@ async function main(p) {
   const s = await makeStore(contender, { url, prefix })
   try {
     if (s.store && typeof s.store.init === 'function') await s.store.init({ windowMs: 60_000 })
+    // redis-guard diagnostics: count JS→Rust crossings (NativeStore.run calls) and their sizes.
+    const diag = { batches: 0, items: 0 }
+    const native = s.store && s.store._native
+    if (contender.startsWith('redis-guard') && native && typeof native.run === 'function') {
+      const run = native.run.bind(native)
+      native.run = (ops, ks) => {
+        diag.batches++
+        diag.items += ks.length
+        return run(ops, ks)
+      }
+    }
     const keys = Array.from({ length: DISTINCT_KEYS }, (_, i) => `k${i}`)
     const op = pattern === 'hot' ? () => s.increment('hot') : (i) => s.increment(keys[i % DISTINCT_KEYS])
     if (warmup > 0) await load(op, warmup, concurrency, style)
     if (global.gc) global.gc()
+    const diag0 = { ...diag }
     const stats0 = s.stats()
     const redis0 = procCpuMicros(redisPid)
     const cpu0 = process.cpuUsage()
@@ -93,6 +105,7 @@ async function main(p) {
       cpuSystemUsPerOp: cpu.system / n,
       redisCpuUsPerOp: (redis1 - redis0) / n,
       fallbacks,
+      ...(diag.batches ? { batches: diag.batches - diag0.batches, meanBatch: (diag.items - diag0.items) / (diag.batches - diag0.batches) } : {}),
     }
   } finally {
     await s.close()

@@ -4,11 +4,12 @@
 
 import path from 'node:path'
 import { BENCH_DIR, median, mdTable, ms, num, ratio, runWorker } from './common.mjs'
-import { STORE_CONTENDERS, STORE_LABELS } from './stores.mjs'
+import { STORE_CONTENDERS, STORE_LABELS, SUBJECTS } from './stores.mjs'
 
 const WORKER = path.join(BENCH_DIR, 'lib', 'micro-worker.mjs')
 export const BASELINE = 'rlr-ioredis'
 export const SUBJECT = 'redis-guard'
+const SUBJECT_LABEL = { 'redis-guard': 'default scriptMode', 'redis-guard-per-key': "same script: scriptMode 'per-key'" }
 
 const STYLE_LABEL = { turn: 'one turn', immediate: 'one call per turn', seq: 'sequential (c=1)' }
 const PATTERN_LABEL = { hot: '1 hot key', distinct: '10,000 keys' }
@@ -47,7 +48,7 @@ async function runScenarios(ctx, scenarios, contenders, section) {
         }
         runs.push(r)
         ctx.log(`${section} r${round} ${sc.pattern}/${sc.style} ${contender}: ${num(r.opsPerSec)} ops/s p50 ${ms(r.p50)} p99 ${ms(r.p99)} ms cpu ${r.cpuUsPerOp.toFixed(1)} µs/op` +
-          (r.fallbacks ? ` FALLBACKS ${r.fallbacks}` : '') + (r.verified === false ? ` COUNT MISMATCH (${r.redisCount} in Redis, ${sc.warmup + sc.n} expected)` : ''))
+          (r.meanBatch ? ` (${num(r.batches)} batches, mean ${r.meanBatch.toFixed(1)})` : '') + (r.fallbacks ? ` FALLBACKS ${r.fallbacks}` : '') + (r.verified === false ? ` COUNT MISMATCH (${r.redisCount} in Redis, ${sc.warmup + sc.n} expected)` : ''))
       }
     }
   }
@@ -69,16 +70,20 @@ function summarize(runs, scenarios, contenders) {
         redisCpuUsPerOp: median(rs.map((r) => r.redisCpuUsPerOp)),
         fallbacks: rs.reduce((a, r) => a + (r.fallbacks || 0), 0),
         verified: rs.every((r) => r.verified !== false),
+        meanBatch: median(rs.map((r) => r.meanBatch)),
         rounds: rs.map((r) => r.opsPerSec),
       }
     })
-    const subj = of(SUBJECT)
     const base = of(BASELINE)
-    const perRound = subj.map((s) => {
-      const b = base.find((x) => x.round === s.round)
-      return b ? s.opsPerSec / b.opsPerSec : NaN
-    })
-    out.push({ ...sc, rows, ratioPerRound: perRound, ratioMedian: median(perRound) })
+    const ratios = {}
+    for (const subject of SUBJECTS.filter((x) => contenders.includes(x))) {
+      const perRound = of(subject).map((s) => {
+        const b = base.find((x) => x.round === s.round)
+        return b ? s.opsPerSec / b.opsPerSec : NaN
+      })
+      ratios[subject] = { perRound, median: median(perRound) }
+    }
+    out.push({ ...sc, rows, ratios })
   }
   return out
 }
@@ -102,10 +107,24 @@ function markdown(title, summary, note) {
   }
   parts.push(mdTable(['keys', 'calling style', 'contender', 'ops/s', 'p50 ms', 'p99 ms', 'node CPU µs/op¹', 'redis CPU µs/op²'], rows, ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r']))
   parts.push('')
-  parts.push(`**Same-script ratio** redis-guard ops/s ÷ (rate-limit-redis + ioredis) ops/s, per round and median (> 1: redis-guard faster):`)
-  parts.push('')
-  const rr = summary.map((sc) => [PATTERN_LABEL[sc.pattern], STYLE_LABEL[sc.style], sc.ratioPerRound.map(ratio).join(' · '), `**${ratio(sc.ratioMedian)}**`])
-  parts.push(mdTable(['keys', 'calling style', 'per round', 'median'], rr, ['l', 'l', 'l', 'r']))
+  const subjects = Object.keys(summary[0].ratios)
+  if (subjects.length && summary[0].rows.some((r) => r.contender === BASELINE)) {
+    parts.push(`**Headline ratio** redis-guard ops/s ÷ (rate-limit-redis + ioredis) ops/s within each round, then the median (> 1: redis-guard faster). The same-script column runs rate-limit-redis's increment logic, one script call per key, as rate-limit-redis does:`)
+    parts.push('')
+    const header = ['keys', 'calling style']
+    for (const x of subjects) header.push(`${SUBJECT_LABEL[x]}: per round`, 'median')
+    const rr = summary.map((sc) => [PATTERN_LABEL[sc.pattern], STYLE_LABEL[sc.style], ...subjects.flatMap((x) => [sc.ratios[x].perRound.map(ratio).join(' · '), `**${ratio(sc.ratios[x].median)}**`])])
+    parts.push(mdTable(header, rr, ['l', 'l', ...subjects.flatMap(() => ['l', 'r'])]))
+  }
+  const batches = []
+  for (const x of subjects) {
+    const per = summary
+      .map((sc) => [sc, sc.rows.find((r) => r.contender === x)])
+      .filter(([, r]) => r && Number.isFinite(r.meanBatch))
+      .map(([sc, r]) => `${PATTERN_LABEL[sc.pattern]} / ${STYLE_LABEL[sc.style]} ${r.meanBatch.toFixed(1)}`)
+    if (per.length) batches.push(`${SUBJECT_LABEL[x].replace('same script: ', '')}: ${per.join(' · ')}`)
+  }
+  if (batches.length) parts.push('', `redis-guard calls per JS→Rust crossing (mean batch, median over rounds; MAX_BATCH 64) — ${batches.join('; ')}`)
   if (note) parts.push('', note)
   return parts.join('\n')
 }

@@ -6,10 +6,14 @@ import { createRequire } from 'node:module'
 const require = createRequire(import.meta.url)
 
 /** Contender ids, in the order they run in every round. */
-export const STORE_CONTENDERS = ['redis-guard', 'rlr-ioredis', 'rlr-node-redis', 'rlf-ioredis', 'memory']
+export const STORE_CONTENDERS = ['redis-guard', 'redis-guard-per-key', 'rlr-ioredis', 'rlr-node-redis', 'rlf-ioredis', 'memory']
+
+/** The redis-guard variants: each is compared with rate-limit-redis + ioredis, round by round. */
+export const SUBJECTS = ['redis-guard', 'redis-guard-per-key']
 
 export const STORE_LABELS = {
-  'redis-guard': 'redis-guard RedisStore',
+  'redis-guard': 'redis-guard RedisStore (default scriptMode)',
+  'redis-guard-per-key': "redis-guard RedisStore, scriptMode 'per-key'",
   'rlr-ioredis': 'rate-limit-redis v6 + ioredis',
   'rlr-node-redis': 'rate-limit-redis v6 + node-redis',
   'rlf-ioredis': 'rate-limiter-flexible RateLimiterRedis + ioredis',
@@ -34,11 +38,14 @@ async function closeIoredis(redis) {
  */
 export async function makeStore(name, { url, prefix, waitReady = true }) {
   switch (name) {
-    case 'redis-guard': {
+    case 'redis-guard':
+    case 'redis-guard-per-key': {
       const { RedisClient, RedisStore } = require('../../index.js')
       const client = new RedisClient({ url, logger: false })
       if (waitReady) await client.ready(5000)
-      const store = new RedisStore({ client, prefix })
+      // per-key: one rate-limit-redis-style script call per key (the same-script comparison);
+      // the default sends one script call per batch.
+      const store = new RedisStore(name === 'redis-guard-per-key' ? { client, prefix, scriptMode: 'per-key' } : { client, prefix })
       return {
         store,
         client,
