@@ -162,15 +162,15 @@ async function main() {
     await redis.stop()
   }
   env.loadavgEnd = os.loadavg().map((x) => +x.toFixed(2))
-  const addonEnd = environment().addon
-  env.addonChangedDuringRun = JSON.stringify(addonEnd) !== JSON.stringify(env.addon)
+  env.addonEnd = environment().addon
+  env.addonChangedDuringRun = JSON.stringify(env.addonEnd) !== JSON.stringify(env.addon)
 
   const header = [
     '## redis-guard benchmark',
     '',
     `${env.date} · node ${env.node} · ${env.cpu} × ${env.cores} · ${env.redisServer ? env.redisServer.split(' ').slice(0, 3).join(' ') : 'redis-server ?'} on loopback · commit ${env.gitCommit}${env.gitDirty ? ' (dirty)' : ''}`,
     `load average at start ${env.loadavgStart.join(' ')}, at end ${env.loadavgEnd.join(' ')} (a busy machine makes every number noisy; compare ratios within a round)`,
-    ...(env.addonChangedDuringRun ? ['', '**⚠ the addon (redis-guard.*.node) was rebuilt during this run: runs before and after used different builds. Run again.**'] : []),
+    ...(env.addonChangedDuringRun ? ['', `**⚠ the addon (redis-guard.*.node) was rebuilt during this run (${env.addon?.mtime} → ${env.addonEnd?.mtime}): runs before and after used different builds. Run again.**`] : []),
     '',
   ]
   process.stdout.write(`${header.join('\n')}\n${md.join('\n\n')}\n`)
