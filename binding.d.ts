@@ -30,18 +30,15 @@ export declare class NativeClient {
   healthCheck(deep?: boolean | undefined | null): Promise<HealthResult>
   /** Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`. */
   close(): Promise<void>
-  /** One attempt to take the lock `key` for `ttlMs`. Never waits: `index.js` retries. */
-  lockAcquire(key: string, ttlMs: number, onUnavailable?: string | undefined | null): Promise<LockGrant>
   /**
-   * Release the lock if `token` still owns it (`source` as returned by the grant). `false`
-   * when it expired, was taken by someone else, or Redis cannot be asked.
+   * Run a batch of lock operations. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2
+   * extend); bits 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for
+   * a release or extend who granted the lease (0 Redis, 1 local, 2 allow). `tokens[i]` is the
+   * lease's token (a new random one for an acquire), `ttls[i]` the TTL in ms (acquire, extend).
+   * Resolves three numbers per op: status (for an acquire who decided: 0 Redis, 1 local table,
+   * 2 allow; negative: an error code), ok (1 when acquired / released / extended), fence.
    */
-  lockRelease(key: string, token: string, source: string): Promise<boolean>
-  /**
-   * Extend the lock to `ttlMs` from now if `token` still owns it. `false` when it was lost or
-   * Redis cannot be asked.
-   */
-  lockExtend(key: string, token: string, ttlMs: number, source: string): Promise<boolean>
+  lockRun(ops: Uint8Array, keys: Array<string>, tokens: Array<string>, ttls: Float64Array): Promise<Float64Array>
 }
 
 /** The native half of `RedisStore`. */
@@ -88,24 +85,6 @@ export interface HealthResult {
   topology: string
   /** What went wrong, masked; absent when healthy. */
   error?: string
-}
-
-/** The outcome of one grant attempt. */
-export interface LockGrant {
-  /** Whether the lock was granted. */
-  acquired: boolean
-  /** The random token that proves ownership (empty when not granted). */
-  token: string
-  /**
-   * The fencing token: grows with every grant of this key (0 when not granted, or when
-   * granted by `onUnavailable: 'allow'`).
-   */
-  fence: number
-  /**
-   * Who granted it: `redis`, `local` (the process-local table) or `allow` (nobody: Redis was
-   * unavailable and the policy let the caller proceed).
-   */
-  source: string
 }
 
 /** Reconnection backoff. */

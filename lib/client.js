@@ -3,8 +3,26 @@
 // JavaScript: the logger, typed errors, AbortSignal-aware waiting, leases and withLock.
 
 const { inspect } = require('node:util')
+const { randomBytes } = require('node:crypto')
 const { NativeClient } = require('../binding.js')
-const { RedisGuardError, codes, toError } = require('./errors.js')
+const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
+const { Batcher } = require('./batch.js')
+
+// Lock batch op codes (see src/lock.rs): kind in bits 0-1, policy or source in bits 2-3.
+const ACQUIRE = 0
+const RELEASE = 1
+const EXTEND = 2
+const POLICIES = { local: 0, allow: 1, deny: 2 }
+const SOURCES = { redis: 0, local: 1, allow: 2 }
+const SOURCE_NAMES = ['redis', 'local', 'allow']
+
+// Lock tokens: a random per-process prefix and a counter, 32 hex digits: unique, and cheap.
+const TOKEN_PREFIX = randomBytes(8).toString('hex')
+let tokenSeq = 0
+function newToken() {
+  tokenSeq = (tokenSeq + 1) % Number.MAX_SAFE_INTEGER
+  return TOKEN_PREFIX + tokenSeq.toString(16).padStart(16, '0')
+}
 
 const ENV_KEYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_DB', 'REDIS_TLS',
   'REDISHOST', 'REDISPORT', 'REDISUSER', 'REDISPASSWORD']
@@ -107,15 +125,26 @@ class Lease {
     this.source = grant.source
     this.expiresAt = Date.now() + ttlMs
     this._client = client
-    this._ac = new AbortController()
-    this.signal = this._ac.signal
+    this._ac = null // created on first use of `signal`: a plain lock()/release() cycle needs none
+    this._lost = null
     this._released = false
-    this._arm()
+  }
+
+  /** Aborted (with a LOCK_LOST error) when the lease is lost. */
+  get signal() {
+    if (!this._ac) {
+      this._ac = new AbortController()
+      if (this._lost) this._ac.abort(this._lost)
+      else this._arm()
+    }
+    return this._ac.signal
   }
 
   _arm() {
     clearTimeout(this._timer)
-    if (this._released) return // an extension that resolved after release() must not re-arm
+    // An extension that resolved after release() must not re-arm; without a signal there is
+    // nobody to tell.
+    if (this._released || !this._ac) return
     const left = Math.max(0, this.expiresAt - Date.now())
     this._timer = setTimeout(() => this._lose('the lease expired before it was extended'), left)
     this._timer.unref()
@@ -123,29 +152,27 @@ class Lease {
 
   _lose(why) {
     clearTimeout(this._timer)
-    if (!this._ac.signal.aborted) this._ac.abort(new RedisGuardError(codes.LOCK_LOST, `lock "${this.key}" was lost: ${why}`))
+    if (this._lost) return
+    this._lost = new RedisGuardError(codes.LOCK_LOST, `lock "${this.key}" was lost: ${why}`)
+    if (this._ac) this._ac.abort(this._lost)
   }
 
   /** Whether the lease is still believed held. */
   get held() {
-    return !this._released && !this.signal.aborted && Date.now() < this.expiresAt
+    if (!this._lost && Date.now() >= this.expiresAt) this._lose('the lease expired before it was extended')
+    return !this._released && !this._lost
   }
 
   /** Extend to `ttlMs` from now. Resolves true, or rejects with LOCK_LOST / LOCK_NOT_HELD. */
   async extend(ttlMs) {
     const ttl = checkMs(ttlMs, 'ttlMs', { min: 1 })
     if (this._released) throw new RedisGuardError(codes.LOCK_NOT_HELD, `lock "${this.key}" was already released`)
-    if (this.signal.aborted) throw this.signal.reason
+    if (!this.held) throw this._lost
     const start = Date.now()
-    let ok
-    try {
-      ok = await this._client._native.lockExtend(this.key, this.token, ttl, this.source)
-    } catch (e) {
-      throw toError(e)
-    }
+    const ok = await this._client._lockOp(EXTEND, this.key, this.token, ttl, this.source)
     if (!ok) {
       this._lose('another holder has it, or Redis could not confirm the extension')
-      throw this.signal.reason
+      throw this._lost
     }
     this.expiresAt = start + ttl
     this._arm()
@@ -157,11 +184,7 @@ class Lease {
     if (this._released) return false
     this._released = true
     clearTimeout(this._timer)
-    try {
-      return await this._client._native.lockRelease(this.key, this.token, this.source)
-    } catch (e) {
-      throw toError(e)
-    }
+    return this._client._lockOp(RELEASE, this.key, this.token, 0, this.source)
   }
 
   [inspect.custom]() {
@@ -196,6 +219,7 @@ class RedisClient {
     }
     /** @type {Map<string, {token: string, source: string}>} locks taken with acquireLock() */
     this._held = new Map()
+    this._locks = new Batcher(this._native.lockRun.bind(this._native), 3, true, 32) // 32: at 64 in flight, two batches overlap
   }
 
   /** The URL, password masked. */
@@ -252,6 +276,26 @@ class RedisClient {
 
   // ---- locks -------------------------------------------------------------------------------
 
+  /** One grant attempt (batched with the other lock calls of this turn). */
+  async _acquire(key, ttlMs, onUnavailable) {
+    if (typeof key !== 'string' || key === '') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a non-empty string')
+    const policy = onUnavailable === undefined || onUnavailable === null ? 0 : POLICIES[onUnavailable]
+    if (policy === undefined || typeof onUnavailable === 'object') {
+      throw new RedisGuardError(codes.INVALID_ARG, "option `onUnavailable` must be 'local', 'allow' or 'deny'")
+    }
+    const token = newToken()
+    const r = await this._locks.push(ACQUIRE | (policy << 2), key, token, ttlMs)
+    if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
+    return { acquired: r[1] === 1, token, fence: r[2], source: SOURCE_NAMES[r[0]] }
+  }
+
+  /** A release or an extension of a lease granted by `source`: true when it still held the lock. */
+  async _lockOp(kind, key, token, ttlMs, source) {
+    const r = await this._locks.push(kind | (SOURCES[source] << 2), key, token, ttlMs)
+    if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
+    return r[1] === 1
+  }
+
   /**
    * Take `key` and return a Lease, or null when it stays held elsewhere for `waitMs`.
    * @param {string} key
@@ -267,12 +311,7 @@ class RedisClient {
     const deadline = Date.now() + waitMs
     for (let attempt = 0; ; attempt++) {
       if (signal && signal.aborted) throw abortError(signal)
-      let grant
-      try {
-        grant = await this._native.lockAcquire(key, ttlMs, onUnavailable)
-      } catch (e) {
-        throw toError(e)
-      }
+      const grant = await this._acquire(key, ttlMs, onUnavailable)
       if (grant.acquired) {
         const lease = new Lease(this, key, grant, ttlMs)
         if (signal && signal.aborted) {
@@ -322,12 +361,7 @@ class RedisClient {
   async acquireLock(key, ttlSeconds = 30, options) {
     options = lockOptions(options)
     const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
-    let grant
-    try {
-      grant = await this._native.lockAcquire(key, Math.ceil(ttl * 1000), options.onUnavailable)
-    } catch (e) {
-      throw toError(e)
-    }
+    const grant = await this._acquire(key, Math.ceil(ttl * 1000), options.onUnavailable)
     if (grant.acquired) this._held.set(key, { token: grant.token, source: grant.source })
     return grant.acquired
   }
@@ -337,11 +371,7 @@ class RedisClient {
     const h = this._held.get(key)
     if (!h) return false
     this._held.delete(key)
-    try {
-      return await this._native.lockRelease(key, h.token, h.source)
-    } catch (e) {
-      throw toError(e)
-    }
+    return this._lockOp(RELEASE, key, h.token, 0, h.source)
   }
 
   /** Seed-compatible: extend `key` to `ttlSeconds` from now if this process holds it. */
@@ -349,13 +379,9 @@ class RedisClient {
     const h = this._held.get(key)
     if (!h) return false
     const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
-    try {
-      const ok = await this._native.lockExtend(key, h.token, Math.ceil(ttl * 1000), h.source)
-      if (!ok) this._held.delete(key)
-      return ok
-    } catch (e) {
-      throw toError(e)
-    }
+    const ok = await this._lockOp(EXTEND, key, h.token, Math.ceil(ttl * 1000), h.source)
+    if (!ok) this._held.delete(key)
+    return ok
   }
 
   [inspect.custom]() {

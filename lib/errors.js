@@ -43,10 +43,19 @@ function toError(e) {
   return new RedisGuardError(code, msg)
 }
 
+const numberMessages = {
+  [codes.TIMEOUT]: "Redis did not answer in time and onUnavailable is 'deny'",
+  [codes.UNAVAILABLE]: "Redis is unavailable and onUnavailable is 'deny'",
+  [codes.REDIS]: 'Redis answered with an error',
+  [codes.AUTH]: 'Redis refused the credentials or the permission',
+  [codes.INVALID_ARG]: 'invalid argument (a lock key over 8192 bytes, or a TTL outside 1 ms to one year)',
+  [codes.CLOSED]: 'the client is closed',
+}
+
+/** The error of a negative status number of a batched result (`what`: the call, for context). */
 function fromNumber(n, what) {
   const code = byNumber[-n] || codes.REDIS
-  const text = code === codes.TIMEOUT ? 'Redis did not answer in time' : 'Redis is unavailable'
-  return new RedisGuardError(code, `${text} and onUnavailable is 'deny' (${what})`)
+  return new RedisGuardError(code, `${numberMessages[code] || 'failed'} (${what})`)
 }
 
 module.exports = { RedisGuardError, codes, toError, fromNumber }

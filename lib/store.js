@@ -1,10 +1,14 @@
 'use strict'
 // RedisStore: an express-rate-limit Store. Calls made in one event-loop turn go to Rust as one
-// batch (one crossing, one pipeline); see the README's performance notes and bench/.
+// batch (lib/batch.js): one crossing, one script call.
 
 const { inspect } = require('node:util')
 const { NativeStore } = require('../binding.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
+const { Batcher } = require('./batch.js')
+
+/** Most keys the over-limit cache holds. */
+const MAX_BLOCKED = 10_000
 
 const OP_INCREMENT = 0
 const OP_GET = 1
@@ -12,65 +16,6 @@ const OP_DECREMENT = 2
 const OP_RESET = 3
 const ST_REDIS = 0
 const ST_NONE = 3
-
-/** Most calls per crossing: several batches in flight keep JS, tokio and Redis busy together. */
-const MAX_BATCH = 64
-/** Most keys the over-limit cache holds. */
-const MAX_BLOCKED = 10_000
-
-/**
- * Collects calls into batches. Flush rule: a microtask when nothing is in flight (lowest
- * latency for a lone call), `setImmediate` otherwise (so calls that arrive in later turns, as
- * HTTP requests do, join the batch instead of each paying a crossing); at MAX_BATCH at once.
- */
-class Batcher {
-  constructor(native) {
-    this.native = native
-    this.ops = []
-    this.keys = []
-    this.waiters = []
-    this.inflight = 0
-    this.scheduled = false
-    this.flush = this.flush.bind(this)
-  }
-
-  push(op, key) {
-    return new Promise((resolve, reject) => {
-      this.ops.push(op)
-      this.keys.push(key)
-      this.waiters.push(resolve, reject)
-      if (this.ops.length >= MAX_BATCH) this.flush()
-      else if (!this.scheduled) {
-        this.scheduled = true
-        if (this.inflight === 0) queueMicrotask(this.flush)
-        else setImmediate(this.flush)
-      }
-    })
-  }
-
-  flush() {
-    this.scheduled = false
-    if (this.ops.length === 0) return
-    const ops = Uint8Array.from(this.ops)
-    const keys = this.keys
-    const waiters = this.waiters
-    this.ops = []
-    this.keys = []
-    this.waiters = []
-    this.inflight++
-    this.native.run(ops, keys).then(
-      (out) => {
-        this.inflight--
-        for (let i = 0, j = 0; i < keys.length; i++, j += 3) waiters[2 * i](out.subarray(j, j + 3))
-      },
-      (e) => {
-        this.inflight--
-        const err = toError(e)
-        for (let i = 0; i < keys.length; i++) waiters[2 * i + 1](err)
-      },
-    )
-  }
-}
 
 function checkKey(key) {
   if (typeof key !== 'string') {
@@ -109,7 +54,7 @@ class RedisStore {
     } catch (e) {
       throw toError(e)
     }
-    this._batch = new Batcher(this._native)
+    this._batch = new Batcher(this._native.run.bind(this._native), 3)
     this.windowMs = 60_000
     this.limit = undefined
     /** key -> { totalHits, resetAt, local }: keys over a static limit, answered here until reset. */

@@ -1,10 +1,13 @@
-//! Distributed locks: grant (`SET NX PX` + the next fencing token, in one script), and
-//! token-checked release and extend (compare-and-delete, compare-and-pexpire). When Redis is
-//! unavailable the `onUnavailable` policy decides: a process-local lock table (`local`),
-//! proceed (`allow`), or fail (`deny`). Waiting, leases and `withLock` live in `index.js`.
+//! Distributed locks: grant (`SET NX PX` + the next fencing token), token-checked release
+//! (compare-and-delete) and extend (compare-and-pexpire). Like the store, the lock calls of one
+//! event-loop turn arrive as one batch (one JS→Rust crossing) and run as one script call per
+//! cluster slot. When Redis is unavailable the `onUnavailable` policy decides: the process-local
+//! lock table (`local`), proceed (`allow`), or fail (`deny`). Waiting, leases and `withLock`
+//! live in `lib/client.js`.
 
 use std::sync::Arc;
 
+use fred::types::Value;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -15,42 +18,24 @@ use crate::scripts::{self, Call};
 use crate::slot::companion_key;
 
 /// Fence counters live this long after the last grant of their key (7 days): a fence restarts
-/// only for a key unused that long.
+/// only for a key unused that long (and never below what this process has seen).
 const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// The outcome of one grant attempt.
-#[napi(object)]
-pub struct LockGrant {
-  /// Whether the lock was granted.
-  pub acquired: bool,
-  /// The random token that proves ownership (empty when not granted).
-  pub token: String,
-  /// The fencing token: grows with every grant of this key (0 when not granted, or when
-  /// granted by `onUnavailable: 'allow'`).
-  pub fence: f64,
-  /// Who granted it: `redis`, `local` (the process-local table) or `allow` (nobody: Redis was
-  /// unavailable and the policy let the caller proceed).
-  pub source: String,
-}
+/// Operation kinds (the low two bits of an op byte).
+const ACQUIRE: u8 = 0;
+const RELEASE: u8 = 1;
+const EXTEND: u8 = 2;
 
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
-  Local,
-  Allow,
-  Deny,
-}
+/// For an acquire, bits 2-3 of the op byte: the `onUnavailable` policy. For a release or an
+/// extend: who granted the lease. Both are also the first result number of an acquire.
+const REDIS_OR_LOCAL_MODE: u8 = 0;
+const LOCAL_OR_ALLOW_MODE: u8 = 1;
+const ALLOW_OR_DENY_MODE: u8 = 2;
 
-fn mode(s: Option<&str>) -> std::result::Result<Mode, GuardError> {
-  match s.unwrap_or("local") {
-    "local" => Ok(Mode::Local),
-    "allow" => Ok(Mode::Allow),
-    "deny" => Ok(Mode::Deny),
-    _ => Err(GuardError::new(
-      Code::InvalidArg,
-      "option `onUnavailable` must be 'local', 'allow' or 'deny'",
-    )),
-  }
-}
+/// Result sources (first number of an acquire's result).
+const SRC_REDIS: f64 = 0.0;
+const SRC_LOCAL: f64 = 1.0;
+const SRC_ALLOW: f64 = 2.0;
 
 fn check_key(key: &str) -> std::result::Result<(), GuardError> {
   if key.is_empty() {
@@ -75,60 +60,6 @@ fn check_ttl(ttl_ms: f64) -> std::result::Result<u64, GuardError> {
   Ok(ttl_ms as u64)
 }
 
-fn new_token() -> String {
-  format!("{:032x}", rand::random::<u128>())
-}
-
-impl ClientInner {
-  fn lock_key(&self, key: &str) -> String {
-    format!("{}{}", self.settings.lock_prefix, key)
-  }
-
-  /// One script call under the deadline; `None` when Redis is unusable (the caller falls back).
-  async fn lock_call(self: &Arc<Self>, call: Call) -> std::result::Result<Option<i64>, GuardError> {
-    if self.is_closed() {
-      return Err(GuardError::new(Code::Closed, "the client is closed"));
-    }
-    if !self.usable().await {
-      return Ok(None);
-    }
-    let calls = [call];
-    let r = match tokio::time::timeout(
-      self.settings.command_timeout,
-      scripts::run_batch(&self.redis, &calls),
-    )
-    .await
-    {
-      Err(_) => {
-        self.on_timeout();
-        return Ok(None);
-      }
-      Ok(mut r) => r.pop(),
-    };
-    match r {
-      Some(Ok(v)) => Ok(Some(v.as_i64().unwrap_or(0))),
-      Some(Err(e)) => {
-        let ge = self.on_error(&e);
-        match ge.code {
-          Code::Unavailable | Code::Timeout => Ok(None),
-          // No connection at all (the server just went away, the reconnect has not happened
-          // yet): nothing was sent, so the circuit opens and the policy decides.
-          _ if is_unrouted(&e) => {
-            self.mark_down(&ge.message, false);
-            Ok(None)
-          }
-          // Redis answered but can serve no call now (a script past busy-reply-threshold, a
-          // dataset loading, out of memory): this call follows the `onUnavailable` policy, as a
-          // store call falls back per item; the circuit stays closed.
-          _ if is_unusable_now(&e) => Ok(None),
-          _ => Err(ge),
-        }
-      }
-      None => Ok(None),
-    }
-  }
-}
-
 /// fred's "Failed to route command." (kind `Unknown` without the `replicas` feature, `Routing`
 /// with it): the command found no connection to write to and was never sent.
 fn is_unrouted(e: &fred::error::Error) -> bool {
@@ -145,154 +76,280 @@ fn is_unusable_now(e: &fred::error::Error) -> bool {
   d.starts_with("BUSY ") || d.starts_with("LOADING ") || d.starts_with("OOM ")
 }
 
-fn unavailable() -> GuardError {
-  GuardError::new(
-    Code::Unavailable,
-    "Redis is unavailable and onUnavailable is 'deny'",
-  )
+/// One validated operation of a batch.
+struct Op {
+  kind: u8,
+  sub: u8,
+  /// `${lockPrefix}${key}`
+  lk: String,
+  token: String,
+  ttl: u64,
+}
+
+impl ClientInner {
+  fn lock_key(&self, key: &str) -> String {
+    format!("{}{}", self.settings.lock_prefix, key)
+  }
+
+  /// What Redis cannot decide: `out` gets the policy's answer for an op bound for Redis.
+  fn lock_unavailable(&self, op: &Op, out: &mut [f64]) {
+    let now = now_ms();
+    match (op.kind, op.sub) {
+      (ACQUIRE, REDIS_OR_LOCAL_MODE) => {
+        self
+          .counters
+          .fallbacks
+          .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.locks.acquire(&op.lk, &op.token, op.ttl, now) {
+          Some(f) => out.copy_from_slice(&[SRC_LOCAL, 1.0, f as f64]),
+          None => out.copy_from_slice(&[SRC_LOCAL, 0.0, 0.0]),
+        }
+      }
+      (ACQUIRE, LOCAL_OR_ALLOW_MODE) => out.copy_from_slice(&[SRC_ALLOW, 1.0, 0.0]),
+      (ACQUIRE, _) => out.copy_from_slice(&[Code::Unavailable.as_num(), 0.0, 0.0]),
+      (RELEASE, _) => {
+        // Redis cannot confirm: the lease is treated as gone.
+        self.locks.forget(&op.lk, &op.token);
+        out.copy_from_slice(&[0.0, 0.0, 0.0]);
+      }
+      _ => {
+        self.locks.forget(&op.lk, &op.token);
+        out.copy_from_slice(&[0.0, 0.0, 0.0]);
+      }
+    }
+  }
+
+  /// Apply Redis's answer `r` for one op.
+  fn lock_applied(&self, op: &Op, r: i64, out: &mut [f64]) {
+    let now = now_ms();
+    match op.kind {
+      ACQUIRE if r > 0 => {
+        self.locks.observe_fence(&op.lk, r as u64);
+        self.locks.record(&op.lk, &op.token, op.ttl, now);
+        out.copy_from_slice(&[SRC_REDIS, 1.0, r as f64]);
+      }
+      ACQUIRE => out.copy_from_slice(&[SRC_REDIS, 0.0, 0.0]),
+      RELEASE => {
+        self.locks.forget(&op.lk, &op.token);
+        out.copy_from_slice(&[0.0, (r == 1) as u8 as f64, 0.0]);
+      }
+      _ => {
+        if r == 1 {
+          self.locks.record(&op.lk, &op.token, op.ttl, now);
+        } else {
+          self.locks.forget(&op.lk, &op.token);
+        }
+        out.copy_from_slice(&[0.0, (r == 1) as u8 as f64, 0.0]);
+      }
+    }
+  }
+
+  /// One `LOCK_BATCH` call for the ops `idx` (all in one slot).
+  fn lock_call(&self, ops: &[&Op], idx: &[usize]) -> Call {
+    let mut letters = String::with_capacity(idx.len());
+    let mut keys = Vec::with_capacity(2 * idx.len());
+    let mut args = Vec::with_capacity(2 + 3 * idx.len());
+    args.push(String::new());
+    args.push(FENCE_TTL_MS.to_string());
+    for &i in idx {
+      let op = &ops[i];
+      letters.push(match op.kind {
+        ACQUIRE => 'a',
+        RELEASE => 'r',
+        _ => 'e',
+      });
+      keys.push(op.lk.clone());
+      keys.push(companion_key(&self.settings.lock_prefix, &op.lk, ":fence"));
+      args.push(op.token.clone());
+      args.push(op.ttl.to_string());
+      args.push(if op.kind == ACQUIRE {
+        self.locks.max_fence(&op.lk).to_string()
+      } else {
+        String::new()
+      });
+    }
+    args[0] = letters;
+    Call {
+      script: &scripts::LOCK_BATCH,
+      keys,
+      args,
+    }
+  }
+
+  async fn lock_run(self: &Arc<Self>, ops: Vec<std::result::Result<Op, GuardError>>) -> Vec<f64> {
+    let n = ops.len();
+    let mut out = vec![0f64; 3 * n];
+    let now = now_ms();
+    // What is decided here, without Redis: bad input, leases from the local table or `allow`,
+    // and acquires of keys this process holds locally.
+    let mut to_redis: Vec<usize> = Vec::with_capacity(n);
+    for (i, op) in ops.iter().enumerate() {
+      let slot = &mut out[3 * i..3 * i + 3];
+      match op {
+        Err(e) => slot.copy_from_slice(&[e.code.as_num(), 0.0, 0.0]),
+        Ok(op) => match (op.kind, op.sub) {
+          (RELEASE, LOCAL_OR_ALLOW_MODE) => {
+            let ok = self.locks.release(&op.lk, &op.token, now);
+            slot.copy_from_slice(&[0.0, ok as u8 as f64, 0.0]);
+          }
+          (EXTEND, LOCAL_OR_ALLOW_MODE) => {
+            let ok = self.locks.extend(&op.lk, &op.token, op.ttl, now);
+            slot.copy_from_slice(&[0.0, ok as u8 as f64, 0.0]);
+          }
+          (RELEASE, ALLOW_OR_DENY_MODE) | (EXTEND, ALLOW_OR_DENY_MODE) => {
+            slot.copy_from_slice(&[0.0, 1.0, 0.0])
+          }
+          // A local grant from an outage still holds the key: one process never holds a key
+          // twice, whatever the source.
+          (ACQUIRE, _) if self.locks.is_held(&op.lk, now) => {
+            slot.copy_from_slice(&[SRC_LOCAL, 0.0, 0.0])
+          }
+          _ => to_redis.push(i),
+        },
+      }
+    }
+    if to_redis.is_empty() {
+      return out;
+    }
+    let ok_ops: Vec<&Op> = to_redis
+      .iter()
+      .filter_map(|&i| ops[i].as_ref().ok())
+      .collect();
+    let unavailable = |me: &Self, out: &mut [f64]| {
+      for (j, &i) in to_redis.iter().enumerate() {
+        me.lock_unavailable(ok_ops[j], &mut out[3 * i..3 * i + 3]);
+      }
+    };
+    if self.is_closed() {
+      for &i in &to_redis {
+        out[3 * i..3 * i + 3].copy_from_slice(&[Code::Closed.as_num(), 0.0, 0.0]);
+      }
+      return out;
+    }
+    if !self.usable().await {
+      unavailable(self, &mut out);
+      return out;
+    }
+    // Group by slot in a cluster (a lock key and its fence key share one); one call otherwise.
+    let owned = &ok_ops;
+    let groups: Vec<Vec<usize>> = if matches!(
+      self.settings.topology,
+      crate::config::Topology::Cluster { .. }
+    ) {
+      let mut by_slot: std::collections::HashMap<u16, Vec<usize>> = Default::default();
+      for (j, o) in owned.iter().enumerate() {
+        by_slot
+          .entry(crate::slot::key_slot(o.lk.as_bytes()))
+          .or_default()
+          .push(j);
+      }
+      by_slot.into_values().collect()
+    } else {
+      vec![(0..owned.len()).collect()]
+    };
+    let calls: Vec<Call> = groups.iter().map(|g| self.lock_call(owned, g)).collect();
+    let results = match tokio::time::timeout(
+      self.settings.command_timeout,
+      scripts::run_batch(&self.redis, &calls),
+    )
+    .await
+    {
+      Ok(r) => r,
+      Err(_) => {
+        self.on_timeout();
+        unavailable(self, &mut out);
+        return out;
+      }
+    };
+    for (g, r) in groups.iter().zip(results) {
+      let replies: std::result::Result<Vec<i64>, Option<GuardError>> = match r {
+        Ok(Value::Array(a)) if a.len() == g.len() => {
+          Ok(a.iter().map(|v| v.as_i64().unwrap_or(-1)).collect())
+        }
+        Ok(_) => Err(Some(GuardError::new(
+          Code::Redis,
+          "unexpected reply from the lock script",
+        ))),
+        Err(e) => {
+          let ge = self.on_error(&e);
+          match ge.code {
+            Code::Unavailable | Code::Timeout => Err(None),
+            // No connection at all (the server just went away): nothing was sent, so the
+            // circuit opens and the policy decides.
+            _ if is_unrouted(&e) => {
+              self.mark_down(&ge.message, false);
+              Err(None)
+            }
+            // Redis answered but can serve no call now (BUSY, LOADING, OOM): the policy
+            // decides for these calls; the circuit stays closed.
+            _ if is_unusable_now(&e) => Err(None),
+            _ => Err(Some(ge)),
+          }
+        }
+      };
+      for (k, &j) in g.iter().enumerate() {
+        let i = to_redis[j];
+        let slot = &mut out[3 * i..3 * i + 3];
+        match &replies {
+          Ok(r) if r[k] >= 0 => self.lock_applied(owned[j], r[k], slot),
+          // OOM inside the script (-2): nothing was written; the policy decides for this op.
+          Ok(r) if r[k] == -2 => self.lock_unavailable(owned[j], slot),
+          Ok(_) => slot.copy_from_slice(&[Code::Redis.as_num(), 0.0, 0.0]),
+          Err(None) => self.lock_unavailable(owned[j], slot),
+          Err(Some(e)) => slot.copy_from_slice(&[e.code.as_num(), 0.0, 0.0]),
+        }
+      }
+    }
+    out
+  }
 }
 
 #[napi]
 impl NativeClient {
-  /// One attempt to take the lock `key` for `ttlMs`. Never waits: `index.js` retries.
+  /// Run a batch of lock operations. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2
+  /// extend); bits 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for
+  /// a release or extend who granted the lease (0 Redis, 1 local, 2 allow). `tokens[i]` is the
+  /// lease's token (a new random one for an acquire), `ttls[i]` the TTL in ms (acquire, extend).
+  /// Resolves three numbers per op: status (for an acquire who decided: 0 Redis, 1 local table,
+  /// 2 allow; negative: an error code), ok (1 when acquired / released / extended), fence.
   #[napi]
-  pub async fn lock_acquire(
+  pub async fn lock_run(
     &self,
-    key: String,
-    ttl_ms: f64,
-    on_unavailable: Option<String>,
-  ) -> Result<LockGrant> {
-    let me = &self.inner;
-    check_key(&key)?;
-    let ttl = check_ttl(ttl_ms)?;
-    let mode = mode(on_unavailable.as_deref())?;
-    let token = new_token();
-    let lk = me.lock_key(&key);
-    if me.locks.is_held(&lk, now_ms()) {
-      // This client holds the key already (a Redis lease, or a local lock from an outage that
-      // is not released yet): one process never holds a key twice, whatever the source.
-      return Ok(LockGrant {
-        acquired: false,
-        token: String::new(),
-        fence: 0.0,
-        source: "local".into(),
-      });
+    ops: Uint8Array,
+    keys: Vec<String>,
+    tokens: Vec<String>,
+    ttls: Float64Array,
+  ) -> Result<Float64Array> {
+    let n = keys.len();
+    if ops.len() != n || tokens.len() != n || ttls.len() != n {
+      return Err(GuardError::new(Code::InvalidArg, "lock batch arrays differ in length").into());
     }
-    let call = Call {
-      script: &scripts::LOCK_ACQUIRE,
-      keys: vec![
-        lk.clone(),
-        companion_key(&me.settings.lock_prefix, &lk, ":fence"),
-      ],
-      args: vec![
-        token.clone(),
-        ttl.to_string(),
-        FENCE_TTL_MS.to_string(),
-        me.locks.max_fence(&lk).to_string(),
-      ],
-    };
-    match me.lock_call(call).await? {
-      Some(f) if f > 0 => {
-        me.locks.observe_fence(&lk, f as u64);
-        me.locks.record(&lk, &token, ttl, now_ms());
-        Ok(LockGrant {
-          acquired: true,
-          token,
-          fence: f as f64,
-          source: "redis".into(),
-        })
-      }
-      Some(_) => Ok(LockGrant {
-        acquired: false,
-        token: String::new(),
-        fence: 0.0,
-        source: "redis".into(),
-      }),
-      None => match mode {
-        Mode::Local => {
-          me.counters
-            .fallbacks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-          match me.locks.acquire(&lk, &token, ttl, now_ms()) {
-            Some(f) => Ok(LockGrant {
-              acquired: true,
-              token,
-              fence: f as f64,
-              source: "local".into(),
-            }),
-            None => Ok(LockGrant {
-              acquired: false,
-              token: String::new(),
-              fence: 0.0,
-              source: "local".into(),
-            }),
-          }
+    let me = &self.inner;
+    let parsed: Vec<std::result::Result<Op, GuardError>> = (0..n)
+      .map(|i| {
+        let kind = ops[i] & 3;
+        let sub = (ops[i] >> 2) & 3;
+        if kind > EXTEND || sub > ALLOW_OR_DENY_MODE {
+          return Err(GuardError::new(Code::InvalidArg, "bad lock operation"));
         }
-        Mode::Allow => Ok(LockGrant {
-          acquired: true,
-          token,
-          fence: 0.0,
-          source: "allow".into(),
-        }),
-        Mode::Deny => Err(unavailable().into()),
-      },
-    }
-  }
-
-  /// Release the lock if `token` still owns it (`source` as returned by the grant). `false`
-  /// when it expired, was taken by someone else, or Redis cannot be asked.
-  #[napi]
-  pub async fn lock_release(&self, key: String, token: String, source: String) -> Result<bool> {
-    let me = &self.inner;
-    check_key(&key)?;
-    let lk = me.lock_key(&key);
-    match source.as_str() {
-      "local" => Ok(me.locks.release(&lk, &token, now_ms())),
-      "allow" => Ok(true),
-      _ => {
-        let call = Call {
-          script: &scripts::LOCK_RELEASE,
-          keys: vec![lk.clone()],
-          args: vec![token.clone()],
-        };
-        let r = me.lock_call(call).await;
-        me.locks.forget(&lk, &token);
-        Ok(r? == Some(1))
-      }
-    }
-  }
-
-  /// Extend the lock to `ttlMs` from now if `token` still owns it. `false` when it was lost or
-  /// Redis cannot be asked.
-  #[napi]
-  pub async fn lock_extend(
-    &self,
-    key: String,
-    token: String,
-    ttl_ms: f64,
-    source: String,
-  ) -> Result<bool> {
-    let me = &self.inner;
-    check_key(&key)?;
-    let ttl = check_ttl(ttl_ms)?;
-    let lk = me.lock_key(&key);
-    match source.as_str() {
-      "local" => Ok(me.locks.extend(&lk, &token, ttl, now_ms())),
-      "allow" => Ok(true),
-      _ => {
-        let call = Call {
-          script: &scripts::LOCK_EXTEND,
-          keys: vec![lk.clone()],
-          args: vec![token.clone(), ttl.to_string()],
-        };
-        let ok = me.lock_call(call).await? == Some(1);
-        if ok {
-          me.locks.record(&lk, &token, ttl, now_ms());
+        check_key(&keys[i])?;
+        if tokens[i].is_empty() || tokens[i].len() > 256 {
+          return Err(GuardError::new(Code::InvalidArg, "bad lock token"));
+        }
+        let ttl = if kind == RELEASE {
+          1
         } else {
-          me.locks.forget(&lk, &token);
-        }
-        Ok(ok)
-      }
-    }
+          check_ttl(ttls[i])?
+        };
+        Ok(Op {
+          kind,
+          sub,
+          lk: me.lock_key(&keys[i]),
+          token: tokens[i].clone(),
+          ttl,
+        })
+      })
+      .collect();
+    Ok(Float64Array::new(me.lock_run(parsed).await))
   }
 }

@@ -70,43 +70,52 @@ return { v, t }"#,
   )
 });
 
-/// Lock grant: `SET NX PX` and, when granted, the next fencing token (same slot: see lock.rs).
-/// The fence counter keeps a long TTL so idle keys do not stay forever. `ARGV[4]` is a floor:
-/// the largest fence the caller has seen or issued itself (local grants while Redis was down,
-/// or a counter lost in a Redis restart); the fence returned is always above it.
-pub static LOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+/// Every lock operation of a batch in one script call (one slot; see lock.rs). Per op `i`
+/// (letter `ARGV[1]:sub(i, i)`; keys `KEYS[2i-1]` the lock, `KEYS[2i]` its fence counter; args
+/// `ARGV[3i]` token, `ARGV[3i+1]` TTL ms, `ARGV[3i+2]` fence floor):
+/// - `a` grant: `SET NX PX` and, when granted, the next fencing token — above the floor, the
+///   largest fence the caller has seen or issued itself (local grants while Redis was down, or a
+///   counter lost in a Redis restart); the counter keeps a TTL of `ARGV[2]` ms; 0 when held;
+/// - `r` compare-and-delete, `e` compare-and-pexpire: 1 when the token still owned the lock.
+///
+/// A failing op yields -1 for that op only (-2 when Redis is out of memory: the caller's
+/// `onUnavailable` policy decides); `READONLY` (a demoted primary) fails the call.
+pub static LOCK_BATCH: LazyLock<Script> = LazyLock::new(|| {
   Script::new(
-    r#"if redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
-  local f = redis.call("INCR", KEYS[2])
-  local floor = tonumber(ARGV[4])
-  if floor and f <= floor then
-    f = floor + 1
-    redis.call("SET", KEYS[2], string.format("%d", f))
+    r#"local ops = ARGV[1]
+local fttl = tonumber(ARGV[2])
+local function one(op, lk, fk, tok, ttl, floor)
+  if op == "a" then
+    if redis.call("SET", lk, tok, "NX", "PX", ttl) then
+      local f = redis.call("INCR", fk)
+      floor = tonumber(floor)
+      if floor and f <= floor then
+        f = floor + 1
+        redis.call("SET", fk, string.format("%d", f))
+      end
+      redis.call("PEXPIRE", fk, fttl)
+      return f
+    end
+    return 0
   end
-  redis.call("PEXPIRE", KEYS[2], tonumber(ARGV[3]))
-  return f
+  if redis.call("GET", lk) ~= tok then return 0 end
+  if op == "r" then return redis.call("DEL", lk) end
+  return redis.call("PEXPIRE", lk, tonumber(ttl))
 end
-return 0"#,
-  )
-});
-
-/// Compare-and-delete.
-pub static LOCK_RELEASE: LazyLock<Script> = LazyLock::new(|| {
-  Script::new(
-    r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
+local out = {}
+for i = 1, #ops do
+  local ok, r = pcall(one, string.sub(ops, i, i), KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2])
+  if ok then
+    out[i] = r
+  elseif string.find(tostring(type(r) == "table" and r.err or r), "READONLY", 1, true) then
+    return redis.error_reply(tostring(type(r) == "table" and r.err or r))
+  elseif string.find(tostring(type(r) == "table" and r.err or r), "OOM", 1, true) then
+    out[i] = -2
+  else
+    out[i] = -1
+  end
 end
-return 0"#,
-  )
-});
-
-/// Compare-and-pexpire.
-pub static LOCK_EXTEND: LazyLock<Script> = LazyLock::new(|| {
-  Script::new(
-    r#"if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[2]))
-end
-return 0"#,
+return out"#,
   )
 });
 
@@ -257,6 +266,10 @@ for i, k in ipairs(KEYS) do
   if ok then
     out[2 * i - 1] = h
     out[2 * i] = t
+  elseif string.find(tostring(type(h) == "table" and h.err or h), "READONLY", 1, true) then
+    -- A replica (a primary demoted without dropping its clients): no write ran here, so
+    -- fail the whole call and let the client see it (src/client.rs asks the sentinels again).
+    return redis.error_reply(tostring(type(h) == "table" and h.err or h))
   else
     out[2 * i - 1] = -1
     out[2 * i] = -3
@@ -301,7 +314,7 @@ mod tests {
   #[test]
   fn a_call_hashes_to_its_first_key() {
     let c = Call {
-      script: &LOCK_ACQUIRE,
+      script: &LOCK_BATCH,
       keys: vec![
         "lock:a".into(),
         crate::slot::companion_key("lock:", "lock:a", ":fence"),
