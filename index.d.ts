@@ -8,10 +8,9 @@ import type {
   SentinelOptions,
   ReconnectOptions,
   HealthResult,
-  LockGrant,
 } from './binding'
 
-export type { TlsOptions, SentinelOptions, ReconnectOptions, HealthResult, LockGrant }
+export type { TlsOptions, SentinelOptions, ReconnectOptions, HealthResult }
 
 /** A logger function: called once per state change (connected, unavailable, recovered) and warning. */
 export type LogFunction = (level: 'error' | 'warn' | 'info' | 'debug', message: string, fields: Record<string, unknown>) => void
