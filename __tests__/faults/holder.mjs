@@ -1,0 +1,76 @@
+// Child process of the fault suite: a lock holder that the parent pauses with SIGSTOP.
+// argv[2] = JSON { clientOptions }. IPC: { id, cmd, args } -> { id, result } | { id, error }.
+
+import { createRequire } from 'node:module'
+
+const require = createRequire(import.meta.url)
+const { RedisClient } = require('../../index.js')
+
+const p = JSON.parse(process.argv[2])
+let unhandled = 0
+process.on('unhandledRejection', () => {
+  unhandled++
+})
+const client = new RedisClient(p.clientOptions)
+const leases = new Map()
+
+const settle = async (f) => {
+  try {
+    return { value: await f() }
+  } catch (e) {
+    return { code: e.code || 'ERR', message: String(e.message) }
+  }
+}
+
+const handlers = {
+  async ready() {
+    return client.ready(5000)
+  },
+  /** client.lock(): the lease's token stays here; the parent gets fence and source. */
+  async lock({ key, ttlMs }) {
+    const lease = await client.lock(key, { ttlMs })
+    if (!lease) return null
+    const info = { fence: lease.fence, source: lease.source, lostAt: null }
+    lease.signal.addEventListener('abort', () => {
+      info.lostAt = Date.now()
+      info.lostCode = lease.signal.reason && lease.signal.reason.code
+    })
+    leases.set(key, { lease, info })
+    return { fence: lease.fence, source: lease.source }
+  },
+  /** The lease after the pause: was the loss signalled; do extend and release refuse? */
+  async check({ key, ttlMs }) {
+    const { lease, info } = leases.get(key)
+    const signalled = lease.signal.aborted
+    const extend = await settle(() => lease.extend(ttlMs))
+    const signalledAfterExtend = lease.signal.aborted
+    const release = await settle(() => lease.release())
+    return { signalled, signalledAfterExtend, lostCode: info.lostCode, held: lease.held, extend, release }
+  },
+  /** The seed helpers: acquireLock / extendLock / releaseLock. */
+  async acquireLock({ key, ttlSeconds }) {
+    return client.acquireLock(key, ttlSeconds)
+  },
+  async checkHelpers({ key }) {
+    const extend = await settle(() => client.extendLock(key, 5))
+    const release = await settle(() => client.releaseLock(key))
+    return { extend, release }
+  },
+  async close() {
+    await client.close()
+    return { unhandled }
+  },
+}
+
+process.on('message', async (m) => {
+  if (!m || typeof m !== 'object' || !m.cmd) return
+  try {
+    const result = await handlers[m.cmd](m.args || {})
+    process.send({ id: m.id, result }, () => {
+      if (m.cmd === 'close') process.disconnect()
+    })
+  } catch (e) {
+    process.send({ id: m.id, error: String(e && e.stack ? e.stack : e) })
+  }
+})
+process.send({ type: 'ready' })
