@@ -8,6 +8,7 @@ mod error;
 mod fallback;
 mod lock;
 mod log;
+mod runtime;
 mod scripts;
 mod slot;
 mod store;
