@@ -232,21 +232,11 @@ impl ClientInner {
     }
     // Group by slot in a cluster (a lock key and its fence key share one); one call otherwise.
     let owned = &ok_ops;
-    let groups: Vec<Vec<usize>> = if matches!(
+    let cluster = matches!(
       self.settings.topology,
       crate::config::Topology::Cluster { .. }
-    ) {
-      let mut by_slot: std::collections::HashMap<u16, Vec<usize>> = Default::default();
-      for (j, o) in owned.iter().enumerate() {
-        by_slot
-          .entry(crate::slot::key_slot(o.lk.as_bytes()))
-          .or_default()
-          .push(j);
-      }
-      by_slot.into_values().collect()
-    } else {
-      vec![(0..owned.len()).collect()]
-    };
+    );
+    let groups = crate::slot::groups(owned.iter().map(|o| o.lk.as_bytes()), cluster);
     let calls: Vec<Call> = groups.iter().map(|g| self.lock_call(owned, g)).collect();
     let results = match tokio::time::timeout(
       self.settings.command_timeout,

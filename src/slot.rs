@@ -41,6 +41,25 @@ pub fn key_slot(key: &[u8]) -> u16 {
   crc16(hash_part(key)) % 16384
 }
 
+/// Split a batch into groups that one script call can serve: by slot in a cluster (every key of
+/// a script must hash to one slot), one group otherwise.
+pub fn groups<'a, I: IntoIterator<Item = &'a [u8]>>(keys: I, cluster: bool) -> Vec<Vec<usize>> {
+  let mut by_slot: std::collections::HashMap<u16, Vec<usize>> = Default::default();
+  let mut all = Vec::new();
+  for (i, k) in keys.into_iter().enumerate() {
+    if cluster {
+      by_slot.entry(key_slot(k)).or_default().push(i);
+    } else {
+      all.push(i);
+    }
+  }
+  if cluster {
+    by_slot.into_values().collect()
+  } else {
+    vec![all]
+  }
+}
+
 /// For every slot, a short tag that hashes to it (built once, ~16k entries).
 fn tags() -> &'static Vec<String> {
   static T: OnceLock<Vec<String>> = OnceLock::new();

@@ -175,6 +175,16 @@ impl StoreInner {
     }
   }
 
+  /// `resetExpiryOnChange` as the scripts take it.
+  fn reset_flag(&self) -> String {
+    if self.reset_expiry.load(Ordering::Relaxed) {
+      "1"
+    } else {
+      "0"
+    }
+    .into()
+  }
+
   /// The single-key script call of rate-limit-redis's kind (`scriptMode: 'per-key'`).
   fn call_for(&self, op: u8, key: &str) -> Call {
     let rk = redis_key(&self.prefix, key);
@@ -183,15 +193,7 @@ impl StoreInner {
       OP_INCREMENT => Call {
         script: &scripts::INCREMENT,
         keys: vec![rk],
-        args: vec![
-          if self.reset_expiry.load(Ordering::Relaxed) {
-            "1"
-          } else {
-            "0"
-          }
-          .into(),
-          window,
-        ],
+        args: vec![self.reset_flag(), window],
       },
       OP_GET => Call {
         script: &scripts::GET,
@@ -229,12 +231,7 @@ impl StoreInner {
         .map(|&i| redis_key(&self.prefix, &keys[i]))
         .collect(),
       args: vec![
-        if self.reset_expiry.load(Ordering::Relaxed) {
-          "1"
-        } else {
-          "0"
-        }
-        .into(),
+        self.reset_flag(),
         self.window_ms.load(Ordering::Relaxed).to_string(),
         letters,
       ],
@@ -251,16 +248,8 @@ impl StoreInner {
       self.client.settings.topology,
       crate::config::Topology::Cluster { .. }
     ) {
-      let mut by_slot: std::collections::HashMap<u16, Vec<usize>> =
-        std::collections::HashMap::new();
-      for (i, k) in keys.iter().enumerate() {
-        let rk = redis_key(&self.prefix, k);
-        by_slot
-          .entry(crate::slot::key_slot(rk.as_bytes()))
-          .or_default()
-          .push(i);
-      }
-      by_slot.into_values().collect()
+      let rks: Vec<String> = keys.iter().map(|k| redis_key(&self.prefix, k)).collect();
+      crate::slot::groups(rks.iter().map(|k| k.as_bytes()), true)
     } else {
       vec![(0..n).collect()]
     };
