@@ -165,8 +165,9 @@ export async function killUnderLoad({ kind = 'redis-guard', total = 200, duratio
       drive: async (ctx) => {
         await ctx.at(killAt)
         ctx.mark('kill')
+        const lossStart = Date.now()
         await server.kill()
-        ctx.dataLoss.push(Date.now())
+        ctx.dataLoss.push([lossStart, Date.now()])
         await ctx.at(killAt + downMs)
         await server.restart()
         ctx.mark('restarted')
@@ -224,13 +225,14 @@ export async function dataLoss({ how = 'shutdown-nosave', total = 200, durationM
         for (let i = 0; i < 3; i++) ctx.notes.sharedBefore = await ctx.app.ask('probe', { key: 'shared' })
         await ctx.at(1000)
         ctx.mark('loss')
+        const lossStart = Date.now()
         if (how === 'flushall') {
           await server.cli('FLUSHALL')
-          ctx.dataLoss.push(Date.now())
+          ctx.dataLoss.push([lossStart, Date.now()])
         } else {
           await server.cli('SHUTDOWN', 'NOSAVE').catch(() => {})
           await server.kill() // already gone: resolves at once
-          ctx.dataLoss.push(Date.now())
+          ctx.dataLoss.push([lossStart, Date.now()])
           await server.restart()
           ctx.mark('restarted')
         }
@@ -606,8 +608,9 @@ export async function loading({ keys = 15_000, keyLoadDelayUs = 15, total = 200,
         await ctx.at(800)
         ctx.mark('restart')
         // kill -9: the RDB holds the big dataset, not the increments made after SAVE.
+        const lossStart = Date.now()
         await server.kill()
-        ctx.dataLoss.push(Date.now())
+        ctx.dataLoss.push([lossStart, Date.now()])
         const restarted = server.restart()
         ctx.notes.loadingSeen = Boolean(await until(async () => /LOADING/.test(await pingSays()), { timeout: 10_000, interval: 20 }))
         ctx.mark('loading')
