@@ -2,7 +2,7 @@
 // redis-guard: rate limiting, distributed locks and health checks on Redis for Express.
 // The work happens in Rust (src/); this file wires the thin JavaScript layer (lib/).
 
-const { RedisClient, Lease } = require('./lib/client.js')
+const { RedisClient, Lease, sendHealth } = require('./lib/client.js')
 const { RedisStore } = require('./lib/store.js')
 const { RedisGuardError, codes } = require('./lib/errors.js')
 

@@ -192,6 +192,19 @@ class Lease {
   }
 }
 
+/** Answer an HTTP request with `client`'s health: 200 when healthy or degraded, 503 when unhealthy. */
+function sendHealth(client, options, res, next) {
+  client.healthCheck(options).then(
+    (r) => {
+      res.statusCode = r.status === 'unhealthy' ? 503 : 200
+      res.setHeader('content-type', 'application/json; charset=utf-8')
+      res.setHeader('cache-control', 'no-store')
+      res.end(JSON.stringify(r))
+    },
+    (e) => (typeof next === 'function' ? next(e) : res.end()),
+  )
+}
+
 class RedisClient {
   /**
    * @param {import('../index').RedisClientOptions} [options]
@@ -251,17 +264,7 @@ class RedisClient {
 
   /** An Express handler: 200 with the health JSON when healthy or degraded, 503 when unhealthy. */
   healthHandler(options) {
-    return (req, res, next) => {
-      this.healthCheck(options).then(
-        (r) => {
-          res.statusCode = r.status === 'unhealthy' ? 503 : 200
-          res.setHeader('content-type', 'application/json; charset=utf-8')
-          res.setHeader('cache-control', 'no-store')
-          res.end(JSON.stringify(r))
-        },
-        (e) => (typeof next === 'function' ? next(e) : res.end()),
-      )
-    }
+    return (req, res, next) => sendHealth(this, options, res, next)
   }
 
   /** Counters (timeouts, errors, stateChanges, reconnects, fallbacks). */
@@ -393,4 +396,4 @@ class RedisClient {
   }
 }
 
-module.exports = { RedisClient, Lease, defaultLogger }
+module.exports = { RedisClient, Lease, sendHealth }

@@ -96,7 +96,7 @@ fn tls_connector(s: &Settings) -> std::result::Result<Option<TlsConfig>, GuardEr
         }
       }
       None => {
-        let found = rustls_native_certs_load();
+        let found = rustls_native_certs::load_native_certs().certs;
         for c in found {
           let _ = roots.add(c);
         }
@@ -128,10 +128,6 @@ fn tls_connector(s: &Settings) -> std::result::Result<Option<TlsConfig>, GuardEr
     connector: TlsConnector::from(config),
     hostnames,
   }))
-}
-
-fn rustls_native_certs_load() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-  rustls_native_certs::load_native_certs().certs
 }
 
 #[derive(Debug)]
@@ -475,18 +471,12 @@ impl ClientInner {
       // A state change that raced with the end of the loop gets a new probe.
       let st = me.state.load(Ordering::Acquire);
       if st == DOWN || st == CONNECTING {
-        me.spawn_probe_again();
+        me.spawn_probe();
       }
     });
     let mut t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
     t.retain(|h| !h.is_finished());
     t.push(h);
-  }
-
-  fn spawn_probe_again(self: &Arc<Self>) {
-    if !self.probing.load(Ordering::Acquire) {
-      self.spawn_probe();
-    }
   }
 
   /// Wait until the first connection attempt settles (at most `timeout`); true when up.

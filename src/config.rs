@@ -145,8 +145,6 @@ pub struct Settings {
   pub lock_prefix: String,
   pub fallback_max_keys: usize,
   pub probe_interval: Duration,
-  /// Where the location came from: `options`, `REDIS_URL`, `REDIS_HOST` or `default`.
-  pub source: &'static str,
   /// Warnings to log once (ignored variables).
   pub warnings: Vec<String>,
 }
@@ -630,7 +628,6 @@ pub fn resolve(opts: &RedisClientOptions, env: &HashMap<String, String>) -> Resu
     lock_prefix: opts.lock_prefix.clone().unwrap_or_else(|| "lock:".into()),
     fallback_max_keys: opts.fallback_max_keys.unwrap_or(100_000) as usize,
     probe_interval: Duration::from_millis(opts.probe_interval_ms.unwrap_or(250) as u64),
-    source: "default",
     warnings: Vec::new(),
   };
   if let Some(r) = &opts.reconnect {
@@ -651,7 +648,6 @@ pub fn resolve(opts: &RedisClientOptions, env: &HashMap<String, String>) -> Resu
     || opts.cluster_nodes.is_some()
     || opts.sentinel.is_some();
   if explicit_location {
-    s.source = "options";
     if let Some(u) = &opts.url {
       let p = parse_url(u, "option `url`")?;
       apply_url(&mut s, p, &mut tls_on);
@@ -671,7 +667,6 @@ pub fn resolve(opts: &RedisClientOptions, env: &HashMap<String, String>) -> Resu
       } else {
         let p = parse_url(u, "REDIS_URL")?;
         apply_url(&mut s, p, &mut tls_on);
-        s.source = "REDIS_URL";
         used_url = true;
       }
     }
@@ -680,7 +675,6 @@ pub fn resolve(opts: &RedisClientOptions, env: &HashMap<String, String>) -> Resu
       let host = get("REDIS_HOST").or_else(|| get("REDISHOST"));
       let port = get("REDIS_PORT").or_else(|| get("REDISPORT"));
       if host.is_some() || port.is_some() {
-        s.source = "REDIS_HOST";
         s.topology = Topology::Standalone {
           host: host.unwrap_or("127.0.0.1").to_string(),
           port: match port {

@@ -107,11 +107,7 @@ impl ClientInner {
       }
       (ACQUIRE, LOCAL_OR_ALLOW_MODE) => out.copy_from_slice(&[SRC_ALLOW, 1.0, 0.0]),
       (ACQUIRE, _) => out.copy_from_slice(&[Code::Unavailable.as_num(), 0.0, 0.0]),
-      (RELEASE, _) => {
-        // Redis cannot confirm: the lease is treated as gone.
-        self.locks.forget(&op.lk, &op.token);
-        out.copy_from_slice(&[0.0, 0.0, 0.0]);
-      }
+      // A release or extension Redis cannot confirm: the lease is treated as gone.
       _ => {
         self.locks.forget(&op.lk, &op.token);
         out.copy_from_slice(&[0.0, 0.0, 0.0]);
@@ -231,13 +227,12 @@ impl ClientInner {
       return out;
     }
     // Group by slot in a cluster (a lock key and its fence key share one); one call otherwise.
-    let owned = &ok_ops;
     let cluster = matches!(
       self.settings.topology,
       crate::config::Topology::Cluster { .. }
     );
-    let groups = crate::slot::groups(owned.iter().map(|o| o.lk.as_bytes()), cluster);
-    let calls: Vec<Call> = groups.iter().map(|g| self.lock_call(owned, g)).collect();
+    let groups = crate::slot::groups(ok_ops.iter().map(|o| o.lk.as_bytes()), cluster);
+    let calls: Vec<Call> = groups.iter().map(|g| self.lock_call(&ok_ops, g)).collect();
     let results = match tokio::time::timeout(
       self.settings.command_timeout,
       scripts::run_batch(&self.redis, &calls),
@@ -281,11 +276,11 @@ impl ClientInner {
         let i = to_redis[j];
         let slot = &mut out[3 * i..3 * i + 3];
         match &replies {
-          Ok(r) if r[k] >= 0 => self.lock_applied(owned[j], r[k], slot),
+          Ok(r) if r[k] >= 0 => self.lock_applied(ok_ops[j], r[k], slot),
           // OOM inside the script (-2): nothing was written; the policy decides for this op.
-          Ok(r) if r[k] == -2 => self.lock_unavailable(owned[j], slot),
+          Ok(r) if r[k] == -2 => self.lock_unavailable(ok_ops[j], slot),
           Ok(_) => slot.copy_from_slice(&[Code::Redis.as_num(), 0.0, 0.0]),
-          Err(None) => self.lock_unavailable(owned[j], slot),
+          Err(None) => self.lock_unavailable(ok_ops[j], slot),
           Err(Some(e)) => slot.copy_from_slice(&[e.code.as_num(), 0.0, 0.0]),
         }
       }

@@ -186,8 +186,7 @@ impl StoreInner {
   }
 
   /// The single-key script call of rate-limit-redis's kind (`scriptMode: 'per-key'`).
-  fn call_for(&self, op: u8, key: &str) -> Call {
-    let rk = redis_key(&self.prefix, key);
+  fn call_for(&self, op: u8, rk: String) -> Call {
     let window = self.window_ms.load(Ordering::Relaxed).to_string();
     match op {
       OP_INCREMENT => Call {
@@ -213,8 +212,9 @@ impl StoreInner {
     }
   }
 
-  /// One `BATCH` script call for the items `idx` (all in one cluster slot).
-  fn batch_call(&self, idx: &[usize], ops: &[u8], keys: &[String]) -> Call {
+  /// One `BATCH` script call for the items `idx` (all in one cluster slot); `rks` are the
+  /// Redis keys of the whole batch.
+  fn batch_call(&self, idx: &[usize], ops: &[u8], rks: &[String]) -> Call {
     let letters: String = idx
       .iter()
       .map(|&i| match ops[i] {
@@ -226,10 +226,7 @@ impl StoreInner {
       .collect();
     Call {
       script: &scripts::BATCH,
-      keys: idx
-        .iter()
-        .map(|&i| redis_key(&self.prefix, &keys[i]))
-        .collect(),
+      keys: idx.iter().map(|&i| rks[i].clone()).collect(),
       args: vec![
         self.reset_flag(),
         self.window_ms.load(Ordering::Relaxed).to_string(),
@@ -241,25 +238,23 @@ impl StoreInner {
   /// Split a batch into script calls: one `BATCH` call per cluster slot (the whole batch on a
   /// standalone or sentinel server), or one single-key call per item in `per-key` mode.
   fn plan(&self, ops: &[u8], keys: &[String]) -> (Vec<Vec<usize>>, Vec<Call>) {
-    let n = keys.len();
-    let groups: Vec<Vec<usize>> = if !self.batch_script {
-      (0..n).map(|i| vec![i]).collect()
-    } else if matches!(
-      self.client.settings.topology,
-      crate::config::Topology::Cluster { .. }
-    ) {
-      let rks: Vec<String> = keys.iter().map(|k| redis_key(&self.prefix, k)).collect();
-      crate::slot::groups(rks.iter().map(|k| k.as_bytes()), true)
+    let rks: Vec<String> = keys.iter().map(|k| redis_key(&self.prefix, k)).collect();
+    let groups: Vec<Vec<usize>> = if self.batch_script {
+      let cluster = matches!(
+        self.client.settings.topology,
+        crate::config::Topology::Cluster { .. }
+      );
+      crate::slot::groups(rks.iter().map(|k| k.as_bytes()), cluster)
     } else {
-      vec![(0..n).collect()]
+      (0..keys.len()).map(|i| vec![i]).collect()
     };
     let calls = groups
       .iter()
       .map(|g| {
         if self.batch_script {
-          self.batch_call(g, ops, keys)
+          self.batch_call(g, ops, &rks)
         } else {
-          self.call_for(ops[g[0]], &keys[g[0]])
+          self.call_for(ops[g[0]], rks[g[0]].clone())
         }
       })
       .collect();
