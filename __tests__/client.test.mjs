@@ -985,3 +985,30 @@ const g = require(${JSON.stringify(ROOT)})
     assert.match(r.stderr, /unavailable/i, 'the default logger reported it');
   });
 });
+
+test('after close(): no hang, no I/O — store calls use the fallback, lock calls reject CLOSED, health is unhealthy', async () => {
+  const server = await startRedis();
+  const c = new RedisClient({ url: server.url, logger: false });
+  try {
+    assert.equal(await c.ready(3000), true);
+    const store = new RedisStore({ client: c, prefix: uniquePrefix('closed') });
+    store.init({ windowMs: 60_000, limit: 100 });
+    assert.equal((await store.increment('k')).totalHits, 1);
+    await c.close();
+    assert.equal(c.isAvailable(), false);
+    const t0 = performance.now();
+    const r = await store.increment('k');
+    assert.equal(r.totalHits, 1, 'counted by the memory fallback, not by Redis');
+    assert.ok(performance.now() - t0 < FAST_MS + 20, 'settles at once');
+    await assert.rejects(c.lock('job'), (e) => e.code === 'ERR_REDIS_GUARD_CLOSED');
+    await assert.rejects(c.acquireLock('job'), (e) => e.code === 'ERR_REDIS_GUARD_CLOSED');
+    const h = await c.healthCheck();
+    assert.equal(h.status, 'unhealthy');
+    assert.equal(h.mode, 'fallback');
+    assert.equal(await server.cli('GET', `${store.prefix}k`), '1', 'Redis kept only the call made before close()');
+    await c.close(); // idempotent
+  } finally {
+    await c.close();
+    await server.stop();
+  }
+});
