@@ -60,15 +60,6 @@ fn check_ttl(ttl_ms: f64) -> std::result::Result<u64, GuardError> {
   Ok(ttl_ms as u64)
 }
 
-/// fred's "Failed to route command." (kind `Unknown` without the `replicas` feature, `Routing`
-/// with it): the command found no connection to write to and was never sent.
-fn is_unrouted(e: &fred::error::Error) -> bool {
-  matches!(
-    e.kind(),
-    fred::error::ErrorKind::Unknown | fred::error::ErrorKind::Routing
-  ) && e.details().starts_with("Failed to route command")
-}
-
 /// `BUSY` (a script is running), `LOADING` (the dataset is loading) and `OOM` replies: nothing
 /// was written and the server cannot take this call now.
 fn is_unusable_now(e: &fred::error::Error) -> bool {
@@ -258,13 +249,9 @@ impl ClientInner {
         Err(e) => {
           let ge = self.on_error(&e);
           match ge.code {
+            // Includes fred's "Failed to route command." (no connection: nothing was sent),
+            // which `from_fred` classifies as unavailable.
             Code::Unavailable | Code::Timeout => Err(None),
-            // No connection at all (the server just went away): nothing was sent, so the
-            // circuit opens and the policy decides.
-            _ if is_unrouted(&e) => {
-              self.mark_down(&ge.message, false);
-              Err(None)
-            }
             // Redis answered but can serve no call now (BUSY, LOADING, OOM): the policy
             // decides for these calls; the circuit stays closed.
             _ if is_unusable_now(&e) => Err(None),
