@@ -30,15 +30,20 @@ export declare class NativeClient {
   healthCheck(deep?: boolean | undefined | null): Promise<HealthResult>
   /** Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`. */
   close(): Promise<void>
+  /** Where lock batch results go: `onDone(id, results)` (see `lockSubmit`). */
+  setLockDone(onDone: (arg0: number, arg1: Float64Array) => void): void
+  /** Keep Node's event loop alive while lock batches are in flight (`true`), or not. */
+  lockKeepAlive(on: boolean): void
   /**
-   * Run a batch of lock operations. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2
-   * extend); bits 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for
-   * a release or extend who granted the lease (0 Redis, 1 local, 2 allow). `tokens[i]` is the
-   * lease's token (a new random one for an acquire), `ttls[i]` the TTL in ms (acquire, extend).
-   * Resolves three numbers per op: status (for an acquire who decided: 0 Redis, 1 local table,
-   * 2 allow; negative: an error code), ok (1 when acquired / released / extended), fence.
+   * Submit lock batch `id`. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2 extend); bits
+   * 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for a release or
+   * extend who granted the lease (0 Redis, 1 local, 2 allow). `seqs[i]` is the lease's token
+   * number (its token is `lockTokenPrefix() + 16 hex digits of it`), `ttls[i]` the TTL in ms
+   * (acquire, extend). `onDone` gets three numbers per op: status (for an acquire who decided:
+   * 0 Redis, 1 local table, 2 allow; negative: an error code), ok (1 when acquired / released /
+   * extended), fence.
    */
-  lockRun(ops: Uint8Array, keys: Array<string>, tokens: Array<string>, ttls: Float64Array): Promise<Float64Array>
+  lockSubmit(id: number, ops: Uint8Array, keys: Array<string>, seqs: Float64Array, ttls: Float64Array): void
 }
 
 /** The native half of `RedisStore`. */
@@ -51,12 +56,17 @@ export declare class NativeStore {
   constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null, scriptMode?: string | undefined | null)
   /** Set the window length (ms) and `resetExpiryOnChange`. */
   configure(windowMs: number, resetExpiry: boolean): void
+  /** Where batch results go: `onDone(id, results)` (see `submit`). */
+  setDone(onDone: (arg0: number, arg1: Float64Array) => void): void
+  /** Keep Node's event loop alive while batches are in flight (`true`), or not (`false`). */
+  keepAlive(on: boolean): void
   /**
-   * Run a batch: `ops[i]` (0 increment, 1 get, 2 decrement, 3 reset) on `keys[i]`. Resolves
-   * three numbers per key: status (0 Redis, 1 memory, 2 allowed, 3 no such key, negative: an
-   * error code), hits, and ms until the window resets. Never rejects.
+   * Submit batch `id`: `ops[i]` (0 increment, 1 get, 2 decrement, 3 reset) on `keys[i]`. The
+   * `onDone` callback gets `(id, results)`: three numbers per key: status (0 Redis, 1 memory,
+   * 2 allowed, 3 no such key, negative: an error code), hits, and ms until the window resets.
+   * Never fails once submitted.
    */
-  run(ops: Uint8Array, keys: Array<string>): Promise<Float64Array>
+  submit(id: number, ops: Uint8Array, keys: Array<string>): void
   /**
    * Delete every key of this store's prefix (SCAN + UNLINK on every primary, never KEYS) and
    * clear the memory fallback. Resolves the number of Redis keys deleted.
@@ -86,6 +96,9 @@ export interface HealthResult {
   /** What went wrong, masked; absent when healthy. */
   error?: string
 }
+
+/** The prefix of this process's lock tokens (see `Lease.token`). */
+export declare function lockTokenPrefix(): string
 
 /** Reconnection backoff. */
 export interface ReconnectOptions {

@@ -894,10 +894,10 @@ const g = require(${JSON.stringify(ROOT)})
 })().catch((e) => { console.error('CHILD FAILED', e); process.exitCode = 2 })
 `;
 
-  async function runChild(env) {
+  async function runChild(env, source = CHILD) {
     dir ??= await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-guard-test-child-'));
-    const file = path.join(dir, 'child.cjs');
-    await fsp.writeFile(file, CHILD);
+    const file = path.join(dir, `child-${Math.random().toString(36).slice(2)}.cjs`);
+    await fsp.writeFile(file, source);
     return new Promise((resolve, reject) => {
       // A clean environment: only PATH and what the test passes (no inherited REDIS_*).
       const child = spawn(process.execPath, [file], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -966,6 +966,47 @@ const g = require(${JSON.stringify(ROOT)})
       assertChild(r, server);
       assert.equal(await server.cli('GET', 'lock:jobs:busy'), 'someone-else');
     } finally {
+      await server.stop();
+    }
+  });
+
+  // Batch results come back through one weak callback per batcher (src/completion.rs): it
+  // must keep the loop alive while a batch is out, and never once nothing is.
+  const INFLIGHT_CHILD = `
+'use strict'
+const { RedisClient, RedisStore } = require(${JSON.stringify(ROOT)})
+;(async () => {
+  const client = new RedisClient({ url: process.env.REDIS_URL, logger: false })
+  const out = { ready: await client.ready(3000) }
+  const store = new RedisStore({ client, prefix: 'inflight:' })
+  out.first = (await store.increment('k')).totalHits
+  const pid = Number(process.env.REDIS_PID)
+  process.kill(pid, 'SIGSTOP') // nothing but the batch in flight keeps the loop alive now
+  const t0 = Date.now()
+  try {
+    out.second = (await store.increment('k')).totalHits
+    out.lock = await client.acquireLock('job', 5)
+  } finally {
+    process.kill(pid, 'SIGCONT')
+  }
+  out.waited = Date.now() - t0
+  out.doneAt = Date.now()
+  process.stdout.write('RESULT ' + JSON.stringify(out) + '\\n')
+  // No close(): the process must exit by itself.
+})().catch((e) => { console.error('CHILD FAILED', e); process.exitCode = 2 })
+`;
+  test('a batch in flight keeps the process alive until it is answered; an idle client never does', async () => {
+    const server = await startRedis();
+    try {
+      const r = await runChild({ REDIS_URL: server.url, REDIS_PID: String(server.pid) }, INFLIGHT_CHILD);
+      const o = assertChild(r, null);
+      assert.equal(o.ready, true);
+      assert.equal(o.first, 1);
+      assert.equal(o.second, 1, 'answered by the memory fallback after the deadline');
+      assert.equal(o.lock, true, 'granted by the local table');
+      assert.ok(o.waited >= 200, `waited ${o.waited} ms for the deadline`);
+    } finally {
+      server.resume();
       await server.stop();
     }
   });

@@ -1,7 +1,7 @@
 'use strict'
 // One JS→Rust crossing per batch: the calls of one event-loop turn are collected and sent
 // together (a string array and a Uint8Array of op codes in, a flat Float64Array out, `width`
-// numbers per call). See the README's performance notes and bench/.
+// numbers per call, back through one persistent callback rather than a promise per crossing). See the README's performance notes and bench/.
 
 const { toError } = require('./errors.js')
 
@@ -15,20 +15,30 @@ const MAX_BATCH = 64
  */
 class Batcher {
   /**
-   * @param {(ops: Uint8Array, keys: string[], tokens?: string[], nums?: Float64Array) => Promise<Float64Array>} run
+   * @param {{ submit: (id: number, ops: Uint8Array, keys: string[], seqs?: Float64Array, nums?: Float64Array) => void,
+   *   setDone: (fn: (id: number, out: Float64Array) => void) => void, keepAlive: (on: boolean) => void }} native
+   *   the native side: `submit` starts batch `id`, whose results come back through the `setDone`
+   *   callback (src/completion.rs); `keepAlive` refs that callback while batches are in flight
    * @param {number} width result numbers per call
-   * @param {boolean} [extra] whether calls carry a token and a number (locks)
+   * @param {boolean} [extra] whether calls carry a token number and a number (locks)
    * @param {number} [max] most calls per batch
    */
-  constructor(run, width, extra = false, max = MAX_BATCH) {
-    this.run = run
+  constructor(native, width, extra = false, max = MAX_BATCH) {
+    this.native = native
     this.max = max
     this.width = width
     this.extra = extra
     this.inflight = 0
     this.scheduled = false
+    this.nextId = 0
+    // Batches in flight: waiters (resolve, reject pairs) at `id & (size - 1)`, grown when full.
+    // Not a Map: V8 keeps a deleted Map entry's value until the table is rehashed, so every
+    // batch's promises would outlive it, get promoted, and make each young-GC cost ~8x more.
+    this.ids = new Array(64).fill(0)
+    this.slots = new Array(64).fill(undefined)
     this.reset()
     this.flush = this.flush.bind(this)
+    native.setDone(this.done.bind(this))
   }
 
   reset() {
@@ -36,18 +46,18 @@ class Batcher {
     this.keys = []
     this.waiters = []
     if (this.extra) {
-      this.tokens = []
+      this.seqs = []
       this.nums = []
     }
   }
 
   /** Queue one call; resolves with its `width` result numbers. */
-  push(op, key, token, num) {
+  push(op, key, seq, num) {
     return new Promise((resolve, reject) => {
       this.ops.push(op)
       this.keys.push(key)
       if (this.extra) {
-        this.tokens.push(token)
+        this.seqs.push(seq)
         this.nums.push(num)
       }
       this.waiters.push(resolve, reject)
@@ -63,22 +73,56 @@ class Batcher {
   flush() {
     this.scheduled = false
     if (this.ops.length === 0) return
-    const { keys, waiters, width } = this
+    const { keys, waiters } = this
     const ops = Uint8Array.from(this.ops)
-    const p = this.extra ? this.run(ops, keys, this.tokens, Float64Array.from(this.nums)) : this.run(ops, keys)
+    const id = (this.nextId = (this.nextId + 1) >>> 0)
+    try {
+      if (this.extra) this.native.submit(id, ops, keys, Float64Array.from(this.seqs), Float64Array.from(this.nums))
+      else this.native.submit(id, ops, keys)
+    } catch (e) {
+      this.reset()
+      const err = toError(e)
+      for (let i = 1; i < waiters.length; i += 2) waiters[i](err)
+      return
+    }
     this.reset()
-    this.inflight++
-    p.then(
-      (out) => {
-        this.inflight--
-        for (let i = 0, j = 0; i < keys.length; i++, j += width) waiters[2 * i](out.subarray(j, j + width))
-      },
-      (e) => {
-        this.inflight--
-        const err = toError(e)
-        for (let i = 0; i < keys.length; i++) waiters[2 * i + 1](err)
-      },
-    )
+    if (this.inflight++ === 0) this.native.keepAlive(true)
+    this.hold(id, waiters)
+  }
+
+  /** Keep the waiters of batch `id` until it is done. */
+  hold(id, waiters) {
+    if (this.slots[id & (this.slots.length - 1)] !== undefined) this.grow(id)
+    const at = id & (this.slots.length - 1)
+    this.ids[at] = id
+    this.slots[at] = waiters
+  }
+
+  /** A slot still taken by an older batch: the smallest doubling where every batch has its own. */
+  grow(id) {
+    const { ids, slots } = this
+    const live = [id]
+    for (let i = 0; i < slots.length; i++) if (slots[i] !== undefined) live.push(ids[i])
+    let size = slots.length * 2
+    while (new Set(live.map((x) => x & (size - 1))).size < live.length) size *= 2
+    this.ids = new Array(size).fill(0)
+    this.slots = new Array(size).fill(undefined)
+    for (let i = 0; i < slots.length; i++) {
+      if (slots[i] === undefined) continue
+      this.ids[ids[i] & (size - 1)] = ids[i]
+      this.slots[ids[i] & (size - 1)] = slots[i]
+    }
+  }
+
+  /** Batch `id` is done: `out` holds `width` numbers per call. */
+  done(id, out) {
+    const at = id & (this.slots.length - 1)
+    const waiters = this.slots[at]
+    if (waiters === undefined || this.ids[at] !== id) return
+    this.slots[at] = undefined
+    if (--this.inflight === 0) this.native.keepAlive(false)
+    const { width } = this
+    for (let i = 0, j = 0; i < waiters.length; i += 2, j += width) waiters[i](out.subarray(j, j + width))
   }
 }
 

@@ -3,8 +3,7 @@
 // JavaScript: the logger, typed errors, AbortSignal-aware waiting, leases and withLock.
 
 const { inspect } = require('node:util')
-const { randomBytes } = require('node:crypto')
-const { NativeClient } = require('../binding.js')
+const { NativeClient, lockTokenPrefix } = require('../binding.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 
@@ -16,12 +15,16 @@ const POLICIES = { local: 0, allow: 1, deny: 2 }
 const SOURCES = { redis: 0, local: 1, allow: 2 }
 const SOURCE_NAMES = ['redis', 'local', 'allow']
 
-// Lock tokens: a random per-process prefix and a counter, 32 hex digits: unique, and cheap.
-const TOKEN_PREFIX = randomBytes(8).toString('hex')
+// Lock tokens: a random per-process prefix (made in Rust) and a counter, 32 hex digits: unique,
+// and cheap. Only the counter crosses to Rust; the string is made for leases, which show it.
+const TOKEN_PREFIX = lockTokenPrefix()
 let tokenSeq = 0
-function newToken() {
-  tokenSeq = (tokenSeq + 1) % Number.MAX_SAFE_INTEGER
-  return TOKEN_PREFIX + tokenSeq.toString(16).padStart(16, '0')
+function newSeq() {
+  tokenSeq = tokenSeq >= Number.MAX_SAFE_INTEGER ? 1 : tokenSeq + 1
+  return tokenSeq
+}
+function tokenOf(seq) {
+  return TOKEN_PREFIX + seq.toString(16).padStart(16, '0')
 }
 
 const ENV_KEYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_DB', 'REDIS_TLS',
@@ -119,7 +122,8 @@ function lockOptions(options) {
 class Lease {
   constructor(client, key, grant, ttlMs) {
     this.key = key
-    this.token = grant.token
+    this.token = tokenOf(grant.seq)
+    this._seq = grant.seq
     this.fence = grant.fence
     /** `redis`, `local` (process-local fallback) or `allow` (not really locked: Redis was down). */
     this.source = grant.source
@@ -169,7 +173,7 @@ class Lease {
     if (this._released) throw new RedisGuardError(codes.LOCK_NOT_HELD, `lock "${this.key}" was already released`)
     if (!this.held) throw this._lost
     const start = Date.now()
-    const ok = await this._client._lockOp(EXTEND, this.key, this.token, ttl, this.source)
+    const ok = await this._client._lockOp(EXTEND, this.key, this._seq, ttl, this.source)
     if (!ok) {
       this._lose('another holder has it, or Redis could not confirm the extension')
       throw this._lost
@@ -184,7 +188,7 @@ class Lease {
     if (this._released) return false
     this._released = true
     clearTimeout(this._timer)
-    return this._client._lockOp(RELEASE, this.key, this.token, 0, this.source)
+    return this._client._lockOp(RELEASE, this.key, this._seq, 0, this.source)
   }
 
   [inspect.custom]() {
@@ -230,9 +234,11 @@ class RedisClient {
     } catch (e) {
       throw toError(e)
     }
-    /** @type {Map<string, {token: string, source: string}>} locks taken with acquireLock() */
+    /** @type {Map<string, {seq: number, source: string}>} locks taken with acquireLock() (seq: the token's number) */
     this._held = new Map()
-    this._locks = new Batcher(this._native.lockRun.bind(this._native), 3, true, 32) // 32: at 64 in flight, two batches overlap
+    const n = this._native
+    // 32: at 64 in flight, two batches overlap
+    this._locks = new Batcher({ submit: n.lockSubmit.bind(n), setDone: n.setLockDone.bind(n), keepAlive: n.lockKeepAlive.bind(n) }, 3, true, 32)
   }
 
   /** The URL, password masked. */
@@ -286,15 +292,15 @@ class RedisClient {
     if (policy === undefined || typeof onUnavailable === 'object') {
       throw new RedisGuardError(codes.INVALID_ARG, "option `onUnavailable` must be 'local', 'allow' or 'deny'")
     }
-    const token = newToken()
-    const r = await this._locks.push(ACQUIRE | (policy << 2), key, token, ttlMs)
+    const seq = newSeq()
+    const r = await this._locks.push(ACQUIRE | (policy << 2), key, seq, ttlMs)
     if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
-    return { acquired: r[1] === 1, token, fence: r[2], source: SOURCE_NAMES[r[0]] }
+    return { acquired: r[1] === 1, seq, fence: r[2], source: SOURCE_NAMES[r[0]] }
   }
 
   /** A release or an extension of a lease granted by `source`: true when it still held the lock. */
-  async _lockOp(kind, key, token, ttlMs, source) {
-    const r = await this._locks.push(kind | (SOURCES[source] << 2), key, token, ttlMs)
+  async _lockOp(kind, key, seq, ttlMs, source) {
+    const r = await this._locks.push(kind | (SOURCES[source] << 2), key, seq, ttlMs)
     if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
     return r[1] === 1
   }
@@ -365,7 +371,7 @@ class RedisClient {
     options = lockOptions(options)
     const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
     const grant = await this._acquire(key, Math.ceil(ttl * 1000), options.onUnavailable)
-    if (grant.acquired) this._held.set(key, { token: grant.token, source: grant.source })
+    if (grant.acquired) this._held.set(key, { seq: grant.seq, source: grant.source })
     return grant.acquired
   }
 
@@ -374,7 +380,7 @@ class RedisClient {
     const h = this._held.get(key)
     if (!h) return false
     this._held.delete(key)
-    return this._lockOp(RELEASE, key, h.token, 0, h.source)
+    return this._lockOp(RELEASE, key, h.seq, 0, h.source)
   }
 
   /** Seed-compatible: extend `key` to `ttlSeconds` from now if this process holds it. */
@@ -382,7 +388,7 @@ class RedisClient {
     const h = this._held.get(key)
     if (!h) return false
     const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
-    const ok = await this._lockOp(EXTEND, key, h.token, Math.ceil(ttl * 1000), h.source)
+    const ok = await this._lockOp(EXTEND, key, h.seq, Math.ceil(ttl * 1000), h.source)
     if (!ok) this._held.delete(key)
     return ok
   }

@@ -54,7 +54,8 @@ class RedisStore {
     } catch (e) {
       throw toError(e)
     }
-    this._batch = new Batcher(this._native.run.bind(this._native), 3)
+    const native = this._native
+    this._batch = new Batcher({ submit: native.submit.bind(native), setDone: native.setDone.bind(native), keepAlive: native.keepAlive.bind(native) }, 3)
     this.windowMs = 60_000
     this.limit = undefined
     /** key -> { totalHits, resetAt, local }: keys over a static limit, answered here until reset. */

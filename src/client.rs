@@ -612,6 +612,8 @@ pub struct HealthResult {
 #[napi]
 pub struct NativeClient {
   pub(crate) inner: Arc<ClientInner>,
+  /// Where lock batch results go (src/lock.rs).
+  pub(crate) lock_done: crate::completion::Completions,
 }
 
 #[napi]
@@ -639,7 +641,10 @@ impl NativeClient {
       tracing::warn!(target: "redis_guard", client = inner.id as u64, "{}", w);
     }
     inner.start();
-    Ok(NativeClient { inner })
+    Ok(NativeClient {
+      inner,
+      lock_done: Default::default(),
+    })
   }
 
   /// The last known connection state, without I/O.

@@ -3,6 +3,7 @@
 //! as a Node.js addon. This file only wires the modules; see each for its concept.
 
 mod client;
+mod completion;
 mod config;
 mod error;
 mod fallback;

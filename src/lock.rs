@@ -5,7 +5,7 @@
 //! lock table (`local`), proceed (`allow`), or fail (`deny`). Waiting, leases and `withLock`
 //! live in `lib/client.js`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use fred::types::Value;
 use napi::bindgen_prelude::*;
@@ -276,38 +276,73 @@ impl ClientInner {
   }
 }
 
+/// The random first half of every lock token this process makes (16 hex digits); the second
+/// half is a counter kept by JS (`lib/client.js`): tokens are unique and cheap to make.
+static TOKEN_PREFIX: LazyLock<String> = LazyLock::new(|| format!("{:016x}", rand::random::<u64>()));
+
+/// The token of lock sequence number `seq`: `TOKEN_PREFIX` and 16 hex digits of `seq`.
+fn token(seq: f64) -> std::result::Result<String, GuardError> {
+  if !(1.0..=9_007_199_254_740_991.0).contains(&seq) || seq.fract() != 0.0 {
+    return Err(GuardError::new(Code::InvalidArg, "bad lock token"));
+  }
+  Ok(format!("{}{:016x}", *TOKEN_PREFIX, seq as u64))
+}
+
+/// The prefix of this process's lock tokens (see `Lease.token`).
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // called from JS only
+pub fn lock_token_prefix() -> String {
+  TOKEN_PREFIX.clone()
+}
+
 #[napi]
 impl NativeClient {
-  /// Run a batch of lock operations. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2
-  /// extend); bits 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for
-  /// a release or extend who granted the lease (0 Redis, 1 local, 2 allow). `tokens[i]` is the
-  /// lease's token (a new random one for an acquire), `ttls[i]` the TTL in ms (acquire, extend).
-  /// Resolves three numbers per op: status (for an acquire who decided: 0 Redis, 1 local table,
-  /// 2 allow; negative: an error code), ok (1 when acquired / released / extended), fence.
+  /// Where lock batch results go: `onDone(id, results)` (see `lockSubmit`).
   #[napi]
-  pub async fn lock_run(
+  pub fn set_lock_done(
     &self,
+    on_done: Function<'_, FnArgs<(u32, Float64Array)>, ()>,
+  ) -> Result<()> {
+    self.lock_done.set(on_done)
+  }
+
+  /// Keep Node's event loop alive while lock batches are in flight (`true`), or not.
+  #[napi]
+  pub fn lock_keep_alive(&self, env: Env, on: bool) -> Result<()> {
+    self.lock_done.keep_alive(&env, on)
+  }
+
+  /// Submit lock batch `id`. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2 extend); bits
+  /// 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for a release or
+  /// extend who granted the lease (0 Redis, 1 local, 2 allow). `seqs[i]` is the lease's token
+  /// number (its token is `lockTokenPrefix() + 16 hex digits of it`), `ttls[i]` the TTL in ms
+  /// (acquire, extend). `onDone` gets three numbers per op: status (for an acquire who decided:
+  /// 0 Redis, 1 local table, 2 allow; negative: an error code), ok (1 when acquired / released /
+  /// extended), fence.
+  #[napi]
+  pub fn lock_submit(
+    &self,
+    id: u32,
     ops: Uint8Array,
     keys: Vec<String>,
-    tokens: Vec<String>,
+    seqs: Float64Array,
     ttls: Float64Array,
-  ) -> Result<Float64Array> {
+  ) -> Result<()> {
     let n = keys.len();
-    if ops.len() != n || tokens.len() != n || ttls.len() != n {
+    if ops.len() != n || seqs.len() != n || ttls.len() != n {
       return Err(GuardError::new(Code::InvalidArg, "lock batch arrays differ in length").into());
     }
     let me = &self.inner;
-    let parsed: Vec<std::result::Result<Op, GuardError>> = (0..n)
-      .map(|i| {
+    let parsed: Vec<std::result::Result<Op, GuardError>> = keys
+      .iter()
+      .enumerate()
+      .map(|(i, key)| {
         let kind = ops[i] & 3;
         let sub = (ops[i] >> 2) & 3;
         if kind > EXTEND || sub > ALLOW_OR_DENY_MODE {
           return Err(GuardError::new(Code::InvalidArg, "bad lock operation"));
         }
-        check_key(&keys[i])?;
-        if tokens[i].is_empty() || tokens[i].len() > 256 {
-          return Err(GuardError::new(Code::InvalidArg, "bad lock token"));
-        }
+        check_key(key)?;
         let ttl = if kind == RELEASE {
           1
         } else {
@@ -316,12 +351,15 @@ impl NativeClient {
         Ok(Op {
           kind,
           sub,
-          lk: me.lock_key(&keys[i]),
-          token: tokens[i].clone(),
+          lk: me.lock_key(key),
+          token: token(seqs[i])?,
           ttl,
         })
       })
       .collect();
-    Ok(Float64Array::new(me.lock_run(parsed).await))
+    let me = me.clone();
+    self
+      .lock_done
+      .spawn(id, async move { me.lock_run(parsed).await })
   }
 }

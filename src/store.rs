@@ -13,6 +13,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::client::{ClientInner, NativeClient};
+use crate::completion::Completions;
 use crate::error::{Code, GuardError};
 use crate::fallback::{now_ms, Windows};
 use crate::scripts::{self, Call};
@@ -56,6 +57,7 @@ struct StoreInner {
 #[napi]
 pub struct NativeStore {
   inner: Arc<StoreInner>,
+  done: Completions,
 }
 
 /// The Redis key of a rate-limit key: `${prefix}${key}` (rate-limit-redis's bytes) for ordinary
@@ -409,6 +411,7 @@ impl NativeStore {
         batch_script,
         windows: Windows::new(max),
       }),
+      done: Completions::default(),
     })
   }
 
@@ -425,16 +428,29 @@ impl NativeStore {
       .store(reset_expiry, Ordering::Relaxed);
   }
 
-  /// Run a batch: `ops[i]` (0 increment, 1 get, 2 decrement, 3 reset) on `keys[i]`. Resolves
-  /// three numbers per key: status (0 Redis, 1 memory, 2 allowed, 3 no such key, negative: an
-  /// error code), hits, and ms until the window resets. Never rejects.
+  /// Where batch results go: `onDone(id, results)` (see `submit`).
   #[napi]
-  pub async fn run(&self, ops: Uint8Array, keys: Vec<String>) -> Result<Float64Array> {
+  pub fn set_done(&self, on_done: Function<'_, FnArgs<(u32, Float64Array)>, ()>) -> Result<()> {
+    self.done.set(on_done)
+  }
+
+  /// Keep Node's event loop alive while batches are in flight (`true`), or not (`false`).
+  #[napi]
+  pub fn keep_alive(&self, env: Env, on: bool) -> Result<()> {
+    self.done.keep_alive(&env, on)
+  }
+
+  /// Submit batch `id`: `ops[i]` (0 increment, 1 get, 2 decrement, 3 reset) on `keys[i]`. The
+  /// `onDone` callback gets `(id, results)`: three numbers per key: status (0 Redis, 1 memory,
+  /// 2 allowed, 3 no such key, negative: an error code), hits, and ms until the window resets.
+  /// Never fails once submitted.
+  #[napi]
+  pub fn submit(&self, id: u32, ops: Uint8Array, keys: Vec<String>) -> Result<()> {
     if ops.len() != keys.len() {
       return Err(GuardError::new(Code::InvalidArg, "ops and keys differ in length").into());
     }
-    let out = self.inner.clone().run(ops.to_vec(), keys).await;
-    Ok(Float64Array::new(out))
+    let ops = ops.to_vec();
+    self.done.spawn(id, self.inner.clone().run(ops, keys))
   }
 
   /// Delete every key of this store's prefix (SCAN + UNLINK on every primary, never KEYS) and

@@ -19,15 +19,15 @@ process.on('unhandledRejection', () => {
 let storeErrors = 0
 
 const s = await makeStore(p.store, { url: p.url, prefix: p.prefix, waitReady: p.waitReady !== false })
-// redis-guard diagnostics: JS→Rust crossings (NativeStore.run calls) and calls per crossing.
+// redis-guard diagnostics: JS→Rust crossings (batch submissions) and calls per crossing.
 const diag = { batches: 0, items: 0 }
-const native = p.store.startsWith('redis-guard') && s.store && s.store._native
-if (native && typeof native.run === 'function') {
-  const run = native.run.bind(native)
-  native.run = (ops, keys) => {
+const native = p.store.startsWith('redis-guard') && s.store && s.store._batch && s.store._batch.native
+if (native && typeof native.submit === 'function') {
+  const submit = native.submit
+  native.submit = (id, ops, keys) => {
     diag.batches++
     diag.items += keys.length
-    return run(ops, keys)
+    return submit(id, ops, keys)
   }
 }
 

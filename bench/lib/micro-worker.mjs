@@ -64,15 +64,15 @@ async function main(p) {
   const s = await makeStore(contender, { url, prefix })
   try {
     if (s.store && typeof s.store.init === 'function') await s.store.init({ windowMs: 60_000 })
-    // redis-guard diagnostics: count JS→Rust crossings (NativeStore.run calls) and their sizes.
+    // redis-guard diagnostics: count JS→Rust crossings (batch submissions) and their sizes.
     const diag = { batches: 0, items: 0 }
-    const native = s.store && s.store._native
-    if (contender.startsWith('redis-guard') && native && typeof native.run === 'function') {
-      const run = native.run.bind(native)
-      native.run = (ops, ks) => {
+    const native = s.store && s.store._batch && s.store._batch.native
+    if (contender.startsWith('redis-guard') && native && typeof native.submit === 'function') {
+      const submit = native.submit
+      native.submit = (id, ops, ks) => {
         diag.batches++
         diag.items += ks.length
-        return run(ops, ks)
+        return submit(id, ops, ks)
       }
     }
     const keys = Array.from({ length: DISTINCT_KEYS }, (_, i) => `k${i}`)

@@ -1,0 +1,112 @@
+//! How a batch's result comes back to JavaScript: one persistent callback per batcher, not a
+//! promise per call. napi-rs gives every `async fn` call its own promise and its own threadsafe
+//! function (a libuv handle made and torn down per call), which costs more CPU than the Redis
+//! work of a whole batch. Here JS submits a batch with an id (a synchronous call: the arguments
+//! are converted on the JS thread), the batch runs on the tokio runtime, and its numbers come
+//! back through one threadsafe function, made once, as `(id, Float64Array)`.
+//!
+//! The function is weak: JS refs it (`keepAlive(true)`) only while it has batches in flight, so
+//! it never keeps Node's event loop alive when idle, or after `close()`.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+
+/// The JS side: `(id, results)`. (Spelled out in the napi signatures, which napi-rs turns into
+/// TypeScript: an alias would name a type `binding.d.ts` does not define.)
+pub type DoneCallback<'a> = Function<'a, FnArgs<(u32, Float64Array)>, ()>;
+
+type DoneFn = ThreadsafeFunction<
+  FnArgs<(u32, Float64Array)>,
+  (),
+  FnArgs<(u32, Float64Array)>,
+  Status,
+  false,
+  true,
+>;
+
+/// The completion channel of one batcher. Its methods take `&self`: napi-rs refuses a `&mut self`
+/// call on an object while one of its `async` methods (e.g. `healthCheck`) is pending.
+#[derive(Default)]
+pub struct Completions {
+  tsfn: Mutex<Option<Arc<DoneFn>>>,
+  referred: AtomicBool,
+}
+
+impl Completions {
+  /// Route results to `f` from now on.
+  pub fn set(&self, f: DoneCallback<'_>) -> Result<()> {
+    let tsfn = f
+      .build_threadsafe_function()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build()?;
+    *self.tsfn.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(tsfn));
+    self.referred.store(false, Ordering::Relaxed);
+    Ok(())
+  }
+
+  /// Keep Node's event loop alive (`on`: batches in flight) or not. JS thread only. (napi-rs's
+  /// own `refer`/`unref` need the function unshared, and batches in flight hold clones.)
+  pub fn keep_alive(&self, env: &Env, on: bool) -> Result<()> {
+    let Some(t) = self.current() else {
+      return Ok(());
+    };
+    if on == self.referred.load(Ordering::Relaxed) {
+      return Ok(());
+    }
+    t.handle.with_read_aborted(|aborted| {
+      if aborted {
+        return Ok(());
+      }
+      let raw = t.handle.get_raw();
+      // SAFETY: `raw` is a live threadsafe function (not aborted, held by `t`), and napi-rs
+      // calls us on the JS thread with its env.
+      let status = unsafe {
+        if on {
+          napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+        } else {
+          napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+        }
+      };
+      if status == napi::sys::Status::napi_ok {
+        self.referred.store(on, Ordering::Relaxed);
+        Ok(())
+      } else {
+        Err(Error::new(
+          Status::GenericFailure,
+          "napi_(un)ref_threadsafe_function failed",
+        ))
+      }
+    })
+  }
+
+  fn current(&self) -> Option<Arc<DoneFn>> {
+    self.tsfn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+  }
+
+  /// Run `batch` on the tokio runtime and hand its numbers to the callback with `id`.
+  pub fn spawn<F>(&self, id: u32, batch: F) -> Result<()>
+  where
+    F: Future<Output = Vec<f64>> + Send + 'static,
+  {
+    let Some(tsfn) = self.current() else {
+      return Err(Error::new(
+        Status::GenericFailure,
+        "no completion callback registered",
+      ));
+    };
+    napi::bindgen_prelude::spawn(async move {
+      let out = batch.await;
+      // Fails only while Node tears the environment down: nobody is left to answer.
+      let _ = tsfn.call(
+        (id, Float64Array::new(out)).into(),
+        ThreadsafeFunctionCallMode::NonBlocking,
+      );
+    });
+    Ok(())
+  }
+}
