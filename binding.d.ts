@@ -37,7 +37,8 @@ export declare class NativeClient {
   /**
    * Submit lock batch `id`. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2 extend); bits
    * 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for a release or
-   * extend who granted the lease (0 Redis, 1 local, 2 allow). `seqs[i]` is the lease's token
+   * extend who granted the lease (0 Redis, 1 local, 2 allow); bit 4 for an acquire: no fencing
+   * token (fence 0 in the result). `seqs[i]` is the lease's token
    * number (its token is `lockTokenPrefix() + 16 hex digits of it`), `ttls[i]` the TTL in ms
    * (acquire, extend). `onDone` gets three numbers per op: status (for an acquire who decided:
    * 0 Redis, 1 local table, 2 allow; negative: an error code), ok (1 when acquired / released /

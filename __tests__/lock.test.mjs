@@ -327,12 +327,12 @@ test('helpers: acquire true then false from a second client; token-checked relea
     assert.equal(await other.acquireLock(k, 10), false, 'held elsewhere');
     assert.equal(await guard.acquireLock(k, 10), false, 'not re-entrant: a second acquire is refused');
 
-    // The Redis key is lock:KEY with a TTL; its value is a random token; the fence is in lock:{lock:KEY}:fence.
+    // The Redis key is lock:KEY with a TTL; its value is a random token. A helper grant is
+    // SET NX PX alone: it takes no fencing token (leases do: lock:{lock:KEY}:fence).
     const pttl = await raw.pttl(lk);
     assert.ok(pttl > 9_000 && pttl <= 10_000, `PTTL ${pttl}`);
     assert.match(await raw.get(lk), /^[0-9a-f]{32}$/);
-    assert.equal(await raw.get(`lock:{${lk}}:fence`), '1');
-    assert.ok((await raw.pttl(`lock:{${lk}}:fence`)) > 0, 'the fence counter has a TTL');
+    assert.equal(await raw.get(`lock:{${lk}}:fence`), null, 'no fence counter for a helper grant');
 
     assert.equal(await guard.extendLock(k, 20), true);
     assert.ok((await raw.pttl(lk)) > 19_000);
@@ -352,7 +352,7 @@ test('helpers: acquire true then false from a second client; token-checked relea
     assert.equal(await other.acquireLock(k), true);
     const pttl2 = await raw.pttl(lk);
     assert.ok(pttl2 > 29_000 && pttl2 <= 30_000, `default ttl: PTTL ${pttl2}`);
-    assert.equal(await raw.get(`lock:{${lk}}:fence`), '2');
+    assert.equal(await raw.get(`lock:{${lk}}:fence`), null);
     assert.equal(await guard.acquireLock(k), false);
     assert.equal(await other.releaseLock(k), true);
 
@@ -520,10 +520,14 @@ test('fencing: fences strictly increase across grants of one key, across clients
       }
     }
     assert.equal(await raw.get(`lock:{lock:${k}}:fence`), String(last));
-    // Helpers count in the same sequence.
+    assert.ok((await raw.pttl(`lock:{lock:${k}}:fence`)) > 0, 'the fence counter has a TTL');
+    // Helpers take no fence (they never show one); the next lease still gets a larger one.
     assert.equal(await clients[0].acquireLock(k, 5), true);
-    assert.equal(await raw.get(`lock:{lock:${k}}:fence`), String(last + 1));
+    assert.equal(await raw.get(`lock:{lock:${k}}:fence`), String(last));
     assert.equal(await clients[0].releaseLock(k), true);
+    const next = await clients[1].lock(k, { ttlMs: 5_000 });
+    assert.equal(next.fence, last + 1);
+    assert.equal(await next.release(), true);
   });
 });
 

@@ -26,7 +26,7 @@ Options (each also as an environment variable):
   --concurrency=N      BENCH_CONCURRENCY   calls in flight in micro (default 256)
   --rounds=N           BENCH_ROUNDS        alternating rounds, at least 3 recommended (default 3)
   --http-seconds=S     BENCH_HTTP_SECONDS  autocannon duration per HTTP run (default 10)
-  --lock-cycles=N      BENCH_LOCK_CYCLES   acquire+release cycles per lock run (default 20000)
+  --lock-cycles=N      BENCH_LOCK_CYCLES   acquire+release cycles per lock run (default 100000)
   --down               BENCH_DOWN=1        add the Redis-down section
   --down-seconds=S     BENCH_DOWN_SECONDS  autocannon duration of the down runs (default 6)
   --contenders=LIST    BENCH_CONTENDERS    store contenders (default: ${STORE_CONTENDERS.join(',')})
@@ -69,7 +69,7 @@ function options() {
     concurrency: intOpt(values.concurrency ?? env.BENCH_CONCURRENCY, 256),
     rounds: intOpt(values.rounds ?? env.BENCH_ROUNDS, 3),
     httpSeconds: intOpt(values['http-seconds'] ?? env.BENCH_HTTP_SECONDS, 10),
-    lockCycles: intOpt(values['lock-cycles'] ?? env.BENCH_LOCK_CYCLES, 20_000),
+    lockCycles: intOpt(values['lock-cycles'] ?? env.BENCH_LOCK_CYCLES, 100_000),
     downSeconds: intOpt(values['down-seconds'] ?? env.BENCH_DOWN_SECONDS, 6, 3),
     contenders,
     out: values.out ?? env.BENCH_OUT ?? path.join(BENCH_DIR, 'results', 'latest.json'),

@@ -3,6 +3,7 @@
 //! entries; the oldest entry is evicted first, so memory and per-call cost stay flat under a
 //! flood of distinct keys.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -17,11 +18,11 @@ pub fn now_ms() -> u64 {
 /// Keys longer than this are kept as their SHA-1 (bounded memory per entry).
 pub const MAX_LOCAL_KEY: usize = 256;
 
-fn local_key(key: &str) -> String {
+fn local_key(key: &str) -> Cow<'_, str> {
   if key.len() <= MAX_LOCAL_KEY {
-    key.to_string()
+    Cow::Borrowed(key)
   } else {
-    format!("#sha1:{}", sha1_smol::Sha1::from(key).digest())
+    Cow::Owned(format!("#sha1:{}", sha1_smol::Sha1::from(key).digest()))
   }
 }
 
@@ -64,7 +65,7 @@ impl Windows {
     let key = local_key(key);
     let mut g = self.lock();
     let g = &mut *g;
-    if let Some(w) = g.map.get_mut(&key) {
+    if let Some(w) = g.map.get_mut(key.as_ref()) {
       if w.reset_at > now {
         w.hits += 1;
         if reset_expiry {
@@ -73,6 +74,7 @@ impl Windows {
         return (w.hits, w.reset_at - now);
       }
     }
+    let key = key.into_owned();
     // A new window. Evict expired entries from the front, then the oldest while full.
     g.seq += 1;
     let seq = g.seq;
@@ -106,14 +108,14 @@ impl Windows {
   pub fn get(&self, key: &str, now: u64) -> Option<(u64, u64)> {
     let g = self.lock();
     g.map
-      .get(&local_key(key))
+      .get(local_key(key).as_ref())
       .filter(|w| w.reset_at > now)
       .map(|w| (w.hits, w.reset_at - now))
   }
 
   pub fn decrement(&self, key: &str, now: u64) {
     let mut g = self.lock();
-    if let Some(w) = g.map.get_mut(&local_key(key)) {
+    if let Some(w) = g.map.get_mut(local_key(key).as_ref()) {
       if w.reset_at > now && w.hits > 0 {
         w.hits -= 1;
       }
@@ -122,7 +124,7 @@ impl Windows {
 
   pub fn reset(&self, key: &str) {
     let mut g = self.lock();
-    g.map.remove(&local_key(key));
+    g.map.remove(local_key(key).as_ref());
     Self::compact(&mut g, self.max_keys);
   }
 
@@ -162,10 +164,13 @@ pub fn process_locks(max_keys: usize) -> &'static Locks {
   L.get_or_init(|| Locks::new(max_keys))
 }
 
+/// Locks by key, and the largest fence seen per key.
+type LockTables = (HashMap<String, LocalLock>, HashMap<String, u64>);
+
 /// The process-local lock table used while Redis is unavailable (`onUnavailable: 'local'`).
 /// Fencing tokens continue from the largest one this process has seen for the key.
 pub struct Locks {
-  inner: Mutex<(HashMap<String, LocalLock>, HashMap<String, u64>)>,
+  inner: Mutex<LockTables>,
   max_keys: usize,
 }
 
@@ -177,29 +182,41 @@ impl Locks {
     }
   }
 
-  /// Remember the largest fence seen for a key (from Redis grants), so local grants continue above it.
-  pub fn observe_fence(&self, key: &str, fence: u64) {
-    let key = local_key(key);
-    let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    if g.1.len() >= self.max_keys && !g.1.contains_key(&key) {
-      g.1.clear();
-    }
-    let f = g.1.entry(key).or_insert(0);
-    *f = (*f).max(fence);
-  }
-
-  /// The largest fence this process has seen or issued for a key (0 when none): a Redis grant
-  /// continues above it, so fences keep growing across an outage (local grants) and a restart
-  /// of Redis that lost the counter.
-  pub fn max_fence(&self, key: &str) -> u64 {
+  /// Before asking Redis for `key`: `None` when a local grant (made while Redis was
+  /// unavailable) still holds it at `now` — Redis must not grant it to this process meanwhile;
+  /// mirrored Redis grants do not count, for those Redis itself decides. Otherwise the largest
+  /// fence this process has seen or issued for the key (0 when none): a Redis grant continues
+  /// above it, so fences keep growing across an outage (local grants) and a restart of Redis
+  /// that lost the counter.
+  pub fn before_grant(&self, key: &str, now: u64) -> Option<u64> {
     let key = local_key(key);
     let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    g.1.get(&key).copied().unwrap_or(0)
+    if matches!(g.0.get(key.as_ref()), Some(l) if l.expires_at > now && !l.mirrored) {
+      return None;
+    }
+    Some(g.1.get(key.as_ref()).copied().unwrap_or(0))
+  }
+
+  /// Redis granted `key` to `token` with `fence` until `now + ttl_ms`: remember the largest
+  /// fence (local grants continue above it) and mirror the grant (see [`Locks::record`]).
+  pub fn granted(&self, key: &str, fence: u64, token: &str, ttl_ms: u64, now: u64) {
+    let key = local_key(key);
+    let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+    match g.1.get_mut(key.as_ref()) {
+      Some(f) => *f = (*f).max(fence),
+      None => {
+        if g.1.len() >= self.max_keys {
+          g.1.clear();
+        }
+        g.1.insert(key.clone().into_owned(), fence);
+      }
+    }
+    self.mirror(&mut g, key, token, ttl_ms, now);
   }
 
   /// Try to take the lock; `Some(fence)` when granted.
   pub fn acquire(&self, key: &str, token: &str, ttl_ms: u64, now: u64) -> Option<u64> {
-    let key = local_key(key);
+    let key = local_key(key).into_owned();
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(l) = g.0.get(&key) {
       if l.expires_at > now {
@@ -228,29 +245,31 @@ impl Locks {
     Some(*f)
   }
 
-  /// Whether a local grant (made while Redis was unavailable) still holds the key at `now`:
-  /// Redis must not grant it to this process meanwhile. Mirrored Redis grants do not count:
-  /// for those, Redis itself decides.
-  pub fn is_held(&self, key: &str, now: u64) -> bool {
-    let key = local_key(key);
-    let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    matches!(g.0.get(&key), Some(l) if l.expires_at > now && !l.mirrored)
-  }
-
   /// Mirror a Redis grant (or extension) held with `token` until `now + ttl_ms`, so that the
   /// local fallback never grants the key again while this client holds it in Redis. Best effort:
   /// skipped when the table is full of live locks.
   pub fn record(&self, key: &str, token: &str, ttl_ms: u64, now: u64) {
     let key = local_key(key);
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    if !g.0.contains_key(&key) && g.0.len() >= self.max_keys {
+    self.mirror(&mut g, key, token, ttl_ms, now);
+  }
+
+  fn mirror(&self, g: &mut LockTables, key: Cow<'_, str>, token: &str, ttl_ms: u64, now: u64) {
+    if let Some(l) = g.0.get_mut(key.as_ref()) {
+      l.token.clear();
+      l.token.push_str(token);
+      l.expires_at = now + ttl_ms;
+      l.mirrored = true;
+      return;
+    }
+    if g.0.len() >= self.max_keys {
       g.0.retain(|_, l| l.expires_at > now);
       if g.0.len() >= self.max_keys {
         return;
       }
     }
     g.0.insert(
-      key,
+      key.into_owned(),
       LocalLock {
         token: token.to_string(),
         expires_at: now + ttl_ms,
@@ -263,8 +282,8 @@ impl Locks {
   pub fn forget(&self, key: &str, token: &str) {
     let key = local_key(key);
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    if matches!(g.0.get(&key), Some(l) if l.token == token) {
-      g.0.remove(&key);
+    if matches!(g.0.get(key.as_ref()), Some(l) if l.token == token) {
+      g.0.remove(key.as_ref());
     }
   }
 
@@ -272,9 +291,9 @@ impl Locks {
   pub fn release(&self, key: &str, token: &str, now: u64) -> bool {
     let key = local_key(key);
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    match g.0.get(&key) {
+    match g.0.get(key.as_ref()) {
       Some(l) if l.token == token && l.expires_at > now => {
-        g.0.remove(&key);
+        g.0.remove(key.as_ref());
         true
       }
       _ => false,
@@ -285,7 +304,7 @@ impl Locks {
   pub fn extend(&self, key: &str, token: &str, ttl_ms: u64, now: u64) -> bool {
     let key = local_key(key);
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    match g.0.get_mut(&key) {
+    match g.0.get_mut(key.as_ref()) {
       Some(l) if l.token == token && l.expires_at > now => {
         l.expires_at = now + ttl_ms;
         true
@@ -332,16 +351,15 @@ mod tests {
   #[test]
   fn mirrored_redis_grants() {
     let l = Locks::new(10);
-    l.observe_fence("k", 7);
-    assert_eq!(l.max_fence("k"), 7);
-    l.record("k", "r1", 100, 0);
+    l.granted("k", 7, "r1", 100, 0);
     // a mirrored Redis grant blocks a local grant, but Redis decides for Redis grants
-    assert!(!l.is_held("k", 50));
+    assert_eq!(l.before_grant("k", 50), Some(7));
     assert_eq!(l.acquire("k", "t2", 100, 50), None);
     l.forget("k", "other");
     assert_eq!(l.acquire("k", "t2", 100, 60), None);
     l.forget("k", "r1");
     assert_eq!(l.acquire("k", "t2", 100, 60), Some(8));
-    assert_eq!(l.max_fence("k"), 8);
+    assert_eq!(l.before_grant("k", 70), None, "a local grant holds the key");
+    assert_eq!(l.before_grant("k", 200), Some(8));
   }
 }

@@ -25,6 +25,9 @@ const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 const ACQUIRE: u8 = 0;
 const RELEASE: u8 = 1;
 const EXTEND: u8 = 2;
+/// Bit 4 of an acquire's op byte: no fencing token (`acquireLock`, which never shows one):
+/// Redis runs `SET NX PX` alone, without the fence counter's `INCR` and `PEXPIRE`.
+const NO_FENCE: u8 = 16;
 
 /// For an acquire, bits 2-3 of the op byte: the `onUnavailable` policy. For a release or an
 /// extend: who granted the lease. Both are also the first result number of an acquire.
@@ -75,11 +78,19 @@ struct Op {
   lk: String,
   token: String,
   ttl: u64,
+  /// For an acquire: the largest fence this process has seen for the key.
+  floor: u64,
+  /// For an acquire: whether it takes a fencing token.
+  fence: bool,
 }
 
 impl ClientInner {
   fn lock_key(&self, key: &str) -> String {
-    format!("{}{}", self.settings.lock_prefix, key)
+    let prefix = &self.settings.lock_prefix;
+    let mut lk = String::with_capacity(prefix.len() + key.len());
+    lk.push_str(prefix);
+    lk.push_str(key);
+    lk
   }
 
   /// What Redis cannot decide: `out` gets the policy's answer for an op bound for Redis.
@@ -110,9 +121,12 @@ impl ClientInner {
   fn lock_applied(&self, op: &Op, r: i64, out: &mut [f64]) {
     let now = now_ms();
     match op.kind {
-      ACQUIRE if r > 0 => {
-        self.locks.observe_fence(&op.lk, r as u64);
+      ACQUIRE if r > 0 && !op.fence => {
         self.locks.record(&op.lk, &op.token, op.ttl, now);
+        out.copy_from_slice(&[SRC_REDIS, 1.0, 0.0]);
+      }
+      ACQUIRE if r > 0 => {
+        self.locks.granted(&op.lk, r as u64, &op.token, op.ttl, now);
         out.copy_from_slice(&[SRC_REDIS, 1.0, r as f64]);
       }
       ACQUIRE => out.copy_from_slice(&[SRC_REDIS, 0.0, 0.0]),
@@ -131,7 +145,9 @@ impl ClientInner {
     }
   }
 
-  /// One `LOCK_BATCH` call for the ops `idx` (all in one slot).
+  /// One `LOCK_BATCH` call for the ops `idx` (all in one slot). Per op, only what its kind
+  /// uses: an acquire sends the lock key, its fence key, token, TTL and fence floor; an extend
+  /// the lock key, token and TTL; a release the lock key and token.
   fn lock_call(&self, ops: &[&Op], idx: &[usize]) -> Call {
     let mut letters = String::with_capacity(idx.len());
     let mut keys = Vec::with_capacity(2 * idx.len());
@@ -139,21 +155,26 @@ impl ClientInner {
     args.push(String::new());
     args.push(FENCE_TTL_MS.to_string());
     for &i in idx {
-      let op = &ops[i];
-      letters.push(match op.kind {
-        ACQUIRE => 'a',
-        RELEASE => 'r',
-        _ => 'e',
-      });
+      let op = ops[i];
       keys.push(op.lk.clone());
-      keys.push(companion_key(&self.settings.lock_prefix, &op.lk, ":fence"));
       args.push(op.token.clone());
-      args.push(op.ttl.to_string());
-      args.push(if op.kind == ACQUIRE {
-        self.locks.max_fence(&op.lk).to_string()
-      } else {
-        String::new()
-      });
+      match op.kind {
+        ACQUIRE if !op.fence => {
+          letters.push('b');
+          args.push(op.ttl.to_string());
+        }
+        ACQUIRE => {
+          letters.push('a');
+          keys.push(companion_key(&self.settings.lock_prefix, &op.lk, ":fence"));
+          args.push(op.ttl.to_string());
+          args.push(op.floor.to_string());
+        }
+        RELEASE => letters.push('r'),
+        _ => {
+          letters.push('e');
+          args.push(op.ttl.to_string());
+        }
+      }
     }
     args[0] = letters;
     Call {
@@ -163,14 +184,17 @@ impl ClientInner {
     }
   }
 
-  async fn lock_run(self: &Arc<Self>, ops: Vec<std::result::Result<Op, GuardError>>) -> Vec<f64> {
+  async fn lock_run(
+    self: &Arc<Self>,
+    mut ops: Vec<std::result::Result<Op, GuardError>>,
+  ) -> Vec<f64> {
     let n = ops.len();
     let mut out = vec![0f64; 3 * n];
     let now = now_ms();
     // What is decided here, without Redis: bad input, leases from the local table or `allow`,
     // and acquires of keys this process holds locally.
     let mut to_redis: Vec<usize> = Vec::with_capacity(n);
-    for (i, op) in ops.iter().enumerate() {
+    for (i, op) in ops.iter_mut().enumerate() {
       let slot = &mut out[3 * i..3 * i + 3];
       match op {
         Err(e) => slot.copy_from_slice(&[e.code.as_num(), 0.0, 0.0]),
@@ -188,9 +212,13 @@ impl ClientInner {
           }
           // A local grant from an outage still holds the key: one process never holds a key
           // twice, whatever the source.
-          (ACQUIRE, _) if self.locks.is_held(&op.lk, now) => {
-            slot.copy_from_slice(&[SRC_LOCAL, 0.0, 0.0])
-          }
+          (ACQUIRE, _) => match self.locks.before_grant(&op.lk, now) {
+            None => slot.copy_from_slice(&[SRC_LOCAL, 0.0, 0.0]),
+            Some(floor) => {
+              op.floor = floor;
+              to_redis.push(i);
+            }
+          },
           _ => to_redis.push(i),
         },
       }
@@ -285,7 +313,14 @@ fn token(seq: f64) -> std::result::Result<String, GuardError> {
   if !(1.0..=9_007_199_254_740_991.0).contains(&seq) || seq.fract() != 0.0 {
     return Err(GuardError::new(Code::InvalidArg, "bad lock token"));
   }
-  Ok(format!("{}{:016x}", *TOKEN_PREFIX, seq as u64))
+  const HEX: &[u8; 16] = b"0123456789abcdef";
+  let mut t = String::with_capacity(32);
+  t.push_str(&TOKEN_PREFIX);
+  let seq = seq as u64;
+  for shift in (0..16).rev() {
+    t.push(HEX[((seq >> (4 * shift)) & 15) as usize] as char);
+  }
+  Ok(t)
 }
 
 /// The prefix of this process's lock tokens (see `Lease.token`).
@@ -314,7 +349,8 @@ impl NativeClient {
 
   /// Submit lock batch `id`. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2 extend); bits
   /// 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for a release or
-  /// extend who granted the lease (0 Redis, 1 local, 2 allow). `seqs[i]` is the lease's token
+  /// extend who granted the lease (0 Redis, 1 local, 2 allow); bit 4 for an acquire: no fencing
+  /// token (fence 0 in the result). `seqs[i]` is the lease's token
   /// number (its token is `lockTokenPrefix() + 16 hex digits of it`), `ttls[i]` the TTL in ms
   /// (acquire, extend). `onDone` gets three numbers per op: status (for an acquire who decided:
   /// 0 Redis, 1 local table, 2 allow; negative: an error code), ok (1 when acquired / released /
@@ -332,34 +368,44 @@ impl NativeClient {
     if ops.len() != n || seqs.len() != n || ttls.len() != n {
       return Err(GuardError::new(Code::InvalidArg, "lock batch arrays differ in length").into());
     }
-    let me = &self.inner;
-    let parsed: Vec<std::result::Result<Op, GuardError>> = keys
-      .iter()
-      .enumerate()
-      .map(|(i, key)| {
-        let kind = ops[i] & 3;
-        let sub = (ops[i] >> 2) & 3;
-        if kind > EXTEND || sub > ALLOW_OR_DENY_MODE {
-          return Err(GuardError::new(Code::InvalidArg, "bad lock operation"));
-        }
-        check_key(key)?;
-        let ttl = if kind == RELEASE {
-          1
-        } else {
-          check_ttl(ttls[i])?
-        };
-        Ok(Op {
-          kind,
-          sub,
-          lk: me.lock_key(key),
-          token: token(seqs[i])?,
-          ttl,
+    // Only the copies are made here, on the JS thread; the rest runs on the tokio thread.
+    let ops = ops.to_vec();
+    let seqs = seqs.to_vec();
+    let ttls = ttls.to_vec();
+    let me = self.inner.clone();
+    self.lock_done.spawn(id, async move {
+      let parsed = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+          let kind = ops[i] & 3;
+          let sub = (ops[i] >> 2) & 3;
+          let no_fence = ops[i] & NO_FENCE != 0;
+          if kind > EXTEND
+            || sub > ALLOW_OR_DENY_MODE
+            || ops[i] > (NO_FENCE | 15)
+            || (no_fence && kind != ACQUIRE)
+          {
+            return Err(GuardError::new(Code::InvalidArg, "bad lock operation"));
+          }
+          check_key(key)?;
+          let ttl = if kind == RELEASE {
+            1
+          } else {
+            check_ttl(ttls[i])?
+          };
+          Ok(Op {
+            kind,
+            sub,
+            lk: me.lock_key(key),
+            token: token(seqs[i])?,
+            ttl,
+            floor: 0,
+            fence: !no_fence,
+          })
         })
-      })
-      .collect();
-    let me = me.clone();
-    self
-      .lock_done
-      .spawn(id, async move { me.lock_run(parsed).await })
+        .collect();
+      me.lock_run(parsed).await
+    })
   }
 }

@@ -70,13 +70,17 @@ return { v, t }"#,
   )
 });
 
-/// Every lock operation of a batch in one script call (one slot; see lock.rs). Per op `i`
-/// (letter `ARGV[1]:sub(i, i)`; keys `KEYS[2i-1]` the lock, `KEYS[2i]` its fence counter; args
-/// `ARGV[3i]` token, `ARGV[3i+1]` TTL ms, `ARGV[3i+2]` fence floor):
-/// - `a` grant: `SET NX PX` and, when granted, the next fencing token — above the floor, the
-///   largest fence the caller has seen or issued itself (local grants while Redis was down, or a
-///   counter lost in a Redis restart); the counter keeps a TTL of `ARGV[2]` ms; 0 when held;
-/// - `r` compare-and-delete, `e` compare-and-pexpire: 1 when the token still owned the lock.
+/// Every lock operation of a batch in one script call (one slot; see lock.rs). `ARGV[1]` has
+/// one letter per op, `ARGV[2]` the fence counters' TTL (ms); then each op takes, in order, only
+/// the keys and args its kind uses:
+/// - `a` grant (keys: the lock, its fence counter; args: token, TTL ms, fence floor): `SET NX PX`
+///   and, when granted, the next fencing token — above the floor, the largest fence the caller
+///   has seen or issued itself (local grants while Redis was down, or a counter lost in a Redis
+///   restart); the counter keeps a TTL of `ARGV[2]` ms; 0 when held;
+/// - `b` grant without a fencing token (key: the lock; args: token, TTL ms): `SET NX PX` alone;
+///   1 when granted, 0 when held;
+/// - `r` compare-and-delete (key: the lock; arg: token), `e` compare-and-pexpire (key: the lock;
+///   args: token, TTL ms): 1 when the token still owned the lock.
 ///
 /// A failing op yields -1 for that op only (-2 when Redis is out of memory: the caller's
 /// `onUnavailable` policy decides); `READONLY` (a demoted primary) fails the call.
@@ -84,35 +88,60 @@ pub static LOCK_BATCH: LazyLock<Script> = LazyLock::new(|| {
   Script::new(
     r#"local ops = ARGV[1]
 local fttl = tonumber(ARGV[2])
-local function one(op, lk, fk, tok, ttl, floor)
-  if op == "a" then
-    if redis.call("SET", lk, tok, "NX", "PX", ttl) then
-      local f = redis.call("INCR", fk)
-      floor = tonumber(floor)
-      if floor and f <= floor then
-        f = floor + 1
-        redis.call("SET", fk, string.format("%d", f))
-      end
-      redis.call("PEXPIRE", fk, fttl)
-      return f
+local function grant(lk, fk, tok, ttl, floor)
+  if redis.call("SET", lk, tok, "NX", "PX", ttl) then
+    local f = redis.call("INCR", fk)
+    floor = tonumber(floor)
+    if floor and f <= floor then
+      f = floor + 1
+      redis.call("SET", fk, string.format("%d", f))
     end
-    return 0
+    redis.call("PEXPIRE", fk, fttl)
+    return f
   end
+  return 0
+end
+local function bare(lk, tok, ttl)
+  if redis.call("SET", lk, tok, "NX", "PX", ttl) then return 1 end
+  return 0
+end
+local function release(lk, tok)
   if redis.call("GET", lk) ~= tok then return 0 end
-  if op == "r" then return redis.call("DEL", lk) end
+  return redis.call("DEL", lk)
+end
+local function extend(lk, tok, ttl)
+  if redis.call("GET", lk) ~= tok then return 0 end
   return redis.call("PEXPIRE", lk, tonumber(ttl))
 end
 local out = {}
+local k, a = 1, 3
 for i = 1, #ops do
-  local ok, r = pcall(one, string.sub(ops, i, i), KEYS[2 * i - 1], KEYS[2 * i], ARGV[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2])
+  local op = string.sub(ops, i, i)
+  local ok, r
+  if op == "a" then
+    ok, r = pcall(grant, KEYS[k], KEYS[k + 1], ARGV[a], ARGV[a + 1], ARGV[a + 2])
+    k, a = k + 2, a + 3
+  elseif op == "r" then
+    ok, r = pcall(release, KEYS[k], ARGV[a])
+    k, a = k + 1, a + 1
+  elseif op == "b" then
+    ok, r = pcall(bare, KEYS[k], ARGV[a], ARGV[a + 1])
+    k, a = k + 1, a + 2
+  else
+    ok, r = pcall(extend, KEYS[k], ARGV[a], ARGV[a + 1])
+    k, a = k + 1, a + 2
+  end
   if ok then
     out[i] = r
-  elseif string.find(tostring(type(r) == "table" and r.err or r), "READONLY", 1, true) then
-    return redis.error_reply(tostring(type(r) == "table" and r.err or r))
-  elseif string.find(tostring(type(r) == "table" and r.err or r), "OOM", 1, true) then
-    out[i] = -2
   else
-    out[i] = -1
+    local e = tostring(type(r) == "table" and r.err or r)
+    if string.find(e, "READONLY", 1, true) then
+      return redis.error_reply(e)
+    elseif string.find(e, "OOM", 1, true) then
+      out[i] = -2
+    else
+      out[i] = -1
+    end
   end
 end
 return out"#,
