@@ -123,7 +123,6 @@ function lockOptions(options) {
 class Lease {
   constructor(client, key, grant, ttlMs) {
     this.key = key
-    this.token = tokenOf(grant.seq)
     this._seq = grant.seq
     this.fence = grant.fence
     /** `redis`, `local` (process-local fallback) or `allow` (not really locked: Redis was down). */
@@ -133,6 +132,11 @@ class Lease {
     this._ac = null // created on first use of `signal`: a plain lock()/release() cycle needs none
     this._lost = null
     this._released = false
+  }
+
+  /** The random token that proves ownership (the value of the lock key in Redis). */
+  get token() {
+    return tokenOf(this._seq)
   }
 
   /** Aborted (with a LOCK_LOST error) when the lease is lost. */
@@ -185,8 +189,8 @@ class Lease {
   }
 
   /** Release. Resolves true when this lease still held the lock, false otherwise. Never rejects for a lost lock. */
-  async release() {
-    if (this._released) return false
+  release() {
+    if (this._released) return Promise.resolve(false)
     this._released = true
     clearTimeout(this._timer)
     return this._client._lockOp(RELEASE, this.key, this._seq, 0, this.source)
@@ -288,24 +292,30 @@ class RedisClient {
 
   // ---- locks -------------------------------------------------------------------------------
 
-  /** One grant attempt (batched with the other lock calls of this turn); `fence`: take a fencing token. */
-  async _acquire(key, ttlMs, onUnavailable, fence = true) {
+  /**
+   * One grant attempt (batched with the other lock calls of this turn); `fence`: take a fencing
+   * token. Bad input throws synchronously (every caller is an async function). A plain promise
+   * chain, not an async function: each `await` level costs the lock cycle's latency.
+   */
+  _acquire(key, ttlMs, onUnavailable, fence = true) {
     if (typeof key !== 'string' || key === '') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a non-empty string')
     const policy = onUnavailable === undefined || onUnavailable === null ? 0 : POLICIES[onUnavailable]
     if (policy === undefined || typeof onUnavailable === 'object') {
       throw new RedisGuardError(codes.INVALID_ARG, "option `onUnavailable` must be 'local', 'allow' or 'deny'")
     }
     const seq = newSeq()
-    const r = await this._locks.push(ACQUIRE | (policy << 2) | (fence ? 0 : NO_FENCE), key, seq, ttlMs)
-    if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
-    return { acquired: r[1] === 1, seq, fence: r[2], source: SOURCE_NAMES[r[0]] }
+    return this._locks.push(ACQUIRE | (policy << 2) | (fence ? 0 : NO_FENCE), key, seq, ttlMs).then((r) => {
+      if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
+      return { acquired: r[1] === 1, seq, fence: r[2], source: SOURCE_NAMES[r[0]] }
+    })
   }
 
-  /** A release or an extension of a lease granted by `source`: true when it still held the lock. */
-  async _lockOp(kind, key, seq, ttlMs, source) {
-    const r = await this._locks.push(kind | (SOURCES[source] << 2), key, seq, ttlMs)
-    if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
-    return r[1] === 1
+  /** A release or an extension of a lease granted by `source`: resolves true when it still held the lock. */
+  _lockOp(kind, key, seq, ttlMs, source) {
+    return this._locks.push(kind | (SOURCES[source] << 2), key, seq, ttlMs).then((r) => {
+      if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
+      return r[1] === 1
+    })
   }
 
   /**
@@ -379,9 +389,9 @@ class RedisClient {
   }
 
   /** Seed-compatible: release `key` if this process holds it. true when released. */
-  async releaseLock(key) {
+  releaseLock(key) {
     const h = this._held.get(key)
-    if (!h) return false
+    if (!h) return Promise.resolve(false)
     this._held.delete(key)
     return this._lockOp(RELEASE, key, h.seq, 0, h.source)
   }
