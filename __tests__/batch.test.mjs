@@ -1,0 +1,62 @@
+// The JS half of batching (lib/batch.js): calls of a turn become one submission; results come
+// back by batch id through one callback (src/completion.rs). The native side is replaced here by
+// a recorder: what is tested is the bookkeeping (ids, the table of batches in flight, keep-alive),
+// which Redis has no say in. The real path is covered by every store and lock test.
+
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { test } from 'node:test';
+
+const require = createRequire(import.meta.url);
+const { Batcher } = require('../lib/batch.js');
+
+function recorder() {
+  const n = { submitted: [], keepAlive: [], done: null, fail: null };
+  n.native = {
+    setDone: (fn) => {
+      n.done = fn;
+    },
+    keepAlive: (on) => n.keepAlive.push(on),
+    submit: (id, ops, keys) => {
+      if (n.fail) throw n.fail;
+      n.submitted.push({ id, keys: [...keys] });
+    },
+  };
+  return n;
+}
+
+test('many batches in flight, answered in any order: every call gets its own numbers', async () => {
+  const n = recorder();
+  const b = new Batcher(n.native, 3, false, 1); // one call per batch: 300 batches in flight
+  const calls = Array.from({ length: 300 }, (_, i) => b.push(0, `k${i}`));
+  assert.equal(n.submitted.length, 300);
+  assert.ok(b.slots.length >= 300, `the table grew to ${b.slots.length}`);
+  assert.deepEqual(n.keepAlive, [true], 'ref once when the first batch left');
+  const order = [...n.submitted].sort(() => Math.random() - 0.5);
+  for (const { id, keys } of order) n.done(id, Float64Array.from([0, Number(keys[0].slice(1)), id]));
+  n.done(123456, new Float64Array(3)); // an unknown id is ignored
+  const out = await Promise.all(calls);
+  for (const [i, r] of out.entries()) {
+    assert.equal(r.length, 3);
+    assert.equal(r[1], i, `call ${i} got the numbers of key k${i}`);
+  }
+  assert.deepEqual(n.keepAlive, [true, false], 'unref once the last batch came back');
+  assert.equal(b.inflight, 0);
+});
+
+test('a batch of one turn is one submission; a refused submission rejects only its own calls', async () => {
+  const n = recorder();
+  const b = new Batcher(n.native, 3);
+  const first = [b.push(0, 'a'), b.push(1, 'b'), b.push(0, 'c')];
+  await Promise.resolve(); // the microtask flush (nothing in flight)
+  assert.equal(n.submitted.length, 1);
+  assert.deepEqual(n.submitted[0].keys, ['a', 'b', 'c']);
+  n.fail = Object.assign(new Error('lock batch arrays differ in length'), { code: 'InvalidArg' });
+  const refused = assert.rejects(b.push(0, 'd'), (e) => e.code === 'ERR_REDIS_GUARD_INVALID_ARG');
+  await new Promise((resolve) => setImmediate(resolve)); // in flight: flushed on setImmediate
+  await refused;
+  assert.equal(b.inflight, 1, 'the refused batch was never in flight');
+  n.done(n.submitted[0].id, Float64Array.from([0, 1, 10, 0, 2, 20, 0, 3, 30]));
+  assert.deepEqual((await Promise.all(first)).map((r) => r[1]), [1, 2, 3]);
+  assert.equal(b.inflight, 0);
+});
