@@ -230,6 +230,16 @@ async fn send(client: &Client, c: &Call, by_sha: bool) -> Result<Value, fred::er
 pub async fn run_batch(client: &Client, calls: &[Call]) -> Vec<Result<Value, fred::error::Error>> {
   let mut results: Vec<Result<Value, fred::error::Error>> = if calls.len() == 1 {
     vec![send(client, &calls[0], true).await]
+  } else if !client.is_clustered() {
+    // One router message and one responder for all the calls (no per-call future, channel or
+    // timer). In a cluster each call is sent on its own: fred fails a whole pipeline on a
+    // redirection, and `send` retries redirected calls one by one.
+    let pipe = client.pipeline();
+    for c in calls {
+      let (cmd, args) = command(c, true);
+      let _: Result<(), _> = pipe.custom(cmd, args).await;
+    }
+    pipe.try_all::<Value>().await
   } else {
     futures::future::join_all(calls.iter().map(|c| send(client, c, true))).await
   };
