@@ -223,10 +223,10 @@ async fn send(client: &Client, c: &Call, by_sha: bool) -> Result<Value, fred::er
   }
 }
 
-/// Run `calls`, each as its own command, all handed to fred in one poll so that they queue
-/// together and fred coalesces their writes (a fred `Pipeline` flushes the socket after every
-/// command). Each call gets its own result. `NOSCRIPT` calls are re-sent once with `EVAL`.
-/// Deadlines are applied by the caller around this whole future.
+/// Run `calls`: one fred pipeline on a standalone or sentinel server, one command per call in a
+/// cluster (see [`send`]). fred 10.1 still writes (flushes) each script command on its own. Each
+/// call gets its own result. `NOSCRIPT` calls are re-sent once with `EVAL`. Deadlines are
+/// applied by the caller around this whole future.
 pub async fn run_batch(client: &Client, calls: &[Call]) -> Vec<Result<Value, fred::error::Error>> {
   let mut results: Vec<Result<Value, fred::error::Error>> = if calls.len() == 1 {
     vec![send(client, &calls[0], true).await]
