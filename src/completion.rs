@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
@@ -88,8 +89,10 @@ impl Completions {
     self.tsfn.lock().unwrap_or_else(|e| e.into_inner()).clone()
   }
 
-  /// Run `batch` on the tokio runtime and hand its numbers to the callback with `id`.
-  pub fn spawn<F>(&self, id: u32, batch: F) -> Result<()>
+  /// Run `batch` (`items` calls, three numbers each) on the tokio runtime and hand its numbers
+  /// to the callback with `id`. Should the batch panic (a bug), every call of it still gets an
+  /// answer, `ERR_REDIS_GUARD_UNAVAILABLE`, rather than waiting forever and keeping the loop alive.
+  pub fn spawn<F>(&self, id: u32, items: usize, batch: F) -> Result<()>
   where
     F: Future<Output = Vec<f64>> + Send + 'static,
   {
@@ -100,7 +103,13 @@ impl Completions {
       ));
     };
     napi::bindgen_prelude::spawn(async move {
-      let out = batch.await;
+      let out = match std::panic::AssertUnwindSafe(batch).catch_unwind().await {
+        Ok(out) => out,
+        Err(_) => {
+          tracing::error!(target: "redis_guard", "internal error: a batch panicked; its calls fail as unavailable");
+          [crate::error::Code::Unavailable.as_num(), 0.0, 0.0].repeat(items)
+        }
+      };
       // Fails only while Node tears the environment down: nobody is left to answer.
       let _ = tsfn.call(
         (id, Float64Array::new(out)).into(),

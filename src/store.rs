@@ -450,7 +450,8 @@ impl NativeStore {
       return Err(GuardError::new(Code::InvalidArg, "ops and keys differ in length").into());
     }
     let ops = ops.to_vec();
-    self.done.spawn(id, self.inner.clone().run(ops, keys))
+    let n = keys.len();
+    self.done.spawn(id, n, self.inner.clone().run(ops, keys))
   }
 
   /// Delete every key of this store's prefix (SCAN + UNLINK on every primary, never KEYS) and
