@@ -27,7 +27,7 @@ function recorder() {
 
 test('many batches in flight, answered in any order: every call gets its own numbers', async () => {
   const n = recorder();
-  const b = new Batcher(n.native, 3, false, 1); // one call per batch: 300 batches in flight
+  const b = new Batcher(n.native, false, 1); // one call per batch: 300 batches in flight
   const calls = Array.from({ length: 300 }, (_, i) => b.push(0, `k${i}`));
   assert.equal(n.submitted.length, 300);
   assert.ok(b.slots.length >= 300, `the table grew to ${b.slots.length}`);
@@ -46,7 +46,7 @@ test('many batches in flight, answered in any order: every call gets its own num
 
 test('a batch of one turn is one submission; a refused submission rejects only its own calls', async () => {
   const n = recorder();
-  const b = new Batcher(n.native, 3);
+  const b = new Batcher(n.native);
   const first = [b.push(0, 'a'), b.push(1, 'b'), b.push(0, 'c')];
   await Promise.resolve(); // the microtask flush (nothing in flight)
   assert.equal(n.submitted.length, 1);

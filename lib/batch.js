@@ -1,6 +1,6 @@
 'use strict'
 // One JS→Rust crossing per batch: the calls of one event-loop turn are collected and sent
-// together (a string array and a Uint8Array of op codes in, a flat Float64Array out, `width`
+// together (a string array and a Uint8Array of op codes in, a flat Float64Array out, three
 // numbers per call, back through one persistent callback rather than a promise per crossing). See the README's performance notes and bench/.
 
 const { toError } = require('./errors.js')
@@ -19,14 +19,12 @@ class Batcher {
    *   setDone: (fn: (id: number, out: Float64Array) => void) => void, keepAlive: (on: boolean) => void }} native
    *   the native side: `submit` starts batch `id`, whose results come back through the `setDone`
    *   callback (src/completion.rs); `keepAlive` refs that callback while batches are in flight
-   * @param {number} width result numbers per call
    * @param {boolean} [extra] whether calls carry a token number and a number (locks)
    * @param {number} [max] most calls per batch
    */
-  constructor(native, width, extra = false, max = MAX_BATCH) {
+  constructor(native, extra = false, max = MAX_BATCH) {
     this.native = native
     this.max = max
-    this.width = width
     this.extra = extra
     this.inflight = 0
     this.scheduled = false
@@ -51,7 +49,7 @@ class Batcher {
     }
   }
 
-  /** Queue one call; resolves with its `width` result numbers. */
+  /** Queue one call; resolves with its three result numbers. */
   push(op, key, seq, num) {
     return new Promise((resolve, reject) => {
       this.ops.push(op)
@@ -114,15 +112,14 @@ class Batcher {
     }
   }
 
-  /** Batch `id` is done: `out` holds `width` numbers per call. */
+  /** Batch `id` is done: `out` holds three numbers per call. */
   done(id, out) {
     const at = id & (this.slots.length - 1)
     const waiters = this.slots[at]
     if (waiters === undefined || this.ids[at] !== id) return
     this.slots[at] = undefined
     if (--this.inflight === 0) this.native.keepAlive(false)
-    const { width } = this
-    for (let i = 0, j = 0; i < waiters.length; i += 2, j += width) waiters[i](out.subarray(j, j + width))
+    for (let i = 0, j = 0; i < waiters.length; i += 2, j += 3) waiters[i](out.subarray(j, j + 3))
   }
 }
 

@@ -245,7 +245,7 @@ class RedisClient {
     // At most 24 lock calls per batch: a caller's acquire and release are two dependent batches,
     // so with 64 cycles in flight three batches circulate and JS, tokio and Redis work side by
     // side (measured: 2 batches of 32 ~80k cycles/s, 3 of 22-26 ~90-100k, 5 of 13 ~80-94k).
-    this._locks = new Batcher({ submit: n.lockSubmit.bind(n), setDone: n.setLockDone.bind(n), keepAlive: n.lockKeepAlive.bind(n) }, 3, true, 24)
+    this._locks = new Batcher({ submit: n.lockSubmit.bind(n), setDone: n.setLockDone.bind(n), keepAlive: n.lockKeepAlive.bind(n) }, true, 24)
   }
 
   /** The URL, password masked. */

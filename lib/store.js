@@ -55,7 +55,7 @@ class RedisStore {
       throw toError(e)
     }
     const native = this._native
-    this._batch = new Batcher({ submit: native.submit.bind(native), setDone: native.setDone.bind(native), keepAlive: native.keepAlive.bind(native) }, 3)
+    this._batch = new Batcher({ submit: native.submit.bind(native), setDone: native.setDone.bind(native), keepAlive: native.keepAlive.bind(native) })
     this.windowMs = 60_000
     this.limit = undefined
     /** key -> { totalHits, resetAt, local }: keys over a static limit, answered here until reset. */

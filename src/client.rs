@@ -506,6 +506,11 @@ impl ClientInner {
     }
   }
 
+  /// Whether this client talks to a Redis Cluster (scripts are grouped by slot).
+  pub fn is_cluster(&self) -> bool {
+    matches!(self.settings.topology, Topology::Cluster { .. })
+  }
+
   /// Run one Redis operation under the command deadline. Connection-level failures open the
   /// circuit; Redis errors (OOM, NOPERM, ...) are returned for this call only.
   pub async fn run<T, F>(self: &Arc<Self>, fut: F) -> std::result::Result<T, GuardError>

@@ -86,11 +86,7 @@ struct Op {
 
 impl ClientInner {
   fn lock_key(&self, key: &str) -> String {
-    let prefix = &self.settings.lock_prefix;
-    let mut lk = String::with_capacity(prefix.len() + key.len());
-    lk.push_str(prefix);
-    lk.push_str(key);
-    lk
+    format!("{}{}", self.settings.lock_prefix, key)
   }
 
   /// What Redis cannot decide: `out` gets the policy's answer for an op bound for Redis.
@@ -246,21 +242,14 @@ impl ClientInner {
       return out;
     }
     // Group by slot in a cluster (a lock key and its fence key share one); one call otherwise.
-    let cluster = matches!(
-      self.settings.topology,
-      crate::config::Topology::Cluster { .. }
-    );
-    let groups = crate::slot::groups(ok_ops.iter().map(|o| o.lk.as_bytes()), cluster);
+    let groups = crate::slot::groups(ok_ops.iter().map(|o| o.lk.as_bytes()), self.is_cluster());
     let calls: Vec<Call> = groups.iter().map(|g| self.lock_call(&ok_ops, g)).collect();
-    let results = match tokio::time::timeout(
-      self.settings.command_timeout,
-      scripts::run_batch(&self.redis, &calls),
-    )
-    .await
+    let results = match self
+      .run(async { Ok(scripts::run_batch(&self.redis, &calls).await) })
+      .await
     {
       Ok(r) => r,
       Err(_) => {
-        self.on_timeout();
         unavailable(self, &mut out);
         return out;
       }
@@ -313,14 +302,7 @@ fn token(seq: f64) -> std::result::Result<String, GuardError> {
   if !(1.0..=9_007_199_254_740_991.0).contains(&seq) || seq.fract() != 0.0 {
     return Err(GuardError::new(Code::InvalidArg, "bad lock token"));
   }
-  const HEX: &[u8; 16] = b"0123456789abcdef";
-  let mut t = String::with_capacity(32);
-  t.push_str(&TOKEN_PREFIX);
-  let seq = seq as u64;
-  for shift in (0..16).rev() {
-    t.push(HEX[((seq >> (4 * shift)) & 15) as usize] as char);
-  }
-  Ok(t)
+  Ok(format!("{}{:016x}", *TOKEN_PREFIX, seq as u64))
 }
 
 /// The prefix of this process's lock tokens (see `Lease.token`).

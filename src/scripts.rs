@@ -88,22 +88,20 @@ pub static LOCK_BATCH: LazyLock<Script> = LazyLock::new(|| {
   Script::new(
     r#"local ops = ARGV[1]
 local fttl = tonumber(ARGV[2])
-local function grant(lk, fk, tok, ttl, floor)
-  if redis.call("SET", lk, tok, "NX", "PX", ttl) then
-    local f = redis.call("INCR", fk)
-    floor = tonumber(floor)
-    if floor and f <= floor then
-      f = floor + 1
-      redis.call("SET", fk, string.format("%d", f))
-    end
-    redis.call("PEXPIRE", fk, fttl)
-    return f
-  end
-  return 0
-end
 local function bare(lk, tok, ttl)
   if redis.call("SET", lk, tok, "NX", "PX", ttl) then return 1 end
   return 0
+end
+local function grant(lk, fk, tok, ttl, floor)
+  if bare(lk, tok, ttl) == 0 then return 0 end
+  local f = redis.call("INCR", fk)
+  floor = tonumber(floor)
+  if floor and f <= floor then
+    f = floor + 1
+    redis.call("SET", fk, string.format("%d", f))
+  end
+  redis.call("PEXPIRE", fk, fttl)
+  return f
 end
 local function release(lk, tok)
   if redis.call("GET", lk) ~= tok then return 0 end

@@ -242,11 +242,7 @@ impl StoreInner {
   fn plan(&self, ops: &[u8], keys: &[String]) -> (Vec<Vec<usize>>, Vec<Call>) {
     let rks: Vec<String> = keys.iter().map(|k| redis_key(&self.prefix, k)).collect();
     let groups: Vec<Vec<usize>> = if self.batch_script {
-      let cluster = matches!(
-        self.client.settings.topology,
-        crate::config::Topology::Cluster { .. }
-      );
-      crate::slot::groups(rks.iter().map(|k| k.as_bytes()), cluster)
+      crate::slot::groups(rks.iter().map(|k| k.as_bytes()), self.client.is_cluster())
     } else {
       (0..keys.len()).map(|i| vec![i]).collect()
     };
@@ -292,15 +288,12 @@ impl StoreInner {
       return out;
     }
     let (groups, calls) = self.plan(&ops, &keys);
-    let results = match tokio::time::timeout(
-      client.settings.command_timeout,
-      scripts::run_batch(&client.redis, &calls),
-    )
-    .await
+    let results = match client
+      .run(async { Ok(scripts::run_batch(&client.redis, &calls).await) })
+      .await
     {
       Ok(r) => r,
-      Err(_) => {
-        let e = client.on_timeout();
+      Err(e) => {
         for i in 0..n {
           self.fallback(ops[i], &keys[i], Some(&e), &mut out[i * 3..i * 3 + 3]);
         }
@@ -467,10 +460,7 @@ impl NativeStore {
       return Err(GuardError::new(Code::Unavailable, "Redis is unavailable").into());
     }
     let pattern = format!("{}*", glob_escape(&me.prefix));
-    let cluster = matches!(
-      me.client.settings.topology,
-      crate::config::Topology::Cluster { .. }
-    );
+    let cluster = me.client.is_cluster();
     let mut stream = if cluster {
       me.client
         .redis
