@@ -17,6 +17,7 @@
 import { createRequire } from 'node:module'
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { serve, unhandled } from './child.mjs'
 
 const require = createRequire(import.meta.url)
 const express = require('express')
@@ -29,12 +30,6 @@ const loopDelay = monitorEventLoopDelay({ resolution: 10 })
 loopDelay.enable()
 
 // ---- things the parent asserts on ------------------------------------------------------------
-let unhandled = 0
-const unhandledReasons = []
-process.on('unhandledRejection', (reason) => {
-  unhandled++
-  if (unhandledReasons.length < 5) unhandledReasons.push(String(reason && reason.stack ? reason.stack : reason))
-})
 /** Keys whose increment was acknowledged by Redis -> when (epoch ms). */
 const acked = new Map()
 /** Error messages that reached the caller (HTTP 500 bodies, lock rejections). */
@@ -191,8 +186,8 @@ const handlers = {
   async stats() {
     const health = client ? await client.healthCheck() : undefined
     return {
-      unhandled,
-      unhandledReasons,
+      unhandled: unhandled.count,
+      unhandledReasons: unhandled.reasons,
       httpErrors,
       surfaced,
       acked: [...acked.entries()],
@@ -274,18 +269,8 @@ const handlers = {
     server.closeAllConnections()
     await new Promise((r) => server.close(r))
     await closeStore()
-    return { unhandled }
+    return { unhandled: unhandled.count }
   },
 }
 
-process.on('message', async (m) => {
-  if (!m || typeof m !== 'object' || !m.cmd) return
-  try {
-    const result = await handlers[m.cmd](m.args || {})
-    process.send({ id: m.id, result }, () => {
-      if (m.cmd === 'close') process.disconnect()
-    })
-  } catch (e) {
-    process.send({ id: m.id, error: String(e && e.stack ? e.stack : e) })
-  }
-})
+serve(handlers, { ready: false }) // ready (with the port) once listening

@@ -4,14 +4,11 @@
 
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
+import { serve, unhandled } from './child.mjs'
 
 const require = createRequire(import.meta.url)
 const { RedisClient, RedisStore } = require('../../index.js')
 const p = JSON.parse(process.argv[2])
-let unhandled = 0
-process.on('unhandledRejection', () => {
-  unhandled++
-})
 const client = new RedisClient(p.clientOptions)
 const store = new RedisStore({ client })
 store.init({ windowMs: 600_000, limit: 100 })
@@ -54,19 +51,14 @@ async function run() {
     blocks,
     available: client.isAvailable(),
     stats: client.stats(),
-    unhandled,
+    unhandled: unhandled.count,
   }
 }
 
-process.on('message', async (m) => {
-  if (!m || typeof m !== 'object') return
-  try {
-    const result = m.cmd === 'run' ? await run() : m.cmd === 'close' ? (await client.close(), { unhandled }) : null
-    process.send({ id: m.id, result }, () => {
-      if (m.cmd === 'close') process.disconnect()
-    })
-  } catch (e) {
-    process.send({ id: m.id, error: String(e && e.stack ? e.stack : e) })
-  }
+serve({
+  run,
+  async close() {
+    await client.close()
+    return { unhandled: unhandled.count }
+  },
 })
-process.send({ type: 'ready' })

@@ -2,15 +2,12 @@
 // argv[2] = JSON { clientOptions }. IPC: { id, cmd, args } -> { id, result } | { id, error }.
 
 import { createRequire } from 'node:module'
+import { serve, unhandled } from './child.mjs'
 
 const require = createRequire(import.meta.url)
 const { RedisClient } = require('../../index.js')
 
 const p = JSON.parse(process.argv[2])
-let unhandled = 0
-process.on('unhandledRejection', () => {
-  unhandled++
-})
 const client = new RedisClient(p.clientOptions)
 const leases = new Map()
 
@@ -58,19 +55,8 @@ const handlers = {
   },
   async close() {
     await client.close()
-    return { unhandled }
+    return { unhandled: unhandled.count }
   },
 }
 
-process.on('message', async (m) => {
-  if (!m || typeof m !== 'object' || !m.cmd) return
-  try {
-    const result = await handlers[m.cmd](m.args || {})
-    process.send({ id: m.id, result }, () => {
-      if (m.cmd === 'close') process.disconnect()
-    })
-  } catch (e) {
-    process.send({ id: m.id, error: String(e && e.stack ? e.stack : e) })
-  }
-})
-process.send({ type: 'ready' })
+serve(handlers)
