@@ -1,7 +1,8 @@
 'use strict'
 // One JS→Rust crossing per batch: the calls of one event-loop turn are collected and sent
 // together (a string array and a Uint8Array of op codes in, a flat Float64Array out, three
-// numbers per call, back through one persistent callback rather than a promise per crossing). See the README's performance notes and bench/.
+// numbers per call, back through one persistent callback rather than a promise per crossing).
+// See the README's performance notes and bench/.
 
 const { toError } = require('./errors.js')
 
@@ -123,4 +124,4 @@ class Batcher {
   }
 }
 
-module.exports = { Batcher, MAX_BATCH }
+module.exports = { Batcher }
