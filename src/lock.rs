@@ -355,7 +355,7 @@ impl NativeClient {
     let seqs = seqs.to_vec();
     let ttls = ttls.to_vec();
     let me = self.inner.clone();
-    self.lock_done.spawn(id, n, async move {
+    self.lock_done.spawn(id, n, move || async move {
       let parsed = keys
         .iter()
         .enumerate()

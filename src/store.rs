@@ -444,7 +444,8 @@ impl NativeStore {
     }
     let ops = ops.to_vec();
     let n = keys.len();
-    self.done.spawn(id, n, self.inner.clone().run(ops, keys))
+    let me = self.inner.clone();
+    self.done.spawn(id, n, move || me.run(ops, keys))
   }
 
   /// Delete every key of this store's prefix (SCAN + UNLINK on every primary, never KEYS) and
