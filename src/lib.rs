@@ -17,6 +17,6 @@ mod store;
 /// mimalloc for the addon's own (Rust) allocations. A batch frees many small strings and
 /// allocates its boxed future (~17 KB: fred's command futures are ~8 KB each); with glibc's
 /// allocator every such large request consolidated the freed small chunks first, and malloc and
-/// free took ~15 % of the process's CPU in the lock benchmark (see bench/README.md).
+/// free took ~15 % of the process's CPU in the lock benchmark (see the README's Performance).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
