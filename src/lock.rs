@@ -89,9 +89,8 @@ impl ClientInner {
     format!("{}{}", self.settings.lock_prefix, key)
   }
 
-  /// What Redis cannot decide: `out` gets the policy's answer for an op bound for Redis.
-  fn lock_unavailable(&self, op: &Op, out: &mut [f64]) {
-    let now = now_ms();
+  /// What Redis cannot decide: `out` gets the policy's answer at `now` for an op bound for Redis.
+  fn lock_unavailable(&self, op: &Op, now: u64, out: &mut [f64]) {
     match (op.kind, op.sub) {
       (ACQUIRE, REDIS_OR_LOCAL_MODE) => {
         self
@@ -113,9 +112,8 @@ impl ClientInner {
     }
   }
 
-  /// Apply Redis's answer `r` for one op.
-  fn lock_applied(&self, op: &Op, r: i64, out: &mut [f64]) {
-    let now = now_ms();
+  /// Apply Redis's answer `r` for one op, received at `now`.
+  fn lock_applied(&self, op: &Op, r: i64, now: u64, out: &mut [f64]) {
     match op.kind {
       ACQUIRE if r > 0 && !op.fence => {
         self.locks.record(&op.lk, &op.token, op.ttl, now);
@@ -227,8 +225,9 @@ impl ClientInner {
       .filter_map(|&i| ops[i].as_ref().ok())
       .collect();
     let unavailable = |me: &Self, out: &mut [f64]| {
+      let now = now_ms();
       for (j, &i) in to_redis.iter().enumerate() {
-        me.lock_unavailable(ok_ops[j], &mut out[3 * i..3 * i + 3]);
+        me.lock_unavailable(ok_ops[j], now, &mut out[3 * i..3 * i + 3]);
       }
     };
     if self.is_closed() {
@@ -254,6 +253,8 @@ impl ClientInner {
         return out;
       }
     };
+    // One clock read for the whole batch: the mirrors of its grants expire from here.
+    let now = now_ms();
     for (g, r) in groups.iter().zip(results) {
       let replies: std::result::Result<Vec<i64>, Option<GuardError>> = match r {
         Ok(Value::Array(a)) if a.len() == g.len() => {
@@ -280,11 +281,11 @@ impl ClientInner {
         let i = to_redis[j];
         let slot = &mut out[3 * i..3 * i + 3];
         match &replies {
-          Ok(r) if r[k] >= 0 => self.lock_applied(ok_ops[j], r[k], slot),
+          Ok(r) if r[k] >= 0 => self.lock_applied(ok_ops[j], r[k], now, slot),
           // OOM inside the script (-2): nothing was written; the policy decides for this op.
-          Ok(r) if r[k] == -2 => self.lock_unavailable(ok_ops[j], slot),
+          Ok(r) if r[k] == -2 => self.lock_unavailable(ok_ops[j], now, slot),
           Ok(_) => slot.copy_from_slice(&[Code::Redis.as_num(), 0.0, 0.0]),
-          Err(None) => self.lock_unavailable(ok_ops[j], slot),
+          Err(None) => self.lock_unavailable(ok_ops[j], now, slot),
           Err(Some(e)) => slot.copy_from_slice(&[e.code.as_num(), 0.0, 0.0]),
         }
       }
