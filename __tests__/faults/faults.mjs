@@ -32,7 +32,8 @@ const connectionsReceived = async (server) =>
  *  secrets                 strings that must appear nowhere
  *  total, durationMs, timeoutMs   the HTTP workload (httpLoad)
  *  waitReady               wait until the client is connected before the load (default true)
- *  drive(ctx)              provokes the fault; ctx: { t0, at(ms), mark(name), dataLoss[], app, notes }
+ *  drive(ctx)              provokes the fault; ctx: { t0, at(ms), mark(name), lose(fn), dataLoss[], app, notes }
+ *                          (`await ctx.lose(fn)` runs a command that loses data and records when)
  *  count                   the server (or () => server) whose rl:* keys are compared with the
  *                          acknowledged increments; omit when nothing can be counted
  *  recover                 expect the client back on Redis after the fault (default true)
@@ -67,6 +68,12 @@ export async function scenario(o) {
       at: (ms) => at(t0, ms),
       mark: (name) => {
         figures.marks[name] = Date.now() - t0
+      },
+      // The loss happened somewhere while `fn` ran: its [start, end] span is the data-loss event.
+      lose: async (fn) => {
+        const start = Date.now()
+        await fn()
+        ctx.dataLoss.push([start, Date.now()])
       },
     }
     const [records] = await Promise.all([
@@ -165,9 +172,7 @@ export async function killUnderLoad({ kind = 'redis-guard', total = 200, duratio
       drive: async (ctx) => {
         await ctx.at(killAt)
         ctx.mark('kill')
-        const lossStart = Date.now()
-        await server.kill()
-        ctx.dataLoss.push([lossStart, Date.now()])
+        await ctx.lose(() => server.kill())
         await ctx.at(killAt + downMs)
         await server.restart()
         ctx.mark('restarted')
@@ -225,14 +230,13 @@ export async function dataLoss({ how = 'shutdown-nosave', total = 200, durationM
         for (let i = 0; i < 3; i++) ctx.notes.sharedBefore = await ctx.app.ask('probe', { key: 'shared' })
         await ctx.at(1000)
         ctx.mark('loss')
-        const lossStart = Date.now()
         if (how === 'flushall') {
-          await server.cli('FLUSHALL')
-          ctx.dataLoss.push([lossStart, Date.now()])
+          await ctx.lose(() => server.cli('FLUSHALL'))
         } else {
-          await server.cli('SHUTDOWN', 'NOSAVE').catch(() => {})
-          await server.kill() // already gone: resolves at once
-          ctx.dataLoss.push([lossStart, Date.now()])
+          await ctx.lose(async () => {
+            await server.cli('SHUTDOWN', 'NOSAVE').catch(() => {})
+            await server.kill() // already gone: resolves at once
+          })
           await server.restart()
           ctx.mark('restarted')
         }
@@ -608,9 +612,7 @@ export async function loading({ keys = 15_000, keyLoadDelayUs = 15, total = 200,
         await ctx.at(800)
         ctx.mark('restart')
         // kill -9: the RDB holds the big dataset, not the increments made after SAVE.
-        const lossStart = Date.now()
-        await server.kill()
-        ctx.dataLoss.push([lossStart, Date.now()])
+        await ctx.lose(() => server.kill())
         const restarted = server.restart()
         ctx.notes.loadingSeen = Boolean(await until(async () => /LOADING/.test(await pingSays()), { timeout: 10_000, interval: 20 }))
         ctx.mark('loading')

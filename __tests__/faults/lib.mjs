@@ -196,7 +196,8 @@ export async function redisValues(server, pattern = 'rl:*') {
 /**
  * Key-by-key accounting of increments. `sentKeys`: every key the workload incremented once
  * (without prefix); `acked`: [key, epoch ms] of those acknowledged by Redis; `values`: Redis
- * keys -> value; `dataLoss`: epoch ms (or [start, end] spans) of data-loss events (kill -9, SHUTDOWN NOSAVE, FLUSHALL).
+ * keys -> value; `dataLoss`: [start, end] epoch-ms spans of data-loss events (kill -9, SHUTDOWN
+ * NOSAVE, FLUSHALL: the loss happened somewhere inside).
  * - duplicated: keys whose counter is above 1 (an increment counted twice: must be 0);
  * - lost: acknowledged increments missing from Redis that no data-loss event explains;
  * - lostToDataLoss: acknowledged before a data-loss event and gone with it (expected);
@@ -206,7 +207,7 @@ export async function redisValues(server, pattern = 'rl:*') {
  */
 export function accountIncrements(sentKeys, acked, values, { prefix = 'rl:', dataLoss = [] } = {}) {
   const ackedAt = new Map(acked)
-  const lastLoss = dataLoss.length ? Math.max(...dataLoss.map((d) => (Array.isArray(d) ? d[1] : d))) : -Infinity
+  const lastLoss = dataLoss.length ? Math.max(...dataLoss.map(([, end]) => end)) : -Infinity
   let duplicated = 0
   let lost = 0
   let lostToDataLoss = 0
@@ -263,10 +264,9 @@ export function analyseLocks({ events = [], errors = [] } = {}, dataLoss = []) {
     for (const b of redis) {
       if (a === b) continue
       if (b.tGrant >= a.tGrant && b.tGrant < a.tRelReq && b.tGrant < a.tReq + a.ttl) {
-        // A data-loss event is a time or a [start, end] span (the command that caused it ran
-        // somewhere inside): it explains the overlap when it may have fallen between a's
+        // A data-loss span explains the overlap when the loss may have fallen between a's
         // request and b's grant.
-        if (dataLoss.some((d) => (Array.isArray(d) ? d[1] : d) >= a.tReq && (Array.isArray(d) ? d[0] : d) <= b.tGrant)) overlapsAfterDataLoss++
+        if (dataLoss.some(([start, end]) => end >= a.tReq && start <= b.tGrant)) overlapsAfterDataLoss++
         else {
           doubleGrants++
           if (examples.length < 3) examples.push({ a, b })
