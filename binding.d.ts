@@ -77,6 +77,13 @@ export declare class NativeStore {
   fallbackSize(): number
 }
 
+/**
+ * The wall clock in ms since the epoch, read here rather than with `Date.now()`: fake-timer
+ * libraries replace `Date` and `performance` in tests, and leases and windows live in Redis's
+ * real time (`lib/timers.js`).
+ */
+export declare function clockMs(): number
+
 /** The result of `healthCheck()`. */
 export interface HealthResult {
   /**

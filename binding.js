@@ -837,4 +837,5 @@ module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __n
 module.exports = nativeBinding
 module.exports.NativeClient = nativeBinding.NativeClient
 module.exports.NativeStore = nativeBinding.NativeStore
+module.exports.clockMs = nativeBinding.clockMs
 module.exports.lockTokenPrefix = nativeBinding.lockTokenPrefix

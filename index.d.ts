@@ -69,7 +69,11 @@ export interface Health {
 export type LockUnavailablePolicy = 'local' | 'allow' | 'deny'
 
 export interface LockOptions {
-  /** Time to live of the lock, in ms. The default value is `30000`. */
+  /**
+   * Time to live of the lock, in ms: above 0 and at most one year (31536000000 ms; more is
+   * `ERR_REDIS_GUARD_INVALID_ARG`); a fractional value is rounded up to the next whole ms. Leases
+   * longer than Node's 24.8-day timer limit are timed correctly. The default value is `30000`.
+   */
   ttlMs?: number
   /** How long to wait for a held lock, in ms. The default value is `0` (one attempt). */
   waitMs?: number
@@ -90,7 +94,7 @@ export declare class Lease {
   readonly fence: number
   /** `redis`, `local` (process-local fallback) or `allow` (not locked: Redis was down and the policy allowed it). */
   readonly source: 'redis' | 'local' | 'allow'
-  /** When the lease expires unless extended (ms since the epoch). */
+  /** When the lease expires unless extended (ms since the epoch, on the real clock even under fake timers). */
   readonly expiresAt: number
   /** Aborted when the lease is lost. */
   readonly signal: AbortSignal
@@ -125,7 +129,10 @@ export declare class RedisClient {
   /** Run `fn` holding `key`, auto-extending every ttlMs/3 and always releasing. */
   withLock<T>(key: string, options: LockOptions, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T>
   withLock<T>(key: string, fn: (signal: AbortSignal) => Promise<T> | T): Promise<T>
-  /** Seed-compatible helper: take `lock:${key}` for `ttlSeconds` (default 30). */
+  /**
+   * Seed-compatible helper: take `lock:${key}` for `ttlSeconds` (default 30; fractional seconds
+   * are rounded up to the next whole ms; at most one year).
+   */
   acquireLock(key: string, ttlSeconds?: number, options?: { onUnavailable?: LockUnavailablePolicy }): Promise<boolean>
   /** Seed-compatible helper: release `key` if this process holds it (token-checked). */
   releaseLock(key: string): Promise<boolean>
@@ -182,6 +189,9 @@ export declare class RedisStore {
   /** Keys the memory fallback holds now. */
   fallbackSize(): number
 }
+
+/** rate-limit-redis's form works too: `import RedisStore from 'redis-guard'` (CJS: `require('redis-guard').default`). */
+export default RedisStore
 
 /** The process-wide client built from the environment on first use. */
 export declare function getDefaultClient(): RedisClient

@@ -24,6 +24,11 @@ async function closeDefaultClient() {
 module.exports = {
   RedisClient,
   RedisStore,
+  /**
+   * rate-limit-redis's default-export form, `require('rate-limit-redis').default` /
+   * `import RedisStore from 'rate-limit-redis'`, works with redis-guard in its place.
+   */
+  default: RedisStore,
   Lease,
   RedisGuardError,
   codes,
@@ -44,3 +49,6 @@ module.exports = {
   /** Extend `lock:${key}` if this process holds it. */
   extendLock: (key, ttlSeconds) => getDefaultClient().extendLock(key, ttlSeconds),
 }
+// Marks `default` as the ES default export for TypeScript's and bundlers' CommonJS interop, so
+// `import RedisStore from 'redis-guard'` compiled to CommonJS gets RedisStore, as in ESM.
+Object.defineProperty(module.exports, '__esModule', { value: true })

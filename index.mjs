@@ -16,4 +16,5 @@ export const {
   releaseLock,
   extendLock,
 } = cjs
-export default cjs
+// The default export is RedisStore, as rate-limit-redis's is: `import RedisStore from 'redis-guard'`.
+export default cjs.RedisStore

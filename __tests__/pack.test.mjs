@@ -156,8 +156,9 @@ test('install the tarball in a fresh app, use it from CommonJS and ESM against R
   // 4. ESM: named imports, plus the health handler mounted in the app's own express@5.
   const mjs = path.join(app, 'smoke.mjs');
   await fsp.writeFile(mjs, `
-import { RedisClient, RedisStore, isRedisAvailable } from 'redis-guard'
-import guard from 'redis-guard'
+import { RedisClient, RedisStore, isRedisAvailable, closeDefaultClient } from 'redis-guard'
+import * as guard from 'redis-guard'
+import DefaultStore from 'redis-guard'
 import express from 'express'
 import { createRequire } from 'node:module'
 
@@ -174,10 +175,10 @@ const body = await res.json()
 http.close()
 const expressVersion = createRequire(import.meta.url)('express/package.json').version
 console.log('RESULT ' + JSON.stringify({ ready, available: client.isAvailable(), moduleAvailable: isRedisAvailable(),
-  r1, resetIsDate: r1.resetTime instanceof Date, sameClass: guard.RedisClient === RedisClient,
+  r1, resetIsDate: r1.resetTime instanceof Date, sameClass: guard.RedisClient === RedisClient && DefaultStore === RedisStore,
   healthStatus: res.status, health: body, expressVersion }))
 await client.close()
-await guard.closeDefaultClient()
+await closeDefaultClient()
 `);
   const e = result(ok(await run(process.execPath, [mjs], { cwd: app, env: runEnv, timeout: 20_000 }), 'ESM'), 'ESM');
   assert.equal(e.ready, true);

@@ -37,12 +37,14 @@ test('ESM and CommonJS entries export the same objects', async () => {
     assert.ok(cjs[n] !== undefined, `CommonJS exports ${n}`);
     assert.equal(esm[n], cjs[n], `ESM ${n} is the CommonJS one`);
   }
-  assert.equal(esmDefault, cjs);
+  // The default export is RedisStore, as rate-limit-redis's is (`import RedisStore from ...`).
+  assert.equal(esmDefault, cjs.RedisStore);
+  assert.equal(cjs.default, cjs.RedisStore);
   // The package name resolves through package.json "exports" (self-reference) in both systems.
   assert.equal(require('redis-guard').RedisStore, cjs.RedisStore);
   const byName = await import('redis-guard');
   assert.equal(byName.RedisStore, cjs.RedisStore);
-  assert.equal(byName.default, cjs);
+  assert.equal(byName.default, cjs.RedisStore);
 });
 
 test('ESM import and CommonJS require both count in Redis, from fresh processes', async () => {

@@ -5,6 +5,7 @@
 // See the README's performance notes and bench/.
 
 const { toError } = require('./errors.js')
+const { microtask, setImmediate } = require('./timers.js')
 
 /** Most calls per crossing: several batches in flight keep JS, tokio and Redis busy together. */
 const MAX_BATCH = 64
@@ -12,7 +13,8 @@ const MAX_BATCH = 64
 /**
  * Flush rule: a microtask when nothing is in flight (lowest latency for a lone call),
  * `setImmediate` otherwise (so calls that arrive in later turns, as HTTP requests do, join the
- * batch instead of each paying a crossing); at MAX_BATCH at once.
+ * batch instead of each paying a crossing); at MAX_BATCH at once. Both are out of reach of fake
+ * timers (lib/timers.js).
  */
 class Batcher {
   /**
@@ -63,7 +65,7 @@ class Batcher {
       if (this.ops.length >= this.max) this.flush()
       else if (!this.scheduled) {
         this.scheduled = true
-        if (this.inflight === 0) queueMicrotask(this.flush)
+        if (this.inflight === 0) microtask(this.flush)
         else setImmediate(this.flush)
       }
     })

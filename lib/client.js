@@ -6,6 +6,7 @@ const { inspect } = require('node:util')
 const { NativeClient, lockTokenPrefix } = require('../binding.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
+const timers = require('./timers.js')
 
 // Lock batch op codes (see src/lock.rs): kind in bits 0-1, policy or source in bits 2-3.
 const ACQUIRE = 0
@@ -28,18 +29,18 @@ function tokenOf(seq) {
   return TOKEN_PREFIX + seq.toString(16).padStart(16, '0')
 }
 
-const ENV_KEYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_USERNAME', 'REDIS_PASSWORD', 'REDIS_DB', 'REDIS_TLS',
-  'REDISHOST', 'REDISPORT', 'REDISUSER', 'REDISPASSWORD']
+const ENV_KEYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_USERNAME', 'REDIS_USER', 'REDIS_PASSWORD', 'REDIS_DB',
+  'REDIS_TLS', 'REDISHOST', 'REDISPORT', 'REDISUSER', 'REDISPASSWORD']
 
-/** The default logger: one line per state change, on stderr. */
+/**
+ * The default logger: one line per state change, written to stderr directly. Not through
+ * `console`, which test runners wrap (Jest reports a line that arrives after a test as an error).
+ */
 function defaultLogger(level, message, fields) {
   if (level === 'debug' || level === 'trace') return
   const where = fields && fields.url ? ` (${fields.url})` : ''
   const why = fields && fields.error ? `: ${fields.error}` : ''
-  const line = `[redis-guard] ${message}${where}${why}`
-  if (level === 'error') console.error(line)
-  else if (level === 'warn') console.warn(line)
-  else console.info(line)
+  process.stderr.write(`[redis-guard] ${message}${where}${why}\n`)
 }
 
 /** Accepts `false` (silent), a function `(level, message, fields)`, or a pino/winston-like object. */
@@ -85,15 +86,15 @@ function abortError(signal) {
   return new RedisGuardError(codes.ABORTED, 'the operation was aborted', reason instanceof Error ? { cause: reason } : undefined)
 }
 
-/** A sleep that an AbortSignal cuts short (rejecting with ABORTED). */
+/** A sleep in real time (lib/timers.js) that an AbortSignal cuts short (rejecting with ABORTED). */
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
     if (signal && signal.aborted) return reject(abortError(signal))
     const onAbort = () => {
-      clearTimeout(t)
+      timers.cancel(t)
       reject(abortError(signal))
     }
-    const t = setTimeout(() => {
+    const t = timers.after(() => {
       if (signal) signal.removeEventListener('abort', onAbort)
       resolve()
     }, ms)
@@ -107,6 +108,18 @@ function checkMs(v, name, { min = 0, def } = {}) {
     throw new RedisGuardError(codes.INVALID_ARG, `option \`${name}\` must be a number >= ${min}`)
   }
   return v
+}
+
+/** The largest lock TTL, in ms (one year; src/lock.rs checks it too). */
+const MAX_TTL_MS = 365 * 24 * 3600 * 1000
+
+/** A lock TTL in whole ms (a fractional one is rounded up): more than 0, at most one year. */
+function checkTtl(v, name, def) {
+  if (v === undefined || v === null) return def
+  if (typeof v !== 'number' || !(v > 0 && Math.ceil(v) <= MAX_TTL_MS)) {
+    throw new RedisGuardError(codes.INVALID_ARG, `option \`${name}\` must be above 0 and at most one year (${MAX_TTL_MS} ms)`)
+  }
+  return Math.ceil(v)
 }
 
 /** Lock options: undefined / null mean the defaults; anything else but an object is bad input. */
@@ -127,7 +140,8 @@ class Lease {
     this.fence = grant.fence
     /** `redis`, `local` (process-local fallback) or `allow` (not really locked: Redis was down). */
     this.source = grant.source
-    this.expiresAt = Date.now() + ttlMs
+    /** When the lease ends unless extended, in ms since the epoch (the real clock, even under fake timers). */
+    this.expiresAt = timers.now() + ttlMs
     this._client = client
     this._ac = null // created on first use of `signal`: a plain lock()/release() cycle needs none
     this._lost = null
@@ -150,17 +164,16 @@ class Lease {
   }
 
   _arm() {
-    clearTimeout(this._timer)
+    timers.cancel(this._timer)
     // An extension that resolved after release() must not re-arm; without a signal there is
     // nobody to tell.
     if (this._released || !this._ac) return
-    const left = Math.max(0, this.expiresAt - Date.now())
-    this._timer = setTimeout(() => this._lose('the lease expired before it was extended'), left)
-    this._timer.unref()
+    const left = this.expiresAt - timers.now()
+    this._timer = timers.after(() => this._lose('the lease expired before it was extended'), left, true)
   }
 
   _lose(why) {
-    clearTimeout(this._timer)
+    timers.cancel(this._timer)
     if (this._lost) return
     this._lost = new RedisGuardError(codes.LOCK_LOST, `lock "${this.key}" was lost: ${why}`)
     if (this._ac) this._ac.abort(this._lost)
@@ -168,16 +181,17 @@ class Lease {
 
   /** Whether the lease is still believed held. */
   get held() {
-    if (!this._lost && Date.now() >= this.expiresAt) this._lose('the lease expired before it was extended')
+    if (!this._lost && timers.now() >= this.expiresAt) this._lose('the lease expired before it was extended')
     return !this._released && !this._lost
   }
 
   /** Extend to `ttlMs` from now. Resolves true, or rejects with LOCK_LOST / LOCK_NOT_HELD. */
   async extend(ttlMs) {
-    const ttl = checkMs(ttlMs, 'ttlMs', { min: 1 })
+    const ttl = checkTtl(ttlMs, 'ttlMs')
+    if (ttl === undefined) throw new RedisGuardError(codes.INVALID_ARG, 'extend(ttlMs) needs a TTL in ms')
     if (this._released) throw new RedisGuardError(codes.LOCK_NOT_HELD, `lock "${this.key}" was already released`)
     if (!this.held) throw this._lost
-    const start = Date.now()
+    const start = timers.now()
     const ok = await this._client._lockOp(EXTEND, this.key, this._seq, ttl, this.source)
     if (!ok) {
       this._lose('another holder has it, or Redis could not confirm the extension')
@@ -192,7 +206,7 @@ class Lease {
   release() {
     if (this._released) return Promise.resolve(false)
     this._released = true
-    clearTimeout(this._timer)
+    timers.cancel(this._timer)
     return this._client._lockOp(RELEASE, this.key, this._seq, 0, this.source)
   }
 
@@ -326,11 +340,11 @@ class RedisClient {
   async lock(key, options) {
     if (typeof key !== 'string') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a string')
     options = lockOptions(options)
-    const ttlMs = checkMs(options.ttlMs, 'ttlMs', { min: 1, def: 30_000 })
+    const ttlMs = checkTtl(options.ttlMs, 'ttlMs', 30_000)
     const waitMs = checkMs(options.waitMs, 'waitMs', { def: 0 })
     const retryDelayMs = checkMs(options.retryDelayMs, 'retryDelayMs', { min: 1, def: 50 })
     const { signal, onUnavailable } = options
-    const deadline = Date.now() + waitMs
+    const deadline = timers.now() + waitMs
     for (let attempt = 0; ; attempt++) {
       if (signal && signal.aborted) throw abortError(signal)
       const grant = await this._acquire(key, ttlMs, onUnavailable)
@@ -342,7 +356,7 @@ class RedisClient {
         }
         return lease
       }
-      const left = deadline - Date.now()
+      const left = deadline - timers.now()
       if (left <= 0) return null
       // Jittered backoff: between 0.5x and 1.5x of the delay, growing to 4x, never past the deadline.
       const base = retryDelayMs * Math.min(4, 1 + attempt / 4)
@@ -360,10 +374,15 @@ class RedisClient {
     options = lockOptions(options)
     const lease = await this.lock(key, options)
     if (!lease) throw new RedisGuardError(codes.LOCK_TIMEOUT, `lock "${key}" is held elsewhere (waited ${options.waitMs || 0} ms)`)
-    const ttlMs = checkMs(options.ttlMs, 'ttlMs', { min: 1, def: 30_000 })
-    const timer = setInterval(() => {
+    const ttlMs = checkTtl(options.ttlMs, 'ttlMs', 30_000)
+    // Extend every ttlMs/3 (a chained timer: it may be longer than Node's 24.8-day timer cap).
+    let timer
+    const every = Math.max(1, Math.floor(ttlMs / 3))
+    const tick = () => {
       lease.extend(ttlMs).catch(() => {}) // a failure aborts lease.signal, which rejects below
-    }, Math.max(1, Math.floor(ttlMs / 3)))
+      timer = timers.after(tick, every)
+    }
+    timer = timers.after(tick, every)
     const lost = new Promise((_, reject) => {
       if (lease.signal.aborted) reject(lease.signal.reason)
       lease.signal.addEventListener('abort', () => reject(lease.signal.reason), { once: true })
@@ -374,7 +393,7 @@ class RedisClient {
     try {
       return await Promise.race([work, lost])
     } finally {
-      clearInterval(timer)
+      timers.cancel(timer)
       await lease.release().catch(() => {})
     }
   }
@@ -382,8 +401,8 @@ class RedisClient {
   /** Seed-compatible: take `lock:${key}` for `ttlSeconds` (default 30). true when acquired. */
   async acquireLock(key, ttlSeconds = 30, options) {
     options = lockOptions(options)
-    const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
-    const grant = await this._acquire(key, Math.ceil(ttl * 1000), options.onUnavailable, false)
+    const ttl = checkTtl(checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 }) * 1000, 'ttlSeconds')
+    const grant = await this._acquire(key, ttl, options.onUnavailable, false)
     if (grant.acquired) this._held.set(key, { seq: grant.seq, source: grant.source })
     return grant.acquired
   }
@@ -400,8 +419,8 @@ class RedisClient {
   async extendLock(key, ttlSeconds = 30) {
     const h = this._held.get(key)
     if (!h) return false
-    const ttl = checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 })
-    const ok = await this._lockOp(EXTEND, key, h.seq, Math.ceil(ttl * 1000), h.source)
+    const ttl = checkTtl(checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 }) * 1000, 'ttlSeconds')
+    const ok = await this._lockOp(EXTEND, key, h.seq, ttl, h.source)
     if (!ok) this._held.delete(key)
     return ok
   }

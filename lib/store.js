@@ -6,6 +6,7 @@ const { inspect } = require('node:util')
 const { NativeStore } = require('../binding.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
+const timers = require('./timers.js')
 
 /** Most keys the over-limit cache holds. */
 const MAX_BLOCKED = 10_000
@@ -16,6 +17,11 @@ const OP_DECREMENT = 2
 const OP_RESET = 3
 const ST_REDIS = 0
 const ST_NONE = 3
+
+/** The `Date` `ms` from now, on the caller's clock (`Date.now()`, which a test may fake). */
+function resetTime(ms) {
+  return new Date(Date.now() + ms)
+}
 
 function checkKey(key) {
   if (typeof key !== 'string') {
@@ -76,7 +82,7 @@ class RedisStore {
   _result(r, key, op) {
     const status = r[0]
     if (status < 0) throw fromNumber(status, `${op} ${JSON.stringify(key.slice(0, 64))}`)
-    return { totalHits: r[1], resetTime: new Date(Date.now() + r[2]), fromRedis: status === ST_REDIS }
+    return { totalHits: r[1], resetMs: r[2], fromRedis: status === ST_REDIS }
   }
 
   /** Count a hit for `key`: `{ totalHits, resetTime }`. */
@@ -84,31 +90,33 @@ class RedisStore {
     checkKey(key)
     const b = this._blocked.size ? this._blocked.get(key) : undefined
     if (b) {
-      const now = Date.now()
-      if (now < b.resetAt) {
+      const left = b.resetAt - timers.now()
+      if (left > 0) {
         b.totalHits++
         b.local++
-        return { totalHits: b.totalHits, resetTime: new Date(b.resetAt) }
+        return { totalHits: b.totalHits, resetTime: resetTime(left) }
       }
       this._blocked.delete(key)
     }
     const r = this._result(await this._batch.push(OP_INCREMENT, key), key, 'increment')
     if (this.blockOverLimit && r.fromRedis && this.limit !== undefined && r.totalHits > this.limit && !this.resetExpiryOnChange) {
       if (this._blocked.size >= MAX_BLOCKED) this._blocked.delete(this._blocked.keys().next().value)
-      this._blocked.set(key, { totalHits: r.totalHits, resetAt: r.resetTime.getTime(), local: 0 })
+      // `resetAt` on the real clock (lib/timers.js), as Redis's window runs in real time.
+      this._blocked.set(key, { totalHits: r.totalHits, resetAt: timers.now() + r.resetMs, local: 0 })
     }
-    return { totalHits: r.totalHits, resetTime: r.resetTime }
+    return { totalHits: r.totalHits, resetTime: resetTime(r.resetMs) }
   }
 
   /** The current count of `key`, or undefined. */
   async get(key) {
     checkKey(key)
     const b = this._blocked.get(key)
-    if (b && Date.now() < b.resetAt) return { totalHits: b.totalHits, resetTime: new Date(b.resetAt) }
+    const left = b ? b.resetAt - timers.now() : 0
+    if (left > 0) return { totalHits: b.totalHits, resetTime: resetTime(left) }
     const r = await this._batch.push(OP_GET, key)
     if (r[0] === ST_NONE) return undefined
-    const { totalHits, resetTime } = this._result(r, key, 'get')
-    return { totalHits, resetTime }
+    const { totalHits, resetMs } = this._result(r, key, 'get')
+    return { totalHits, resetTime: resetTime(resetMs) }
   }
 
   /** Undo one hit (never below zero; the key keeps its TTL). */

@@ -37,6 +37,8 @@ pub struct Counters {
   pub state_changes: AtomicU64,
   pub reconnects: AtomicU64,
   pub fallbacks: AtomicU64,
+  /// Locks deleted after Redis applied a write the client had given up on (src/lock.rs).
+  pub orphans_removed: AtomicU64,
 }
 
 /// Shared state of one client; every store and lock of that client holds an `Arc` of it.
@@ -688,6 +690,10 @@ impl NativeClient {
     m.insert(
       "fallbacks".into(),
       c.fallbacks.load(Ordering::Relaxed) as f64,
+    );
+    m.insert(
+      "orphansRemoved".into(),
+      c.orphans_removed.load(Ordering::Relaxed) as f64,
     );
     m
   }

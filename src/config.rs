@@ -683,7 +683,12 @@ pub fn resolve(opts: &RedisClientOptions, env: &HashMap<String, String>) -> Resu
           },
         };
       }
-      if let Some(u) = get("REDIS_USERNAME").or_else(|| get("REDISUSER")) {
+      // The ACL user: `REDIS_USERNAME`, else `REDIS_USER` (the name many backends use), else
+      // Railway's `REDISUSER`.
+      if let Some(u) = get("REDIS_USERNAME")
+        .or_else(|| get("REDIS_USER"))
+        .or_else(|| get("REDISUSER"))
+      {
         s.username = Some(u.to_string());
       }
       if let Some(p) = env

@@ -70,6 +70,16 @@ fn is_unusable_now(e: &fred::error::Error) -> bool {
   d.starts_with("BUSY ") || d.starts_with("LOADING ") || d.starts_with("OOM ")
 }
 
+/// How long after a lock write whose outcome is unknown (a deadline fired) the cleanup keeps
+/// trying, beyond the write's TTL: a write still queued in a stalled Redis is applied when it
+/// resumes, and after its TTL it is gone by itself.
+const CLEANUP_MARGIN_MS: u64 = 10_000;
+/// A cleanup runs this many passes, the second `CLEANUP_SECOND_PASS` after the first succeeded:
+/// a write sent on a connection that was replaced meanwhile can still be read by Redis from the
+/// old socket after the new one answered.
+const CLEANUP_PASSES: u32 = 2;
+const CLEANUP_SECOND_PASS: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// One validated operation of a batch.
 struct Op {
   kind: u8,
@@ -249,6 +259,12 @@ impl ClientInner {
     {
       Ok(r) => r,
       Err(_) => {
+        // The deadline fired: Redis may still apply every op of the batch.
+        self.clean_up_later(
+          ok_ops
+            .iter()
+            .map(|o| (o.lk.clone(), o.token.clone(), o.ttl)),
+        );
         unavailable(self, &mut out);
         return out;
       }
@@ -268,8 +284,15 @@ impl ClientInner {
           let ge = self.on_error(&e);
           match ge.code {
             // Includes fred's "Failed to route command." (no connection: nothing was sent),
-            // which `from_fred` classifies as unavailable.
-            Code::Unavailable | Code::Timeout => Err(None),
+            // which `from_fred` classifies as unavailable. The ops may have been written:
+            // cleaned up once Redis answers.
+            Code::Unavailable | Code::Timeout => {
+              self.clean_up_later(g.iter().map(|&j| {
+                let o = ok_ops[j];
+                (o.lk.clone(), o.token.clone(), o.ttl)
+              }));
+              Err(None)
+            }
             // Redis answered but can serve no call now (BUSY, LOADING, OOM): the policy
             // decides for these calls; the circuit stays closed.
             _ if is_unusable_now(&e) => Err(None),
@@ -291,6 +314,92 @@ impl ClientInner {
       }
     }
     out
+  }
+}
+
+impl ClientInner {
+  /// Lock writes whose outcome is unknown — the deadline fired, or the connection failed, after
+  /// they were sent — may be applied by Redis later (a stalled server applies what it had read
+  /// when it resumes). The caller was answered as if they had failed (the policy decided), so
+  /// such a lock would sit in Redis for its whole TTL with nobody holding it. Once Redis answers
+  /// again, each `(lock key, token, ttl)` is compare-and-deleted with the token that was sent
+  /// (an acquire, an extension or a release alike: nobody holds that token now), in
+  /// `CLEANUP_PASSES` passes; a lock another holder took meanwhile is never touched. Gives up
+  /// after the largest TTL plus `CLEANUP_MARGIN_MS`, or when the client closes.
+  fn clean_up_later(self: &Arc<Self>, doubtful: impl Iterator<Item = (String, String, u64)>) {
+    let mut max_ttl = 0;
+    let ops: Vec<Op> = doubtful
+      .map(|(lk, token, ttl)| {
+        max_ttl = max_ttl.max(ttl);
+        Op {
+          kind: RELEASE,
+          sub: REDIS_OR_LOCAL_MODE,
+          lk,
+          token,
+          ttl: 1,
+          floor: 0,
+          fence: false,
+        }
+      })
+      .collect();
+    if ops.is_empty() || self.is_closed() {
+      return;
+    }
+    let me = self.clone();
+    napi::bindgen_prelude::spawn(async move {
+      let give_up = std::time::Instant::now()
+        + std::time::Duration::from_millis(max_ttl.saturating_add(CLEANUP_MARGIN_MS));
+      let refs: Vec<&Op> = ops.iter().collect();
+      let groups = crate::slot::groups(refs.iter().map(|o| o.lk.as_bytes()), me.is_cluster());
+      let mut pending: Vec<usize> = (0..groups.len()).collect();
+      let mut passes = 0;
+      let mut delay = std::time::Duration::from_millis(50);
+      while std::time::Instant::now() < give_up && !me.is_closed() {
+        tokio::time::sleep(delay).await;
+        if !me.usable().await {
+          delay = (delay * 2).min(std::time::Duration::from_secs(2));
+          continue;
+        }
+        let calls: Vec<Call> = pending
+          .iter()
+          .map(|&g| me.lock_call(&refs, &groups[g]))
+          .collect();
+        let results = match me
+          .run(async { Ok(scripts::run_batch(&me.redis, &calls).await) })
+          .await
+        {
+          Ok(r) => r,
+          Err(_) => continue,
+        };
+        let mut failed = Vec::new();
+        for (&g, r) in pending.iter().zip(results) {
+          match r {
+            Ok(Value::Array(a)) => {
+              let n = a.iter().filter(|v| v.as_i64() == Some(1)).count() as u64;
+              if n > 0 {
+                me.counters
+                  .orphans_removed
+                  .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(target: "redis_guard", client = me.id as u64,
+                  "removed {n} lock(s) that Redis granted after the client had given up on them");
+              }
+            }
+            _ => failed.push(g),
+          }
+        }
+        if failed.is_empty() {
+          passes += 1;
+          if passes >= CLEANUP_PASSES {
+            return;
+          }
+          pending = (0..groups.len()).collect();
+          delay = CLEANUP_SECOND_PASS;
+        } else {
+          pending = failed;
+          delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        }
+      }
+    });
   }
 }
 

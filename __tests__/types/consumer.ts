@@ -14,6 +14,8 @@ import {
   type RedisStoreOptions,
   type RedisClientOptions,
 } from 'redis-guard'
+// rate-limit-redis's default-import form (compiled to CommonJS: `require('redis-guard').default`).
+import DefaultStore from 'redis-guard'
 
 const clientOptions: RedisClientOptions = { url: 'redis://127.0.0.1:6380', commandTimeoutMs: 250, logger: false }
 const client = new RedisClient(clientOptions)
@@ -77,3 +79,6 @@ new RedisStore({ sendCommand: (...args: string[]) => args })
 new RedisStore({ client: {} })
 
 export { app, store, use, errors, available, up }
+
+const viaDefault: Store = new DefaultStore({ prefix: 'd:' })
+export { viaDefault }

@@ -1,0 +1,51 @@
+'use strict'
+// The library's own scheduling and clock, out of reach of fake timers. Jest, Vitest and
+// @sinonjs/fake-timers replace the global timer functions, `queueMicrotask`, `Date` and
+// `performance` (sinon and Vitest also the properties of `node:timers`) while a test runs; a
+// batch flushed through them, or a lease timed by them, would never settle until the test
+// advanced fake time. So: the timer functions of `node:timers` are taken once, when this module
+// loads; the microtask is a promise job (which no fake-timer library can replace); and the clock
+// is read from Rust. A lease or a rate-limit window lives in Redis's real time, so these run in
+// real time whatever a test does with its own.
+
+const timers = require('node:timers')
+const { clockMs } = require('../binding.js')
+
+const { setTimeout, clearTimeout, setImmediate } = timers
+
+/** Node clamps a timer over 2^31 - 1 ms (about 24.8 days) to 1 ms: longer waits are chained. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+const resolved = Promise.resolve()
+
+/** Run `fn` in a microtask (a promise job). */
+function microtask(fn) {
+  resolved.then(fn)
+}
+
+/**
+ * A timer for any `ms` up to a year and more (chained below Node's 2^31 - 1 ms cap), in real
+ * time. `unref`: does not keep the event loop alive. Returns a handle for `cancel`.
+ * @param {() => void} fn
+ * @param {number} ms
+ * @param {boolean} [unref]
+ */
+function after(fn, ms, unref = false) {
+  const h = { t: undefined }
+  const due = clockMs() + Math.max(0, ms)
+  const arm = () => {
+    const left = due - clockMs()
+    if (left > MAX_TIMER_MS) h.t = setTimeout(arm, MAX_TIMER_MS)
+    else h.t = setTimeout(fn, Math.max(0, left))
+    if (unref) h.t.unref()
+  }
+  arm()
+  return h
+}
+
+/** Cancel a timer made by `after` (undefined is ignored). */
+function cancel(h) {
+  if (h) clearTimeout(h.t)
+}
+
+module.exports = { setImmediate, microtask, after, cancel, now: clockMs, MAX_TIMER_MS }
