@@ -342,6 +342,20 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
     assert.deepEqual(f.secretsFound, [])
   })
 
+  test('stalled grants (SIGSTOP mid-flight, SIGCONT): 0 locks left that nobody holds', async (t) => {
+    const f = await F.stalledGrants()
+    t.diagnostic(JSON.stringify({ ...f, answers: undefined, leases: f.answers.leases.join(','), helpers: f.answers.helpers.join(',') }))
+    assert.ok(f.answers.leases.every((s) => s === 'local'), 'every lease answered by the local table')
+    assert.ok(f.answers.helpers.every((v) => v === true), 'every helper acquired (locally)')
+    assert.ok(f.answeredMs < MAX_REQUEST_MS, `answered in ${f.answeredMs} ms`)
+    assert.equal(f.orphansLeft, 0, 'no lock left in Redis that nobody holds')
+    assert.equal(f.otherGranted, 32, 'another instance gets every key')
+    assert.ok(f.holderStats.orphansRemoved >= 1, 'what Redis applied on resume was removed by the client')
+    assert.equal(f.crashes, 0)
+    assert.equal(f.holderUnhandled, 0)
+    assert.deepEqual(f.secretsFound, [])
+  })
+
   for (const row of F.COVERED_ELSEWHERE) {
     test(`${row.fault}`, { skip: `covered by ${row.where}` }, () => {})
   }

@@ -151,6 +151,10 @@ async function main() {
     log('paused lock holder')
     out.other.pausedHolder = await F.pausedHolder()
   }
+  if (want('stalled')) {
+    log('stalled grants')
+    out.other.stalledGrants = await F.stalledGrants()
+  }
   if (want('config')) out.other.badConfig = F.badConfig()
   if (want('hostile')) out.other.hostileKeys = await F.hostileKeys()
 
@@ -203,6 +207,12 @@ async function main() {
       `extend → ${p.stop.check.extend.code ?? p.stop.check.extend.value}, release → ${p.stop.check.release.value}, extendLock/releaseLock → ${p.stop.helpers.extend.value}/${p.stop.helpers.release.value}; ` +
       `PEXPIRE 1 ms: fence ${p.pexpire.firstFence} → ${p.pexpire.nextFence}, extend → ${p.pexpire.check.extend.code}, signalled after ${p.pexpire.check.signalledAfterExtend}, release → ${p.pexpire.check.release.value}; ` +
       `double grants ${p.doubleGrants}, wrongful releases ${p.wrongfulReleases}, crashes ${p.crashes}.`, '')
+  }
+  if (o.stalledGrants) {
+    const g = o.stalledGrants
+    lines.push(`**stalled grants** (${g.variant}): answered in ${fmt(g.answeredMs)} ms (leases ${[...new Set(g.answers.leases)].join('/')}, helpers ${[...new Set(g.answers.helpers)].join('/')}); ` +
+      `all free again ${fmt(g.allFreeAfterMs)} ms after SIGCONT (${g.holderStats.orphansRemoved} applied by Redis on resume and removed by the client); ` +
+      `locks left that nobody holds: ${g.orphansLeft}; another instance granted ${g.otherGranted}/${2 * g.answers.leases.length}; crashes ${g.crashes}.`, '')
   }
   if (o.badConfig) {
     const b = o.badConfig

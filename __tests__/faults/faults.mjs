@@ -717,6 +717,74 @@ export async function pausedHolder({ ttlMs = 600, pauseMs = 1500 } = {}) {
   }
 }
 
+/**
+ * Grants stalled mid-flight, then resumed: an instance (the holder child) asks for `n` leases and
+ * `n` helper locks while Redis is stopped (SIGSTOP); every call misses its deadline and is
+ * answered by the fallback (`local`), and Redis applies the writes when it resumes. Figures:
+ * locks left in Redis that nobody holds (after the cleanup has had `settleMs`), how long until
+ * another instance could take every key, and what the callers were answered.
+ */
+export async function stalledGrants({ n = 16, ttlMs = 30_000, stallMs = 1000, settleMs = 3000 } = {}) {
+  const password = secret()
+  const server = await startRedis({ password })
+  const url = urlOf(server.port, password)
+  const { RedisClient } = require('../../index.js')
+  const other = new RedisClient({ url, logger: false })
+  const holder = await forkChild('holder.mjs', { clientOptions: { url } })
+  const out = { fault: 'stalled grants', variant: `${2 * n} grants sent during a ${stallMs} ms SIGSTOP, then SIGCONT` }
+  const lockKeys = async () => {
+    const keys = []
+    let cursor = '0'
+    do {
+      const [next, ...page] = (await server.cli('SCAN', cursor, 'MATCH', 'lock:stall:*', 'COUNT', '1000')).split('\n')
+      cursor = next
+      keys.push(...page.filter((k) => k && !k.endsWith(':fence')))
+    } while (cursor !== '0')
+    return keys
+  }
+  try {
+    await holder.ask('ready')
+    await other.ready(5000)
+    await holder.ask('acquireLock', { key: 'stall:warm', ttlSeconds: 1 }) // the lock script is loaded
+    server.pause()
+    const t0 = performance.now()
+    let answers
+    try {
+      answers = await holder.ask('grantMany', { prefix: 'stall:', n, ttlMs })
+      out.answeredMs = performance.now() - t0
+      const left = stallMs - (performance.now() - t0)
+      if (left > 0) await sleep(left)
+    } finally {
+      server.resume()
+    }
+    const tResume = performance.now()
+    out.answers = answers
+    // Until another instance can take every key (the cleanup removed what Redis applied).
+    const keys = [...Array.from({ length: n }, (_, i) => `stall:lease-${i}`), ...Array.from({ length: n }, (_, i) => `stall:helper-${i}`)]
+    const free = new Set()
+    await until(async () => {
+      for (const k of keys) if (!free.has(k) && (await server.cli('EXISTS', `lock:${k}`)) === '0') free.add(k)
+      return free.size === keys.length
+    }, { timeout: settleMs, interval: 50 })
+    out.allFreeAfterMs = free.size === keys.length ? performance.now() - tResume : null
+    await sleep(Math.max(0, settleMs - (performance.now() - tResume)))
+    out.orphansLeft = (await lockKeys()).length
+    const grantedToOther = await Promise.all(keys.map((k) => other.acquireLock(k, 5)))
+    out.otherGranted = grantedToOther.filter(Boolean).length
+    out.holderStats = await holder.ask('stats')
+    const closed = await holder.close()
+    out.holderUnhandled = closed.result && closed.result.unhandled
+    out.crashes = closed.clean ? 0 : 1
+    out.secretsFound = findSecrets([password], holder.logs(), out)
+    return out
+  } finally {
+    server.resume()
+    holder.kill()
+    await other.close()
+    await server.stop()
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad config and hostile keys (short versions: __tests__/config.test.mjs and store.test.mjs)
 // ---------------------------------------------------------------------------------------------

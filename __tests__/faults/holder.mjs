@@ -53,6 +53,21 @@ const handlers = {
     const release = await settle(() => client.releaseLock(key))
     return { extend, release }
   },
+  /** Many grants at once (one batch): leases and helpers; what each caller was answered. */
+  async grantMany({ prefix, n, ttlMs }) {
+    const [leasesOut, helpersOut] = await Promise.all([
+      Promise.all(Array.from({ length: n }, (_, i) => settle(() => client.lock(`${prefix}lease-${i}`, { ttlMs })))),
+      Promise.all(Array.from({ length: n }, (_, i) => settle(() => client.acquireLock(`${prefix}helper-${i}`, ttlMs / 1000)))),
+    ])
+    leasesOut.forEach((r, i) => r.value && leases.set(`${prefix}lease-${i}`, { lease: r.value, info: {} }))
+    return {
+      leases: leasesOut.map((r) => (r.value ? r.value.source : r.code || null)),
+      helpers: helpersOut.map((r) => r.value ?? r.code),
+    }
+  },
+  async stats() {
+    return { available: client.isAvailable(), ...client.stats() }
+  },
   async close() {
     await client.close()
     return { unhandled: unhandled.count }
