@@ -171,6 +171,12 @@ export interface IncrementResponse {
   totalHits: number
   /** When the window ends. */
   resetTime: Date
+  /**
+   * Who counted it: `redis`, `memory` (the fallback), `allow` (not counted: Redis was down and
+   * `onUnavailable` is `'allow'`), or `blocked` (answered in-process: the key is over its limit
+   * until `resetTime`, see `blockOverLimit`).
+   */
+  source: 'redis' | 'memory' | 'allow' | 'blocked'
 }
 
 /** An express-rate-limit (v7/v8) store, wire-compatible with rate-limit-redis. */

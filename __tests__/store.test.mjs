@@ -92,7 +92,8 @@ describe('RedisStore on a running server', () => {
     assertResult(r1, 60_000);
     assert.equal(r1.totalHits, 1);
     assert.ok(r1.resetTime.getTime() - Date.now() > 55_000);
-    assert.deepEqual(Object.keys(r1).sort(), ['resetTime', 'totalHits']);
+    assert.deepEqual(Object.keys(r1).sort(), ['resetTime', 'source', 'totalHits']);
+    assert.equal(r1.source, 'redis');
     const r2 = await store.increment('a');
     assert.equal(r2.totalHits, 2);
     assertResult(r2, 60_000);

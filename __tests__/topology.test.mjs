@@ -46,13 +46,12 @@ async function fenceKey(reader, lk) {
 }
 
 /**
- * An increment that also says who answered: `store.increment()` resolves only
- * `{ totalHits, resetTime }`, so this goes through the same batcher and result decoding
- * (`_batch`, `_result`: lib/store.js) and keeps `fromRedis`. The store is used without a
- * `limit`, so increment()'s over-limit cache (the only other difference) never applies.
+ * `store.increment(key)` and whether Redis counted it (`source: 'redis'`, the result's public
+ * `source` field) as `fromRedis`.
  */
 async function incrementTracked(store, key) {
-  return store._result(await store._batch.push(0 /* OP_INCREMENT */, key), key, 'increment');
+  const r = await store.increment(key);
+  return { ...r, fromRedis: r.source === 'redis' };
 }
 
 /** Close quietly (a close must never fail a test that already failed for a better reason). */

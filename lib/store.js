@@ -17,6 +17,8 @@ const OP_DECREMENT = 2
 const OP_RESET = 3
 const ST_REDIS = 0
 const ST_NONE = 3
+/** `source` of a result, by status number: who counted it. */
+const SOURCES = ['redis', 'memory', 'allow']
 
 /** The `Date` `ms` from now, on the caller's clock (`Date.now()`, which a test may fake). */
 function resetTime(ms) {
@@ -64,7 +66,7 @@ class RedisStore {
     this._batch = new Batcher({ submit: native.submit.bind(native), setDone: native.setDone.bind(native), keepAlive: native.keepAlive.bind(native) })
     this.windowMs = 60_000
     this.limit = undefined
-    /** key -> { totalHits, resetAt, local }: keys over a static limit, answered here until reset. */
+    /** key -> { totalHits, resetAt, resetTime, local }: keys over a static limit, answered here until reset. */
     this._blocked = new Map()
     this._native.configure(this.windowMs, this.resetExpiryOnChange)
   }
@@ -82,7 +84,7 @@ class RedisStore {
   _result(r, key, op) {
     const status = r[0]
     if (status < 0) throw fromNumber(status, `${op} ${JSON.stringify(key.slice(0, 64))}`)
-    return { totalHits: r[1], resetMs: r[2], fromRedis: status === ST_REDIS }
+    return { totalHits: r[1], resetMs: r[2], source: SOURCES[status] }
   }
 
   /** Count a hit for `key`: `{ totalHits, resetTime }`. */
@@ -94,17 +96,19 @@ class RedisStore {
       if (left > 0) {
         b.totalHits++
         b.local++
-        return { totalHits: b.totalHits, resetTime: resetTime(left) }
+        return { totalHits: b.totalHits, resetTime: b.resetTime, source: 'blocked' }
       }
       this._blocked.delete(key)
     }
     const r = this._result(await this._batch.push(OP_INCREMENT, key), key, 'increment')
-    if (this.blockOverLimit && r.fromRedis && this.limit !== undefined && r.totalHits > this.limit && !this.resetExpiryOnChange) {
+    const reset = resetTime(r.resetMs)
+    if (this.blockOverLimit && r.source === 'redis' && this.limit !== undefined && r.totalHits > this.limit && !this.resetExpiryOnChange) {
       if (this._blocked.size >= MAX_BLOCKED) this._blocked.delete(this._blocked.keys().next().value)
       // `resetAt` on the real clock (lib/timers.js), as Redis's window runs in real time.
-      this._blocked.set(key, { totalHits: r.totalHits, resetAt: timers.now() + r.resetMs, local: 0 })
+      // (`resetTime`: the caller's clock, as returned.)
+      this._blocked.set(key, { totalHits: r.totalHits, resetAt: timers.now() + r.resetMs, resetTime: reset, local: 0 })
     }
-    return { totalHits: r.totalHits, resetTime: resetTime(r.resetMs) }
+    return { totalHits: r.totalHits, resetTime: reset, source: r.source }
   }
 
   /** The current count of `key`, or undefined. */
@@ -112,11 +116,11 @@ class RedisStore {
     checkKey(key)
     const b = this._blocked.get(key)
     const left = b ? b.resetAt - timers.now() : 0
-    if (left > 0) return { totalHits: b.totalHits, resetTime: resetTime(left) }
+    if (left > 0) return { totalHits: b.totalHits, resetTime: b.resetTime, source: 'blocked' }
     const r = await this._batch.push(OP_GET, key)
     if (r[0] === ST_NONE) return undefined
-    const { totalHits, resetMs } = this._result(r, key, 'get')
-    return { totalHits, resetTime: resetTime(resetMs) }
+    const { totalHits, resetMs, source } = this._result(r, key, 'get')
+    return { totalHits, resetTime: resetTime(resetMs), source }
   }
 
   /** Undo one hit (never below zero; the key keeps its TTL). */

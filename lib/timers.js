@@ -1,17 +1,31 @@
 'use strict'
 // The library's own scheduling and clock, out of reach of fake timers. Jest, Vitest and
 // @sinonjs/fake-timers replace the global timer functions, `queueMicrotask`, `Date` and
-// `performance` (sinon and Vitest also the properties of `node:timers`) while a test runs; a
+// `performance` (sinon's `install()` also the properties of `node:timers`) while a test runs; a
 // batch flushed through them, or a lease timed by them, would never settle until the test
 // advanced fake time. So: the timer functions of `node:timers` are taken once, when this module
-// loads; the microtask is a promise job (which no fake-timer library can replace); and the clock
-// is read from Rust. A lease or a rate-limit window lives in Redis's real time, so these run in
+// loads (the originals, even when sinon got there first); the microtask is a promise job (which
+// no fake-timer library can replace); and the clock is read from Rust. A lease or a rate-limit window lives in Redis's real time, so these run in
 // real time whatever a test does with its own.
 
 const timers = require('node:timers')
 const { clockMs } = require('../binding.js')
 
-const { setTimeout, clearTimeout, setImmediate } = timers
+/**
+ * `node:timers`'s own `name`. @sinonjs/fake-timers, installed before this module first loads,
+ * has already put its fakes there; each fake carries its clock, which keeps the originals.
+ * @param {'setTimeout' | 'clearTimeout' | 'setImmediate'} name
+ */
+function real(name) {
+  const f = /** @type {any} */ (timers[name])
+  const saved = f && f.clock && Array.isArray(f.clock.timersModuleMethods) ? f.clock.timersModuleMethods : []
+  const orig = saved.find((/** @type {{ methodName: string }} */ m) => m.methodName === name)
+  return orig && typeof orig.original === 'function' ? orig.original : f
+}
+
+const setTimeout = real('setTimeout')
+const clearTimeout = real('clearTimeout')
+const setImmediate = real('setImmediate')
 
 /** Node clamps a timer over 2^31 - 1 ms (about 24.8 days) to 1 ms: longer waits are chained. */
 const MAX_TIMER_MS = 2 ** 31 - 1

@@ -52,6 +52,8 @@ pub struct ClientInner {
   probing: AtomicBool,
   /// Wakes a sleeping probe at once when fred reports a (re)connection.
   probe_wake: tokio::sync::Notify,
+  /// A cluster node reported an empty host in CLUSTER SLOTS (`SeedResolver`).
+  empty_host_seen: Arc<AtomicBool>,
   last_error: Mutex<Option<String>>,
   tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
   /// The process-wide local lock table (shared by every client of the process).
@@ -175,6 +177,86 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
   }
 }
 
+/// fred's DNS hook, for cluster clients. A node that does not know its own address — a one-node
+/// cluster started without `cluster-announce-ip`, which has never met another node — reports an
+/// empty host in `CLUSTER SLOTS`: "the address you used to reach me". fred 10.1 keeps that `""`
+/// as the node's host (it uses the connection's host only for a null one) and then fails to
+/// resolve `:port` forever, so the client never becomes ready. Here an empty host is the seeds'
+/// host: the seeds on the reported port first (the node that answered is one of them), else
+/// every seed's host on that port. Every other host resolves as fred's own resolver does.
+///
+/// Over TLS this cannot help: fred verifies the certificate against the host it dials, `""`,
+/// which rustls rejects (`InvalidDnsNameError`); `with_hint` then says what to set on the node.
+struct SeedResolver {
+  seeds: Vec<(String, u16)>,
+  /// Set once a node reported an empty host (read by `ClientInner::with_hint`).
+  empty_host_seen: Arc<AtomicBool>,
+}
+
+impl SeedResolver {
+  /// The host names to resolve for `host:port`.
+  fn hosts_for(&self, host: &str, port: u16) -> Vec<String> {
+    if !host.is_empty() {
+      return vec![host.to_string()];
+    }
+    let mut hosts: Vec<String> = Vec::new();
+    let same_port = self.seeds.iter().any(|(_, p)| *p == port);
+    for (h, p) in &self.seeds {
+      if (*p == port || !same_port) && !hosts.contains(h) {
+        hosts.push(h.clone());
+      }
+    }
+    hosts
+  }
+}
+
+#[async_trait::async_trait]
+impl fred::types::Resolve for SeedResolver {
+  async fn resolve(
+    &self,
+    host: fred::bytes_utils::Str,
+    port: u16,
+  ) -> std::result::Result<Vec<std::net::SocketAddr>, fred::error::Error> {
+    use std::net::ToSocketAddrs;
+    let hosts = self.hosts_for(&host, port);
+    if host.is_empty() {
+      self.empty_host_seen.store(true, Ordering::Release);
+    }
+    let what = if host.is_empty() {
+      format!(
+        "{}:{port} (the node reported an empty host in CLUSTER SLOTS: the seed's host is used)",
+        hosts.join(",")
+      )
+    } else {
+      format!("{host}:{port}")
+    };
+    let found = tokio::task::spawn_blocking(move || {
+      let mut out: Vec<std::net::SocketAddr> = Vec::new();
+      for h in &hosts {
+        // Like fred's resolver (`"host:port".to_socket_addrs()`), without its IPv6 ambiguity.
+        if let Ok(addrs) = (h.as_str(), port).to_socket_addrs() {
+          for a in addrs {
+            if !out.contains(&a) {
+              out.push(a);
+            }
+          }
+        }
+      }
+      out
+    })
+    .await
+    .unwrap_or_default();
+    if found.is_empty() {
+      Err(fred::error::Error::new(
+        fred::error::ErrorKind::IO,
+        format!("Failed to resolve {what}"),
+      ))
+    } else {
+      Ok(found)
+    }
+  }
+}
+
 /// Build the fred client with every limit set (fred's own defaults are unsafe for a web server).
 fn build_fred(s: &Settings) -> std::result::Result<Client, GuardError> {
   let server = match &s.topology {
@@ -271,6 +353,7 @@ impl ClientInner {
       ever_up: AtomicBool::new(false),
       probing: AtomicBool::new(false),
       probe_wake: tokio::sync::Notify::new(),
+      empty_host_seen: Arc::new(AtomicBool::new(false)),
       last_error: Mutex::new(None),
       tasks: Mutex::new(Vec::new()),
       locks: crate::fallback::process_locks(max_keys),
@@ -285,6 +368,15 @@ impl ClientInner {
       let mut errors = me.redis.error_rx();
       let mut reconnects = me.redis.reconnect_rx();
       let mut unresponsive = me.redis.unresponsive_rx();
+      if let Topology::Cluster { nodes } = &me.settings.topology {
+        // Before the first connection: an empty host in CLUSTER SLOTS is the seed (SeedResolver).
+        me.redis
+          .set_resolver(Arc::new(SeedResolver {
+            seeds: nodes.clone(),
+            empty_host_seen: me.empty_host_seen.clone(),
+          }))
+          .await;
+      }
       let _conn = me.redis.connect();
       me.spawn_probe();
       loop {
@@ -358,7 +450,12 @@ impl ClientInner {
     let timeout = *e.kind() == fred::error::ErrorKind::Timeout || d.contains("timed out");
     let dropped =
       d.contains("reset by peer") || d.contains("connection closed") || d.contains("eof");
-    if self.settings.tls.is_some() && timeout {
+    if self.settings.tls.is_some()
+      && self.empty_host_seen.load(Ordering::Acquire)
+      && d.contains("invaliddnsname")
+    {
+      format!("{message} (a cluster node reported an empty host in CLUSTER SLOTS, so there is no name to verify its certificate against: set `cluster-announce-ip` or `cluster-announce-hostname` on the node)")
+    } else if self.settings.tls.is_some() && timeout {
       format!("{message} (no answer to the TLS handshake: is this port serving TLS? a plaintext Redis does not answer it)")
     } else if self.settings.tls.is_none() && dropped {
       format!("{message} (the server dropped the connection before answering: if it requires TLS, use rediss:// or the `tls` option)")
@@ -785,5 +882,51 @@ impl NativeClient {
   #[napi]
   pub async fn close(&self) {
     self.inner.close().await
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::SeedResolver;
+  use fred::types::Resolve;
+
+  fn resolver(seeds: &[(&str, u16)]) -> SeedResolver {
+    SeedResolver {
+      seeds: seeds.iter().map(|(h, p)| (h.to_string(), *p)).collect(),
+      empty_host_seen: Default::default(),
+    }
+  }
+
+  #[test]
+  fn an_empty_host_is_the_seeds_host() {
+    let r = resolver(&[("10.0.0.1", 7000), ("db.example", 7001), ("10.0.0.1", 7001)]);
+    // A host that is there resolves as itself.
+    assert_eq!(r.hosts_for("10.0.0.9", 7000), ["10.0.0.9"]);
+    // Empty: the seeds on that port, each host once.
+    assert_eq!(r.hosts_for("", 7000), ["10.0.0.1"]);
+    assert_eq!(r.hosts_for("", 7001), ["db.example", "10.0.0.1"]);
+    // No seed on that port (a port-forwarded seed): every seed's host.
+    assert_eq!(r.hosts_for("", 6379), ["10.0.0.1", "db.example"]);
+  }
+
+  #[test]
+  fn resolves_an_empty_host_to_the_seed_address() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .unwrap();
+    let r = resolver(&[("127.0.0.1", 7000)]);
+    let addrs = rt.block_on(r.resolve("127.0.0.1".into(), 7000)).unwrap();
+    assert_eq!(addrs, ["127.0.0.1:7000".parse().unwrap()]);
+    assert!(!r.empty_host_seen.load(std::sync::atomic::Ordering::Acquire));
+    let addrs = rt.block_on(r.resolve("".into(), 7000)).unwrap();
+    assert_eq!(addrs, ["127.0.0.1:7000".parse().unwrap()]);
+    assert!(r.empty_host_seen.load(std::sync::atomic::Ordering::Acquire));
+    let addrs = rt.block_on(r.resolve("::1".into(), 7001)).unwrap();
+    assert_eq!(addrs, ["[::1]:7001".parse().unwrap()]);
+    let e = rt
+      .block_on(resolver(&[]).resolve("".into(), 7000))
+      .unwrap_err();
+    assert!(e.details().contains("empty host"), "{}", e.details());
   }
 }

@@ -47,12 +47,11 @@ if (p.kind === 'redis-guard') {
   const { RedisClient, RedisStore } = require('../../index.js')
   client = new RedisClient(p.clientOptions)
   store = new RedisStore({ client })
-  // Instrumentation: `_result` is where the store learns whether Redis answered (fromRedis).
-  if (typeof store._result !== 'function') throw new Error('RedisStore._result is gone: update __tests__/faults/app.mjs')
-  const result = store._result.bind(store)
-  store._result = (r, key, op) => {
-    const out = result(r, key, op)
-    if (op === 'increment' && out.fromRedis) acked.set(key, now())
+  // Instrumentation: an increment's public `source` says whether Redis counted it.
+  const increment = store.increment.bind(store)
+  store.increment = async (key) => {
+    const out = await increment(key)
+    if (out.source === 'redis') acked.set(key, now())
     return out
   }
   closeStore = async () => {
