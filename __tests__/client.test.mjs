@@ -56,16 +56,32 @@ function recorder() {
   return { lines, logger };
 }
 
-/** Replace console.info/warn/error/log/debug while `fn` runs; returns what was printed. */
+/**
+ * Capture what is printed while `fn` runs: console.info/warn/error/log/debug, and direct writes
+ * to process.stdout / process.stderr (the default logger writes to stderr directly).
+ */
 async function captureConsole(fn) {
   const names = ['log', 'info', 'warn', 'error', 'debug'];
   const orig = Object.fromEntries(names.map((n) => [n, console[n]]));
+  const writes = { stdout: process.stdout.write, stderr: process.stderr.write };
   const printed = [];
   for (const n of names) console[n] = (...a) => printed.push({ method: n, text: a.map(String).join(' ') });
+  for (const [name, w] of Object.entries(writes)) {
+    process[name].write = function (chunk, ...rest) {
+      const text = String(chunk);
+      if (text.includes('[redis-guard]')) {
+        printed.push({ method: name, text: text.replace(/\n$/, '') });
+        return true;
+      }
+      return w.call(this, chunk, ...rest);
+    };
+  }
   try {
     await fn(printed);
   } finally {
     Object.assign(console, orig);
+    process.stdout.write = writes.stdout;
+    process.stderr.write = writes.stderr;
   }
   return printed;
 }
@@ -604,7 +620,7 @@ describe('logging', () => {
     assert.equal(lines.length, 3, `connected, unavailable, recovered: ${JSON.stringify(printed)}`);
     assert.match(lines[0].text, /connected/i);
     assert.match(lines[1].text, /unavailable|falling back/i);
-    assert.equal(lines[1].method, 'warn');
+    assert.ok(lines.every((l) => l.method === 'stderr'), 'every line on stderr');
     assert.match(lines[2].text, /recovered/i);
     for (const l of lines) {
       assert.ok(l.text.includes(`redis://:***@127.0.0.1:${server.port}`), l.text);
