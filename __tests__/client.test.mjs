@@ -8,17 +8,16 @@
 // environment) only run in child processes with an explicit REDIS_URL / REDIS_HOST.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import util from 'node:util';
 
 import { freePort, makeCerts, parseInfo, startProxy, startRedis, waitFor } from './helpers/redis.mjs';
+import { listen, runNode, timed, uniquePrefix } from './helpers/utils.mjs';
 
 const require = createRequire(import.meta.url);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -33,21 +32,6 @@ const FAST_MS = 5;
 // ---------------------------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------------------------
-
-let prefixSeq = 0;
-/** A key prefix of its own for every test. */
-const uniquePrefix = (name) => `ct:${process.pid}:${++prefixSeq}:${name}:`;
-
-/** Time a promise: `{ ms, value }` or `{ ms, error }`; never rejects. */
-async function timed(fnOrPromise) {
-  const t0 = performance.now();
-  try {
-    const value = await (typeof fnOrPromise === 'function' ? fnOrPromise() : fnOrPromise);
-    return { ms: performance.now() - t0, value };
-  } catch (error) {
-    return { ms: performance.now() - t0, error };
-  }
-}
 
 /** A function logger that records `{ level, message, fields }`. */
 function recorder() {
@@ -833,10 +817,8 @@ describe('health', () => {
     const app = express();
     app.get('/health', client.healthHandler());
     app.get('/health/deep', client.healthHandler({ deep: true }));
-    const http = await new Promise((resolve) => {
-      const s = app.listen(0, '127.0.0.1', () => resolve(s));
-    });
-    const base = `http://127.0.0.1:${http.address().port}`;
+    const http = await listen(app);
+    const base = http.url;
     try {
       assert.equal(await client.ready(3000), true);
       let res = await fetch(`${base}/health`);
@@ -862,10 +844,7 @@ describe('health', () => {
       assert.equal(body.connected, false);
       assert.ok(ms < 1000, `health request took ${ms} ms`);
     } finally {
-      await new Promise((resolve) => {
-        http.close(resolve);
-        http.closeAllConnections?.();
-      });
+      await http.close();
       await client.close();
       await server.stop();
     }
@@ -877,11 +856,6 @@ describe('health', () => {
 // ---------------------------------------------------------------------------------------------
 
 describe('module-level helpers (default client from the environment)', () => {
-  let dir;
-  after(async () => {
-    if (dir) await fsp.rm(dir, { recursive: true, force: true });
-  });
-
   const CHILD = `
 'use strict'
 const g = require(${JSON.stringify(ROOT)})
@@ -910,26 +884,9 @@ const g = require(${JSON.stringify(ROOT)})
 })().catch((e) => { console.error('CHILD FAILED', e); process.exitCode = 2 })
 `;
 
-  async function runChild(env, source = CHILD) {
-    dir ??= await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-guard-test-child-'));
-    const file = path.join(dir, `child-${Math.random().toString(36).slice(2)}.cjs`);
-    await fsp.writeFile(file, source);
-    return new Promise((resolve, reject) => {
-      // A clean environment: only PATH and what the test passes (no inherited REDIS_*).
-      const child = spawn(process.execPath, [file], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-      child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-      const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      child.once('error', (e) => { clearTimeout(killer); reject(e); });
-      child.once('exit', (code, signal) => {
-        clearTimeout(killer);
-        const exitedAt = Date.now();
-        const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
-        resolve({ code, signal, stdout, stderr, exitedAt, result: line ? JSON.parse(line.slice(7)) : undefined });
-      });
-    });
+  /** Run `source` (CommonJS) in a child with a clean environment: only PATH and `env` (no inherited REDIS_*). */
+  function runChild(env, source = CHILD) {
+    return runNode(source, { type: 'commonjs', name: 'child', env: { PATH: process.env.PATH, ...env }, timeout: 20_000 });
   }
 
   function assertChild(r, server) {
