@@ -5,28 +5,18 @@
 // Run: node --test __tests__/store.test.mjs
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import Redis from 'ioredis';
 
 import { freePort, parseInfo, startRedis, waitFor } from './helpers/redis.mjs';
+import { INDEX_MJS_URL, runNode, spawnNode, timed, uniquePrefix } from './helpers/utils.mjs';
 import { RedisClient, RedisGuardError, RedisStore } from '../index.mjs';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const INDEX_JS = path.join(ROOT, 'index.js');
 const DEADLINE = 250; // the client's default commandTimeoutMs
 const CODES = ['ERR_REDIS_GUARD_UNAVAILABLE', 'ERR_REDIS_GUARD_TIMEOUT'];
-
-let seq = 0;
-/** A key prefix of this test run only. */
-const uniquePrefix = (name) => `rgst-${process.pid}-${++seq}-${name}:`;
 
 const newClient = (url, opts = {}) => new RedisClient({ url, logger: false, ...opts });
 
@@ -48,17 +38,6 @@ function withTimeout(promise, ms, what) {
     timer = setTimeout(() => reject(new Error(`${what} did not finish in ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Time one call; resolves `{ ms, value }` or `{ ms, error }`. */
-async function timed(fn) {
-  const t0 = performance.now();
-  try {
-    const value = await fn();
-    return { ms: performance.now() - t0, value };
-  } catch (error) {
-    return { ms: performance.now() - t0, error };
-  }
 }
 
 function assertResult(r, windowMs) {
@@ -283,13 +262,10 @@ describe('RedisStore on a running server', () => {
 
   test('10,000 increments of one key from two processes (batch and per-key scripts) end at exactly 10,000', async (t) => {
     const prefix = uniquePrefix('atomic');
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'redis-guard-test-atomic-'));
     const children = [];
     try {
-      const script = path.join(dir, 'hammer.mjs');
-      await fs.writeFile(script, `
-import mod from ${JSON.stringify(pathToFileURL(INDEX_JS).href)};
-const { RedisClient, RedisStore } = mod;
+      const hammer = { name: 'hammer', source: `
+import { RedisClient, RedisStore } from ${JSON.stringify(INDEX_MJS_URL)};
 const [url, prefix, total, inflight, scriptMode] = process.argv.slice(2);
 // A generous deadline: this test is about atomicity, not about the fallback.
 const client = new RedisClient({ url, logger: false, commandTimeoutMs: 10000 });
@@ -310,21 +286,15 @@ await Promise.all(Array.from({ length: Number(inflight) }, worker));
 process.stdout.write(JSON.stringify({ hits, stats: client.stats() }) + '\\n');
 await client.close();
 process.stdin.destroy();
-`);
-      for (let i = 0; i < 2; i++) {
-        const child = spawn(process.execPath, [script, server.url, prefix, '5000', '200', i === 0 ? 'batch' : 'per-key'], { stdio: ['pipe', 'pipe', 'pipe'] });
-        let out = '';
-        let err = '';
-        child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
-        child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-        const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-        children.push({ child, exited, out: () => out, err: () => err });
+` };
+      for (const scriptMode of ['batch', 'per-key']) {
+        children.push(await spawnNode(hammer, [server.url, prefix, '5000', '200', scriptMode]));
       }
-      await waitFor(() => children.every((c) => c.out().includes('ready\n')), { timeout: 15_000, interval: 20, what: 'children ready' });
-      for (const c of children) c.child.stdin.write('go\n');
-      const codes = await withTimeout(Promise.all(children.map((c) => c.exited)), 40_000, 'the two children');
-      assert.deepEqual(codes, [0, 0], children.map((c) => c.err()).join('\n'));
-      const reports = children.map((c) => JSON.parse(c.out().split('\n')[1]));
+      await Promise.all(children.map((c) => c.next((l) => l.text === 'ready', 15_000)));
+      for (const c of children) c.write('go\n');
+      const exits = await withTimeout(Promise.all(children.map((c) => c.exited)), 40_000, 'the two children');
+      assert.deepEqual(exits.map((e) => e.code), [0, 0], children.map((c) => c.stderr).join('\n'));
+      const reports = await Promise.all(children.map((c) => c.next((l) => Array.isArray(l.hits))));
       for (const r of reports) {
         assert.equal(r.hits.length, 5000);
         assert.equal(r.stats.fallbacks, 0, 'no call went to the fallback');
@@ -336,8 +306,7 @@ process.stdin.destroy();
       for (let i = 0; i < all.length; i++) if (all[i] !== i + 1) assert.fail(`value ${i + 1} missing or duplicated (got ${all[i]})`);
       t.diagnostic('two processes (scriptMode batch and per-key), 200 calls in flight each: exactly 10000');
     } finally {
-      for (const c of children) if (c.child.exitCode === null) c.child.kill('SIGKILL');
-      await fs.rm(dir, { recursive: true, force: true });
+      await Promise.all(children.map((c) => c.stop()));
     }
   });
 
@@ -670,13 +639,8 @@ test('memory fallback stays bounded: 1,000,000 distinct keys (then another milli
   // In a child process of its own: its RSS is the store's alone, and promises run at full
   // speed (inside a node:test callback, async context tracking makes each one ~5x dearer).
   const port = await freePort(); // never started: Redis is down for the whole test
-  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'redis-guard-test-flood-'));
-  let child;
-  try {
-    const script = path.join(dir, 'flood.mjs');
-    await fs.writeFile(script, `
-import mod from ${JSON.stringify(pathToFileURL(INDEX_JS).href)};
-const { RedisClient, RedisStore } = mod;
+  const flood = `
+import { RedisClient, RedisStore } from ${JSON.stringify(INDEX_MJS_URL)};
 const [url, prefix] = process.argv.slice(2);
 const client = new RedisClient({ url, logger: false });
 const store = new RedisStore({ client, prefix, fallbackMaxKeys: 1000 });
@@ -720,33 +684,25 @@ process.stdout.write(JSON.stringify({ connected, ms, slowest, maxSize, bad, rece
   rssMb: (m1.rss - m0.rss) / 1e6, heapMb: (m1.heapUsed - m0.heapUsed) / 1e6, rss0Mb: m0.rss / 1e6,
   peakRssMb: (peak.rss - m0.rss) / 1e6 }) + '\\n');
 await client.close();
-`);
-    child = spawn(process.execPath, ['--expose-gc', script, `redis://127.0.0.1:${port}`, uniquePrefix('flood')], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
-    const code = await withTimeout(new Promise((resolve) => child.once('exit', resolve)), 30_000, 'the flood child');
-    assert.equal(code, 0, `flood child: ${code} ${err}`);
-    const r = JSON.parse(out);
-    assert.equal(r.connected, false, 'Redis was down');
-    assert.equal(r.bad, 0, 'every distinct key counted 1 in the fallback');
-    assert.ok(r.maxSize <= 1000 && r.size <= 1000, `fallbackSize peaked at ${r.maxSize}`);
-    assert.ok(r.size > 0);
-    assert.equal(r.recent, 2, 'a key counted after the flood keeps counting');
-    assert.ok(r.fallbacks >= 2_000_000);
-    assert.ok(r.ms < 30_000, `the flood took ${r.ms.toFixed(0)} ms`);
-    t.diagnostic(`1M keys in ${r.ms.toFixed(0)} ms (slowest batch of 10k: ${r.slowest.toFixed(0)} ms), ` +
-      `RSS ${r.rss0Mb.toFixed(0)} MB at start, +${r.peakRssMb.toFixed(1)} MB at the end of the flood, ` +
-      `+${r.rssMb.toFixed(1)} MB after GC (heap +${r.heapMb.toFixed(1)} MB), fallbackSize ${r.size}; ` +
-      `a second million: RSS ${r.secondRssMb >= 0 ? '+' : ''}${r.secondRssMb.toFixed(1)} MB, heap ${r.secondHeapMb >= 0 ? '+' : ''}${r.secondHeapMb.toFixed(1)} MB`);
-    // What stays is bounded by the 1000 keys (plus allocator and V8 slack), not by the keys seen:
-    // the second million adds (next to) nothing.
-    assert.ok(r.heapMb < 20, `JS heap kept ${r.heapMb.toFixed(1)} MB`);
-    assert.ok(r.peakRssMb < 300 && r.rssMb < 200, `RSS grew by ${r.peakRssMb.toFixed(1)} MB (${r.rssMb.toFixed(1)} MB after GC)`);
-    assert.ok(r.secondRssMb < 60 && r.secondHeapMb < 5, `a second million grew RSS by ${r.secondRssMb.toFixed(1)} MB, heap by ${r.secondHeapMb.toFixed(1)} MB`);
-  } finally {
-    if (child && child.exitCode === null) child.kill('SIGKILL');
-    await fs.rm(dir, { recursive: true, force: true });
-  }
+`;
+  const child = await runNode(flood, { name: 'flood', nodeArgs: ['--expose-gc'], args: [`redis://127.0.0.1:${port}`, uniquePrefix('flood')], timeout: 30_000 });
+  assert.equal(child.timedOut, false, 'the flood child did not finish in 30000 ms');
+  assert.equal(child.code, 0, `flood child: ${child.code} ${child.stderr}`);
+  const r = JSON.parse(child.stdout);
+  assert.equal(r.connected, false, 'Redis was down');
+  assert.equal(r.bad, 0, 'every distinct key counted 1 in the fallback');
+  assert.ok(r.maxSize <= 1000 && r.size <= 1000, `fallbackSize peaked at ${r.maxSize}`);
+  assert.ok(r.size > 0);
+  assert.equal(r.recent, 2, 'a key counted after the flood keeps counting');
+  assert.ok(r.fallbacks >= 2_000_000);
+  assert.ok(r.ms < 30_000, `the flood took ${r.ms.toFixed(0)} ms`);
+  t.diagnostic(`1M keys in ${r.ms.toFixed(0)} ms (slowest batch of 10k: ${r.slowest.toFixed(0)} ms), ` +
+    `RSS ${r.rss0Mb.toFixed(0)} MB at start, +${r.peakRssMb.toFixed(1)} MB at the end of the flood, ` +
+    `+${r.rssMb.toFixed(1)} MB after GC (heap +${r.heapMb.toFixed(1)} MB), fallbackSize ${r.size}; ` +
+    `a second million: RSS ${r.secondRssMb >= 0 ? '+' : ''}${r.secondRssMb.toFixed(1)} MB, heap ${r.secondHeapMb >= 0 ? '+' : ''}${r.secondHeapMb.toFixed(1)} MB`);
+  // What stays is bounded by the 1000 keys (plus allocator and V8 slack), not by the keys seen:
+  // the second million adds (next to) nothing.
+  assert.ok(r.heapMb < 20, `JS heap kept ${r.heapMb.toFixed(1)} MB`);
+  assert.ok(r.peakRssMb < 300 && r.rssMb < 200, `RSS grew by ${r.peakRssMb.toFixed(1)} MB (${r.rssMb.toFixed(1)} MB after GC)`);
+  assert.ok(r.secondRssMb < 60 && r.secondHeapMb < 5, `a second million grew RSS by ${r.secondRssMb.toFixed(1)} MB, heap by ${r.secondHeapMb.toFixed(1)} MB`);
 });
