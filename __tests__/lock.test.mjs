@@ -7,10 +7,7 @@
 // is closed in `finally`; loopback only; every loop is bounded.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import fsp from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -18,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 
 import guard from '../index.js';
 import { startRedis, waitFor } from './helpers/redis.mjs';
+import { spawnNode, timed, writeScript } from './helpers/utils.mjs';
 
 const { RedisClient, codes } = guard;
 const require = createRequire(import.meta.url);
@@ -43,8 +41,8 @@ process.on('unhandledRejection', (reason) => {
 let server;
 /** A plain ioredis connection to the shared server, for inspecting keys cheaply. */
 let raw;
-/** Temp dir holding the child-process scripts. */
-let scriptDir;
+/** The child-process scripts (written to a temp dir in `before`). */
+const scripts = {};
 
 let keySeq = 0;
 /** A fresh, test-private lock key (without the `lock:` prefix). */
@@ -85,17 +83,6 @@ async function rejectsCode(p, code, msg) {
     return true;
   });
   return err;
-}
-
-/** `{ value, ms }` or `{ error, ms }` of an async call. */
-async function timed(fn) {
-  const t0 = performance.now();
-  try {
-    const value = await fn();
-    return { value, ms: performance.now() - t0 };
-  } catch (error) {
-    return { error, ms: performance.now() - t0 };
-  }
 }
 
 /** Resolves when `signal` aborts, or after `ms` (bounded wait). */
@@ -196,113 +183,19 @@ try {
 }
 `;
 
-/** A child node process running `script`, with line-wise JSON stdout. Killed by `stop()`. */
-function spawnChild(script, args) {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines = [];
-  let waiters = [];
-  let buf = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d) => {
-    buf += d;
-    let i;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      try {
-        lines.push(JSON.parse(line));
-      } catch {
-        lines.push({ text: line });
-      }
-    }
-    const w = waiters;
-    waiters = [];
-    for (const f of w) f();
-  });
-  child.stderr.setEncoding('utf8').on('data', (d) => {
-    stderr += d;
-  });
-  child.stdin.on('error', () => {});
-  const exited = new Promise((resolve) => {
-    child.once('exit', (code, signal) => {
-      resolve({ code, signal });
-      const w = waiters;
-      waiters = [];
-      for (const f of w) f();
-    });
-  });
-  let exitInfo = null;
-  exited.then((x) => {
-    exitInfo = x;
-  });
-  return {
-    child,
-    exited,
-    get stderr() {
-      return stderr;
-    },
-    /** Wait (bounded) for the next JSON line matching `pred`. */
-    async next(pred, timeout = 10_000) {
-      const deadline = Date.now() + timeout;
-      for (;;) {
-        const i = lines.findIndex(pred);
-        if (i >= 0) return lines.splice(i, 1)[0];
-        if (exitInfo) throw new Error(`child exited (${JSON.stringify(exitInfo)}) before the expected line; stderr:\n${stderr}`);
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`timed out waiting for a line from the child; stderr:\n${stderr}`);
-        await new Promise((resolve) => {
-          const t = setTimeout(resolve, left);
-          waiters.push(() => {
-            clearTimeout(t);
-            resolve();
-          });
-        });
-      }
-    },
-    /** SIGCONT + SIGKILL if still running; resolves on exit. */
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) {
-        try {
-          process.kill(child.pid, 'SIGCONT');
-        } catch {}
-        try {
-          process.kill(child.pid, 'SIGKILL');
-        } catch {}
-      }
-      await exited;
-    },
-  };
-}
-
-/** Wait (bounded) for a child to exit by itself. */
-async function waitExit(c, timeout) {
-  let t;
-  const r = await Promise.race([
-    c.exited,
-    new Promise((resolve) => {
-      t = setTimeout(() => resolve(null), timeout);
-    }),
-  ]);
-  clearTimeout(t);
-  if (!r) throw new Error(`child did not exit within ${timeout} ms; stderr:\n${c.stderr}`);
-  return r;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 before(async () => {
   server = await startRedis();
   raw = new Redis(server.url, { maxRetriesPerRequest: 2 });
-  scriptDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'redis-guard-test-lock-'));
-  await fsp.writeFile(path.join(scriptDir, 'mutex-worker.mjs'), MUTEX_WORKER);
-  await fsp.writeFile(path.join(scriptDir, 'holder.mjs'), HOLDER);
+  scripts.mutexWorker = await writeScript(MUTEX_WORKER, { name: 'mutex-worker' });
+  scripts.holder = await writeScript(HOLDER, { name: 'holder' });
 });
 
 after(async () => {
   await guard.closeDefaultClient().catch(() => {});
   if (raw) raw.disconnect();
   if (server) await server.stop();
-  if (scriptDir) await fsp.rm(scriptDir, { recursive: true, force: true });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -470,10 +363,10 @@ test('mutual exclusion: 4 processes x 200 non-atomic read-modify-writes inside w
   const t0 = Date.now();
   try {
     for (let i = 0; i < 4; i++) {
-      workers.push(spawnChild(path.join(scriptDir, 'mutex-worker.mjs'), [server.url, k, counterKey, insideKey, String(N)]));
+      workers.push(await spawnNode(scripts.mutexWorker, [server.url, k, counterKey, insideKey, String(N)]));
     }
     const results = await Promise.all(workers.map((w) => w.next((l) => 'done' in l, 40_000)));
-    const exits = await Promise.all(workers.map((w) => waitExit(w, 10_000)));
+    const exits = await Promise.all(workers.map((w) => w.waitExit(10_000)));
     for (const [i, x] of exits.entries()) assert.equal(x.code, 0, `worker ${i} exit; stderr:\n${workers[i].stderr}`);
     for (const r of results) {
       assert.equal(r.done, N);
@@ -536,7 +429,7 @@ test('fencing: a holder paused past its TTL (SIGSTOP) loses the lease; the next 
     const me = await mk();
     const k = key('paused-holder');
     const lk = `lock:${k}`;
-    const holder = spawnChild(path.join(scriptDir, 'holder.mjs'), [server.url, k]);
+    const holder = await spawnNode(scripts.holder, [server.url, k]);
     let mine = null;
     try {
       const got = await holder.next((l) => l.event === 'acquired');
@@ -566,7 +459,7 @@ test('fencing: a holder paused past its TTL (SIGSTOP) loses the lease; the next 
       assert.equal(report.released, false, 'release() resolved false');
       assert.equal(report.releaseError, undefined, 'release() never rejects for a lost lock');
       assert.equal(report.extendAfterReleaseError, codes.LOCK_NOT_HELD);
-      assert.equal((await waitExit(holder, 5_000)).code, 0, holder.stderr);
+      assert.equal((await holder.waitExit(5_000)).code, 0, holder.stderr);
 
       // Ours is untouched by the woken holder.
       assert.equal(await raw.get(lk), mine.token);
