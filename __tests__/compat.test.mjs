@@ -14,26 +14,10 @@ import { RedisStore as RateLimitRedis6 } from 'rate-limit-redis';
 import { RedisStore as RateLimitRedis4 } from 'rate-limit-redis-v4';
 
 import { startRedis } from './helpers/redis.mjs';
+import { listen, uniquePrefix } from './helpers/utils.mjs';
 import { RedisClient, RedisStore } from '../index.mjs';
 
 const PEERS = [['rate-limit-redis v4', RateLimitRedis4], ['rate-limit-redis v6', RateLimitRedis6]];
-
-let seq = 0;
-const uniquePrefix = (name) => `rgcp-${process.pid}-${++seq}-${name}:`;
-
-async function listen(app) {
-  const server = await new Promise((resolve, reject) => {
-    const s = app.listen(0, '127.0.0.1', (err) => (err ? reject(err) : resolve(s)));
-    s.once('error', reject);
-  });
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: () => new Promise((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
-  };
-}
 
 /** Every key of `prefix` in Redis, as Buffers (SCAN with MATCH on the raw bytes). */
 async function keysOf(io, prefix) {

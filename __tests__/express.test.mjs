@@ -13,29 +13,12 @@ import { rateLimit } from 'express-rate-limit';
 import { slowDown } from 'express-slow-down';
 
 import { startRedis, waitFor } from './helpers/redis.mjs';
+import { listen, uniquePrefix } from './helpers/utils.mjs';
 import { RedisClient, RedisStore } from '../index.mjs';
 
 const EXPRESSES = [['Express 5', express5], ['Express 4', express4]];
 
-let seq = 0;
-const uniquePrefix = (name) => `rgex-${process.pid}-${++seq}-${name}:`;
 const newClient = (url, opts = {}) => new RedisClient({ url, logger: false, ...opts });
-
-/** Listen on 127.0.0.1:0; resolves `{ url, close }`. */
-async function listen(app) {
-  const server = await new Promise((resolve, reject) => {
-    const s = app.listen(0, '127.0.0.1', (err) => (err ? reject(err) : resolve(s)));
-    s.once('error', reject);
-  });
-  const { port } = server.address();
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () => new Promise((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
-  };
-}
 
 /** GET `path`; resolves `{ status, headers, body }` (body parsed as JSON when it is). */
 async function get(base, path = '/', headers = {}) {
