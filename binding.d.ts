@@ -9,6 +9,31 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/**
+ * The native half of a JS `Batcher` (lib/batch.js), for one feature: submit batches, get
+ * their answers through one callback. Made by a feature's `batcher()`.
+ */
+export declare class NativeBatcher {
+  /** Numbers per call in (without the byte length). */
+  get widthIn(): number
+  /** Numbers per call out (with offset and length when answers carry bytes). */
+  get widthOut(): number
+  /** Whether calls send bytes (their length then follows their numbers). */
+  get bytesIn(): boolean
+  /** Whether answers carry bytes (offset and length are a call's last two numbers). */
+  get bytesOut(): boolean
+  /** Where batch answers go: `onDone(id, numbers, bytes)`. */
+  setDone(onDone: (arg0: number, arg1: Float64Array, arg2?: Buffer | undefined | null) => void): void
+  /** Keep Node's event loop alive while batches are in flight (`true`), or not (`false`). */
+  keepAlive(on: boolean): void
+  /**
+   * Submit batch `id`: per call an op byte and a key, `widthIn` numbers (and, when calls send
+   * bytes, their byte length) in `nums`, and the calls' bytes appended in `bytes`. Answered
+   * through the `setDone` callback; never fails once submitted.
+   */
+  submit(id: number, ops: Uint8Array, keys: Array<string>, nums?: Float64Array | undefined | null, bytes?: Uint8Array | undefined | null): void
+}
+
 /** The native half of `RedisClient` (`index.js` wraps it). Holds one connection to Redis. */
 export declare class NativeClient {
   /**
@@ -30,21 +55,23 @@ export declare class NativeClient {
   healthCheck(deep?: boolean | undefined | null): Promise<HealthResult>
   /** Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`. */
   close(): Promise<void>
-  /** Where lock batch results go: `onDone(id, results)` (see `lockSubmit`). */
-  setLockDone(onDone: (arg0: number, arg1: Float64Array) => void): void
-  /** Keep Node's event loop alive while lock batches are in flight (`true`), or not. */
-  lockKeepAlive(on: boolean): void
+}
+
+/** The native half of a client's locks (lib/lock.js). */
+export declare class NativeLocks {
+  /** The locks of `client`: keys `${lockPrefix}${key}`. */
+  constructor(client: NativeClient)
   /**
-   * Submit lock batch `id`. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2 extend); bits
-   * 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for a release or
-   * extend who granted the lease (0 Redis, 1 local, 2 allow); bit 4 for an acquire: no fencing
-   * token (fence 0 in the result). `seqs[i]` is the lease's token
-   * number (its token is `lockTokenPrefix() + 16 hex digits of it`), `ttls[i]` the TTL in ms
-   * (acquire, extend). `onDone` gets three numbers per op: status (for an acquire who decided:
-   * 0 Redis, 1 local table, 2 allow; negative: an error code), ok (1 when acquired / released /
+   * The batcher of these locks. Per call: the op byte (bits 0-1 `LOCK_ACQUIRE`,
+   * `LOCK_RELEASE` or `LOCK_EXTEND`; bits 2-3 for an acquire the `onUnavailable` policy (0
+   * local, 1 allow, 2 deny), for a release or extend who granted the lease (0 Redis, 1 local,
+   * 2 allow); `LOCK_NO_FENCE` for an acquire without a fencing token), the key, and two
+   * numbers: the lease's token number (its token is `lockTokenPrefix() + 16 hex digits of
+   * it`) and the TTL in ms. Three numbers out: status (for an acquire who decided: 0 Redis, 1
+   * local table, 2 allow; negative: an error code), ok (1 when acquired / released /
    * extended), fence.
    */
-  lockSubmit(id: number, ops: Uint8Array, keys: Array<string>, seqs: Float64Array, ttls: Float64Array): void
+  batcher(): NativeBatcher
 }
 
 /** The native half of `RedisStore`. */
@@ -57,17 +84,12 @@ export declare class NativeStore {
   constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null, scriptMode?: string | undefined | null)
   /** Set the window length (ms) and `resetExpiryOnChange`. */
   configure(windowMs: number, resetExpiry: boolean): void
-  /** Where batch results go: `onDone(id, results)` (see `submit`). */
-  setDone(onDone: (arg0: number, arg1: Float64Array) => void): void
-  /** Keep Node's event loop alive while batches are in flight (`true`), or not (`false`). */
-  keepAlive(on: boolean): void
   /**
-   * Submit batch `id`: `ops[i]` (0 increment, 1 get, 2 decrement, 3 reset) on `keys[i]`. The
-   * `onDone` callback gets `(id, results)`: three numbers per key: status (0 Redis, 1 memory,
-   * 2 allowed, 3 no such key, negative: an error code), hits, and ms until the window resets.
-   * Never fails once submitted.
+   * The batcher of this store: ops `STORE_*` on keys, no numbers in; three numbers out per
+   * call: status (`STORE_REDIS`, `STORE_MEMORY`, `STORE_ALLOW`, `STORE_NONE`; negative: an
+   * error code), hits, and ms until the window resets.
    */
-  submit(id: number, ops: Uint8Array, keys: Array<string>): void
+  batcher(): NativeBatcher
   /**
    * Delete every key of this store's prefix (SCAN + UNLINK on every primary, never KEYS) and
    * clear the memory fallback. Resolves the number of Redis keys deleted.
@@ -83,6 +105,18 @@ export declare class NativeStore {
  * real time (`lib/timers.js`).
  */
 export declare function clockMs(): number
+
+/**
+ * A batcher that echoes its calls without touching Redis (diagnostics: the crossing's own
+ * cost). `bytes`: calls carry bytes, echoed back. The default value of `bytes` is `false`.
+ */
+export declare function echoBatcher(client: NativeClient, bytes?: boolean | undefined | null): NativeBatcher
+
+/**
+ * Every error code, in the order of their numbers: the code of status `-n` of a batched
+ * result is `errorCodes()[n - 1]` (lib/errors.js builds `codes` from this list).
+ */
+export declare function errorCodes(): Array<string>
 
 /** The result of `healthCheck()`. */
 export interface HealthResult {
@@ -104,6 +138,18 @@ export interface HealthResult {
   /** What went wrong, masked; absent when healthy. */
   error?: string
 }
+
+/** Lock op (the low two bits of an op byte): grant. */
+export declare const LOCK_ACQUIRE: number
+
+/** Lock op: token-checked extension. */
+export declare const LOCK_EXTEND: number
+
+/** Bit 4 of an acquire's op byte: no fencing token (`acquireLock`, which never shows one). */
+export declare const LOCK_NO_FENCE: number
+
+/** Lock op: token-checked release. */
+export declare const LOCK_RELEASE: number
 
 /** The prefix of this process's lock tokens (see `Lease.token`). */
 export declare function lockTokenPrefix(): string
@@ -182,6 +228,30 @@ export interface SentinelOptions {
   /** Password for the sentinels. The default value is none. */
   password?: string
 }
+
+/** Result status: let through, not counted (`onUnavailable: 'allow'`). */
+export declare const STORE_ALLOW: number
+
+/** Store op: undo one hit. */
+export declare const STORE_DECREMENT: number
+
+/** Store op: read a key's count. */
+export declare const STORE_GET: number
+
+/** Store op: count a hit. */
+export declare const STORE_INCREMENT: number
+
+/** Result status: counted by the memory fallback. */
+export declare const STORE_MEMORY: number
+
+/** Result status of a `get`: no such key. */
+export declare const STORE_NONE: number
+
+/** Result status (the first of three numbers): counted in Redis. */
+export declare const STORE_REDIS: number
+
+/** Store op: forget a key. */
+export declare const STORE_RESET: number
 
 /** TLS options. */
 export interface TlsOptions {

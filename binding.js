@@ -835,7 +835,23 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.NativeBatcher = nativeBinding.NativeBatcher
 module.exports.NativeClient = nativeBinding.NativeClient
+module.exports.NativeLocks = nativeBinding.NativeLocks
 module.exports.NativeStore = nativeBinding.NativeStore
 module.exports.clockMs = nativeBinding.clockMs
+module.exports.echoBatcher = nativeBinding.echoBatcher
+module.exports.errorCodes = nativeBinding.errorCodes
+module.exports.LOCK_ACQUIRE = nativeBinding.LOCK_ACQUIRE
+module.exports.LOCK_EXTEND = nativeBinding.LOCK_EXTEND
+module.exports.LOCK_NO_FENCE = nativeBinding.LOCK_NO_FENCE
+module.exports.LOCK_RELEASE = nativeBinding.LOCK_RELEASE
 module.exports.lockTokenPrefix = nativeBinding.lockTokenPrefix
+module.exports.STORE_ALLOW = nativeBinding.STORE_ALLOW
+module.exports.STORE_DECREMENT = nativeBinding.STORE_DECREMENT
+module.exports.STORE_GET = nativeBinding.STORE_GET
+module.exports.STORE_INCREMENT = nativeBinding.STORE_INCREMENT
+module.exports.STORE_MEMORY = nativeBinding.STORE_MEMORY
+module.exports.STORE_NONE = nativeBinding.STORE_NONE
+module.exports.STORE_REDIS = nativeBinding.STORE_REDIS
+module.exports.STORE_RESET = nativeBinding.STORE_RESET

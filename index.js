@@ -2,24 +2,11 @@
 // redis-guard: rate limiting, distributed locks and health checks on Redis for Express.
 // The work happens in Rust (src/); this file wires the thin JavaScript layer (lib/).
 
-const { RedisClient, Lease, sendHealth } = require('./lib/client.js')
+const { RedisClient } = require('./lib/client.js')
+const { Lease } = require('./lib/lock.js')
 const { RedisStore } = require('./lib/store.js')
 const { RedisGuardError, codes } = require('./lib/errors.js')
-
-let defaultClient = null
-
-/** The process-wide client built from the environment on first use (REDIS_URL, REDIS_HOST, ...). */
-function getDefaultClient() {
-  if (!defaultClient) defaultClient = new RedisClient()
-  return defaultClient
-}
-
-/** Close the default client (if it was ever built); a later call builds a new one. */
-async function closeDefaultClient() {
-  const c = defaultClient
-  defaultClient = null
-  if (c) await c.close()
-}
+const { getDefaultClient, closeDefaultClient } = require('./lib/default-client.js')
 
 module.exports = {
   RedisClient,

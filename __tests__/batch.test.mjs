@@ -1,7 +1,9 @@
-// The JS half of batching (lib/batch.js): calls of a turn become one submission; results come
-// back by batch id through one callback (src/completion.rs). The native side is replaced here by
-// a recorder: what is tested is the bookkeeping (ids, the table of batches in flight, keep-alive),
-// which Redis has no say in. The real path is covered by every store and lock test.
+// The batch core (lib/batch.js + src/batch/): calls of a turn become one submission; results
+// come back by batch id through one callback (src/batch/completion.rs). The first tests replace
+// the native side by a recorder: what is tested is the bookkeeping (ids, the table of batches in
+// flight, keep-alive), which Redis has no say in. The last ones cross for real, through the
+// diagnostic echo feature (src/batch/echo.rs): numbers, and bytes each way. Redis's part is
+// covered by every store and lock test.
 
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -9,10 +11,16 @@ import { test } from 'node:test';
 
 const require = createRequire(import.meta.url);
 const { Batcher } = require('../lib/batch.js');
+const { echoBatcher } = require('../binding.js');
+const { RedisClient } = require('../index.js');
 
 function recorder() {
   const n = { submitted: [], keepAlive: [], done: null, fail: null };
   n.native = {
+    widthIn: 0,
+    widthOut: 3,
+    bytesIn: false,
+    bytesOut: false,
     setDone: (fn) => {
       n.done = fn;
     },
@@ -27,7 +35,7 @@ function recorder() {
 
 test('many batches in flight, answered in any order: every call gets its own numbers', async () => {
   const n = recorder();
-  const b = new Batcher(n.native, false, 1); // one call per batch: 300 batches in flight
+  const b = new Batcher(n.native, 1); // one call per batch: 300 batches in flight
   const calls = Array.from({ length: 300 }, (_, i) => b.push(0, `k${i}`));
   assert.equal(n.submitted.length, 300);
   assert.ok(b.slots.length >= 300, `the table grew to ${b.slots.length}`);
@@ -59,4 +67,32 @@ test('a batch of one turn is one submission; a refused submission rejects only i
   n.done(n.submitted[0].id, Float64Array.from([0, 1, 10, 0, 2, 20, 0, 3, 30]));
   assert.deepEqual((await Promise.all(first)).map((r) => r[1]), [1, 2, 3]);
   assert.equal(b.inflight, 0);
+});
+
+test('the real crossing: numbers, and bytes both ways (1 KB each), every call its own answer', async () => {
+  // A client that never connects: the echo feature answers every call itself.
+  const client = new RedisClient({ url: 'redis://127.0.0.1:1', logger: false, connectTimeoutMs: 100 });
+  try {
+    const nums = new Batcher(echoBatcher(client._native, false));
+    assert.deepEqual([nums.widthIn, nums.widthOut, nums.bytesIn, nums.bytesOut], [1, 3, false, false]);
+    const r = await Promise.all(Array.from({ length: 200 }, (_, i) => nums.push(0, 'k'.repeat(i % 7), i)));
+    for (const [i, x] of r.entries()) assert.deepEqual([...x], [0, i, i % 7]);
+
+    const bytes = new Batcher(echoBatcher(client._native, true));
+    assert.deepEqual([bytes.widthIn, bytes.widthOut, bytes.bytesIn, bytes.bytesOut], [1, 4, true, true]);
+    const values = Array.from({ length: 150 }, (_, i) => Buffer.from(`${i}:`.padEnd(1024, String.fromCharCode(97 + (i % 26)))));
+    values[3] = Buffer.alloc(0); // an empty value crosses as such
+    const out = await Promise.all(values.map((v, i) => bytes.push(0, `key${i}`, i, 0, v)));
+    for (const [i, x] of out.entries()) {
+      assert.equal(x.nums[0], 0);
+      assert.equal(x.nums[1], i);
+      assert.ok(Buffer.isBuffer(x.bytes));
+      assert.ok(x.bytes.equals(values[i]), `call ${i} got its own bytes back`);
+    }
+    // A call without bytes sends none.
+    const none = await bytes.push(0, 'nothing', 7);
+    assert.equal(none.bytes.length, 0);
+  } finally {
+    await client.close();
+  }
 });

@@ -943,7 +943,7 @@ const g = require(${JSON.stringify(ROOT)})
     }
   });
 
-  // Batch results come back through one weak callback per batcher (src/completion.rs): it
+  // Batch results come back through one weak callback per batcher (src/batch/completion.rs): it
   // must keep the loop alive while a batch is out, and never once nothing is.
   const INFLIGHT_CHILD = `
 'use strict'

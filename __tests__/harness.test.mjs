@@ -6,20 +6,18 @@
 // Every test stops what it started in `finally`.
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 
 import {
   freePort, makeCerts, startCluster, startProxy, startRedis, startSentinel, waitFor,
 } from './helpers/redis.mjs';
+import { runOk } from './helpers/utils.mjs';
 
-const execFileP = promisify(execFile);
 const HELPERS = fileURLToPath(new URL('./helpers/redis.mjs', import.meta.url));
 
 /** True if `pid` no longer runs (gone, or a zombie waiting to be reaped). */
@@ -134,11 +132,11 @@ test('makeCerts produces a cached, rustls-friendly PKI', async () => {
   assert.equal(server.checkHost('localhost'), 'localhost');
   assert.ok(server.keyUsage.includes('1.3.6.1.5.5.7.3.1'), 'server EKU serverAuth');
   assert.ok(client.keyUsage.includes('1.3.6.1.5.5.7.3.2'), 'client EKU clientAuth');
-  const { stdout } = await execFileP('openssl', ['x509', '-in', certs.ca, '-noout', '-text']);
+  const { stdout } = await runOk('openssl', ['x509', '-in', certs.ca, '-noout', '-text']);
   assert.match(stdout, /Version: 3/);
   assert.match(stdout, /CA:TRUE/);
   assert.match(stdout, /Certificate Sign/);
-  const v = await execFileP('openssl', ['verify', '-CAfile', certs.ca, certs.serverCert, certs.clientCert]);
+  const v = await runOk('openssl', ['verify', '-CAfile', certs.ca, certs.serverCert, certs.clientCert]);
   assert.match(v.stdout, /server\.crt: OK[\s\S]*client\.crt: OK/);
 });
 
@@ -188,7 +186,7 @@ test('TLS server (redis-cli --tls), wrong CA and client-cert requirement', async
     await assert.rejects(s.cli('PING', { tls: false, timeout: 3000 }));
     await assert.rejects(s.cli('PING', { cacert: s.certs.wrongCa }));
     // Plain redis-cli --tls with only the CA works when client auth is off.
-    const { stdout } = await execFileP('redis-cli', ['--tls', '--cacert', s.certs.ca,
+    const { stdout } = await runOk('redis-cli', ['--tls', '--cacert', s.certs.ca,
       '-h', '127.0.0.1', '-p', String(s.port), '-a', 'pw', '--no-auth-warning', 'PING']);
     assert.equal(stdout.trim(), 'PONG');
     // authClients: true -> a client certificate is mandatory.
@@ -239,7 +237,7 @@ test('a forgotten server dies with the test process', async () => {
     console.log(JSON.stringify({ pid: s.pid, dir: s.dir }));
     // no stop(): the event loop empties, Node exits, the harness kills it
   `;
-  const { stdout } = await execFileP(process.execPath, ['--input-type=module', '-e', script],
+  const { stdout } = await runOk(process.execPath, ['--input-type=module', '-e', script],
     { timeout: 15000 });
   const { pid, dir } = JSON.parse(stdout.trim());
   await waitFor(() => isDead(pid), { timeout: 3000, what: `pid ${pid} to die` });

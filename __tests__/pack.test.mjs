@@ -4,7 +4,6 @@
 // Run: node --test __tests__/pack.test.mjs   (needs the npm registry for express@5)
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -13,6 +12,7 @@ import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { startRedis } from './helpers/redis.mjs';
+import { resultLine, run as runCommand } from './helpers/utils.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const NODE_FILE = 'redis-guard.linux-x64-gnu.node';
@@ -21,23 +21,8 @@ const NODE_FILE = 'redis-guard.linux-x64-gnu.node';
 const PATH_NO_RUST = (process.env.PATH ?? '').split(path.delimiter)
   .filter((p) => !/[\\/]\.cargo[\\/]|[\\/]\.rustup[\\/]/.test(p + path.sep)).join(path.delimiter);
 
-/** Run a command; resolves { code, signal, stdout, stderr, ms } (kills it after `timeout`). */
-function run(cmd, args, { cwd, env, timeout = 60_000 } = {}) {
-  return new Promise((resolve, reject) => {
-    const t0 = Date.now();
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeout);
-    child.once('error', (e) => { clearTimeout(timer); reject(e); });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - t0 });
-    });
-  });
-}
+/** Run a command; resolves { code, signal, stdout, stderr, ms } (kills it after `timeout`, default 60 s). */
+const run = (cmd, args, { timeout = 60_000, ...opts } = {}) => runCommand(cmd, args, { timeout, ...opts });
 
 function ok(r, what) {
   assert.equal(r.signal, null, `${what} was killed (timeout?)\n${r.stdout}\n${r.stderr}`);
@@ -47,9 +32,9 @@ function ok(r, what) {
 
 /** The JSON printed after `RESULT ` by a child script. */
 function result(r, what) {
-  const line = r.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-  assert.ok(line, `${what}: no RESULT line\n${r.stdout}\n${r.stderr}`);
-  return JSON.parse(line.slice('RESULT '.length));
+  const out = resultLine(r.stdout);
+  assert.ok(out, `${what}: no RESULT line\n${r.stdout}\n${r.stderr}`);
+  return out;
 }
 
 let tmp; // everything this file creates lives here (outside the repo)
@@ -69,8 +54,11 @@ test('npm pack ships the prebuilt addon, the JS layer and the types, and no Rust
   const r = ok(await run('npm', ['pack', '--dry-run', '--json'], { cwd: ROOT }), 'npm pack --dry-run');
   const [info] = JSON.parse(r.stdout);
   const files = info.files.map((f) => f.path);
-  for (const f of [NODE_FILE, 'binding.js', 'binding.d.ts', 'index.js', 'index.mjs', 'index.d.ts',
-    'lib/client.js', 'lib/store.js', 'lib/errors.js', 'package.json']) {
+  // The JS layer is every .js file under lib/, whatever its layout (lib/ is private).
+  const lib = fs.readdirSync(path.join(ROOT, 'lib'), { recursive: true })
+    .filter((f) => f.endsWith('.js')).map((f) => `lib/${f.split(path.sep).join('/')}`);
+  assert.ok(lib.length > 0, 'lib/ has JS files');
+  for (const f of [NODE_FILE, 'binding.js', 'binding.d.ts', 'index.js', 'index.mjs', 'index.d.ts', ...lib, 'package.json']) {
     assert.ok(files.includes(f), `${f} missing from the tarball: ${files.join(', ')}`);
   }
   for (const f of files) {

@@ -37,7 +37,7 @@ function storeKey(prefix, key) {
 }
 
 /**
- * The fence counter of lock key `lk`: whichever spelling of src/slot.rs `companion_key` exists
+ * The fence counter of lock key `lk`: whichever spelling of src/redis/slot.rs `companion_key` exists
  * (`lk:fence` when the key has a hash tag, else `lock:{lk}:fence`; older: `{lk}:fence`).
  */
 async function fenceKey(reader, lk) {
@@ -534,7 +534,7 @@ async function reshardUnderLoad(env) {
 /**
  * One slot moved by hand behind the client's back, so that each redirection happens for sure:
  * ASK while the slot is half migrated (the key is already on the importing node), MOVED once
- * it is done. redis-guard does not follow ASK itself (see src/scripts.rs): it sends the call
+ * it is done. redis-guard does not follow ASK itself (see src/redis/scripts.rs): it sends the call
  * again until 3/4 of the deadline, then that call alone goes to the fallback.
  */
 async function movedAndAsk(env) {

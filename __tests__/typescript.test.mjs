@@ -3,18 +3,16 @@
 // Run: node --test __tests__/typescript.test.mjs
 
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { promisify } from 'node:util';
 
 import { startRedis } from './helpers/redis.mjs';
+import { runOk } from './helpers/utils.mjs';
 import * as esm from '../index.mjs';
 import esmDefault from '../index.mjs';
 
-const execFileP = promisify(execFile);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
 
@@ -23,7 +21,7 @@ test('a TypeScript consumer type-checks (tsc --noEmit, strict, NodeNext, express
   const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
   const project = path.join(ROOT, '__tests__', 'types', 'tsconfig.json');
   try {
-    await execFileP(process.execPath, [tsc, '--noEmit', '-p', project], { cwd: ROOT, timeout: 120_000 });
+    await runOk(process.execPath, [tsc, '--noEmit', '-p', project], { cwd: ROOT, timeout: 120_000 });
   } catch (e) {
     assert.fail(`tsc reported errors:\n${e.stdout || ''}${e.stderr || ''}${e.stdout || e.stderr ? '' : e.message}`);
   }
@@ -62,9 +60,9 @@ test('ESM import and CommonJS require both count in Redis, from fresh processes'
       console.log(r.totalHits);
       await client.close();`;
     const env = { ...process.env, URL: server.url };
-    const esmRun = await execFileP(process.execPath, ['--input-type=module', '-e',
+    const esmRun = await runOk(process.execPath, ['--input-type=module', '-e',
       `import { RedisStore, RedisClient } from ${JSON.stringify(indexMjs)};\n${body}`], { env, timeout: 20_000 });
-    const cjsRun = await execFileP(process.execPath, ['-e',
+    const cjsRun = await runOk(process.execPath, ['-e',
       `const { RedisStore, RedisClient } = require(${JSON.stringify(indexJs)});\n(async () => {${body}})().catch((e) => { console.error(e); process.exit(1); });`],
     { env, timeout: 20_000 });
     assert.deepEqual([esmRun.stdout.trim(), cjsRun.stdout.trim()].sort(), ['1', '2']);

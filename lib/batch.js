@@ -1,8 +1,9 @@
 'use strict'
-// One JS→Rust crossing per batch: the calls of one event-loop turn are collected and sent
-// together (a string array and a Uint8Array of op codes in, a flat Float64Array out, three
-// numbers per call, back through one persistent callback rather than a promise per crossing).
-// See the README's performance notes and bench/.
+// The batch core's JS half: the calls of one event-loop turn cross to Rust together (src/batch/)
+// — op bytes, keys, a flat Float64Array of numbers and, for features that send bytes, one
+// buffer — and come back through one persistent callback as a flat Float64Array (and one buffer
+// of bytes), read here with `subarray`: no per-call copy, promise or crossing. Every feature
+// (store, locks, ...) rides one Batcher of its own. See the README's performance notes.
 
 const { toError } = require('./errors.js')
 const { microtask, setImmediate } = require('./timers.js')
@@ -10,25 +11,44 @@ const { microtask, setImmediate } = require('./timers.js')
 /** Most calls per crossing: several batches in flight keep JS, tokio and Redis busy together. */
 const MAX_BATCH = 64
 
+/** No bytes: the answer of a call whose feature returns bytes but gave none for it. */
+const NO_BYTES = Buffer.alloc(0)
+
+/**
+ * @typedef {object} NativeBatcher the native side (`NativeBatcher` in binding.d.ts)
+ * @property {number} widthIn numbers per call in (without the byte length)
+ * @property {number} widthOut numbers per call out (offset and length last, when `bytesOut`)
+ * @property {boolean} bytesIn whether calls send bytes
+ * @property {boolean} bytesOut whether answers carry bytes
+ * @property {(id: number, ops: Uint8Array, keys: string[], nums?: Float64Array | null, bytes?: Uint8Array | null) => void} submit
+ * @property {(fn: (id: number, nums: Float64Array, bytes?: Buffer | null) => void) => void} setDone
+ * @property {(on: boolean) => void} keepAlive refs the callback while batches are in flight
+ */
+
+/**
+ * @typedef {object} BytesAnswer the answer of a call whose feature returns bytes
+ * @property {Float64Array} nums the call's numbers (status first)
+ * @property {Buffer} bytes the call's bytes (a view into the batch's buffer; empty for none)
+ */
+
 /**
  * Flush rule: a microtask when nothing is in flight (lowest latency for a lone call),
  * `setImmediate` otherwise (so calls that arrive in later turns, as HTTP requests do, join the
- * batch instead of each paying a crossing); at MAX_BATCH at once. Both are out of reach of fake
+ * batch instead of each paying a crossing); at `max` at once. Both are out of reach of fake
  * timers (lib/timers.js).
  */
 class Batcher {
   /**
-   * @param {{ submit: (id: number, ops: Uint8Array, keys: string[], seqs?: Float64Array, nums?: Float64Array) => void,
-   *   setDone: (fn: (id: number, out: Float64Array) => void) => void, keepAlive: (on: boolean) => void }} native
-   *   the native side: `submit` starts batch `id`, whose results come back through the `setDone`
-   *   callback (src/completion.rs); `keepAlive` refs that callback while batches are in flight
-   * @param {boolean} [extra] whether calls carry a token number and a number (locks)
+   * @param {NativeBatcher} native a feature's `batcher()`
    * @param {number} [max] most calls per batch
    */
-  constructor(native, extra = false, max = MAX_BATCH) {
+  constructor(native, max = MAX_BATCH) {
     this.native = native
     this.max = max
-    this.extra = extra
+    this.widthIn = native.widthIn
+    this.widthOut = native.widthOut
+    this.bytesIn = native.bytesIn
+    this.bytesOut = native.bytesOut
     this.inflight = 0
     this.scheduled = false
     this.nextId = 0
@@ -36,6 +56,7 @@ class Batcher {
     // Not a Map: V8 keeps a deleted Map entry's value until the table is rehashed, so every
     // batch's promises would outlive it, get promoted, and make each young-GC cost ~8x more.
     this.ids = new Array(64).fill(0)
+    /** @type {Array<Function[] | undefined>} */
     this.slots = new Array(64).fill(undefined)
     this.reset()
     this.flush = this.flush.bind(this)
@@ -43,23 +64,42 @@ class Batcher {
   }
 
   reset() {
+    /** @type {number[]} */
     this.ops = []
+    /** @type {string[]} */
     this.keys = []
+    /** @type {Function[]} */
     this.waiters = []
-    if (this.extra) {
-      this.seqs = []
-      this.nums = []
-    }
+    /** @type {number[]} */
+    this.nums = []
+    /** @type {Uint8Array[]} */
+    this.chunks = []
+    this.byteLength = 0
   }
 
-  /** Queue one call; resolves with its three result numbers. */
-  push(op, key, seq, num) {
+  /**
+   * Queue one call: `op` on `key`, with up to two numbers (the feature's `widthIn`) and, for
+   * features that send bytes, `bytes`. Resolves the call's numbers (a Float64Array view), or
+   * `{ nums, bytes }` for features whose answers carry bytes.
+   * @param {number} op
+   * @param {string} key
+   * @param {number} [n0]
+   * @param {number} [n1]
+   * @param {Uint8Array} [bytes]
+   * @returns {Promise<any>}
+   */
+  push(op, key, n0 = 0, n1 = 0, bytes = undefined) {
     return new Promise((resolve, reject) => {
       this.ops.push(op)
       this.keys.push(key)
-      if (this.extra) {
-        this.seqs.push(seq)
-        this.nums.push(num)
+      const w = this.widthIn
+      if (w > 0) this.nums.push(n0)
+      if (w > 1) this.nums.push(n1)
+      if (this.bytesIn) {
+        const b = bytes || NO_BYTES
+        this.chunks.push(b)
+        this.nums.push(b.length)
+        this.byteLength += b.length
       }
       this.waiters.push(resolve, reject)
       if (this.ops.length >= this.max) this.flush()
@@ -76,10 +116,11 @@ class Batcher {
     if (this.ops.length === 0) return
     const { keys, waiters } = this
     const ops = Uint8Array.from(this.ops)
+    const nums = this.nums.length ? Float64Array.from(this.nums) : null
+    const bytes = this.bytesIn ? Buffer.concat(this.chunks, this.byteLength) : null
     const id = (this.nextId = (this.nextId + 1) >>> 0)
     try {
-      if (this.extra) this.native.submit(id, ops, keys, Float64Array.from(this.seqs), Float64Array.from(this.nums))
-      else this.native.submit(id, ops, keys)
+      this.native.submit(id, ops, keys, nums, bytes)
     } catch (e) {
       this.reset()
       const err = toError(e)
@@ -91,7 +132,11 @@ class Batcher {
     this.hold(id, waiters)
   }
 
-  /** Keep the waiters of batch `id` until it is done. */
+  /**
+   * Keep the waiters of batch `id` until it is done.
+   * @param {number} id
+   * @param {Function[]} waiters
+   */
   hold(id, waiters) {
     if (this.slots[id & (this.slots.length - 1)] !== undefined) this.grow(id)
     const at = id & (this.slots.length - 1)
@@ -99,7 +144,10 @@ class Batcher {
     this.slots[at] = waiters
   }
 
-  /** A slot still taken by an older batch: the smallest doubling where every batch has its own. */
+  /**
+   * A slot still taken by an older batch: the smallest doubling where every batch has its own.
+   * @param {number} id
+   */
   grow(id) {
     const { ids, slots } = this
     const live = [id]
@@ -115,15 +163,30 @@ class Batcher {
     }
   }
 
-  /** Batch `id` is done: `out` holds three numbers per call. */
-  done(id, out) {
+  /**
+   * Batch `id` is done: `out` holds `widthOut` numbers per call; `blob` the bytes of the calls
+   * that return some (offset and length are each call's last two numbers).
+   * @param {number} id
+   * @param {Float64Array} out
+   * @param {Buffer | null} [blob]
+   */
+  done(id, out, blob) {
     const at = id & (this.slots.length - 1)
     const waiters = this.slots[at]
     if (waiters === undefined || this.ids[at] !== id) return
     this.slots[at] = undefined
     if (--this.inflight === 0) this.native.keepAlive(false)
-    for (let i = 0, j = 0; i < waiters.length; i += 2, j += 3) waiters[i](out.subarray(j, j + 3))
+    const w = this.widthOut
+    if (!this.bytesOut) {
+      for (let i = 0, j = 0; i < waiters.length; i += 2, j += w) waiters[i](out.subarray(j, j + w))
+      return
+    }
+    for (let i = 0, j = 0; i < waiters.length; i += 2, j += w) {
+      const off = out[j + w - 2]
+      const bytes = off >= 0 && blob ? blob.subarray(off, off + out[j + w - 1]) : NO_BYTES
+      waiters[i]({ nums: out.subarray(j, j + w), bytes })
+    }
   }
 }
 
-module.exports = { Batcher }
+module.exports = { Batcher, MAX_BATCH }

@@ -1,33 +1,11 @@
 'use strict'
-// RedisClient: a thin wrapper over the native client (src/client.rs) that adds what must be
-// JavaScript: the logger, typed errors, AbortSignal-aware waiting, leases and withLock.
+// RedisClient: the connection (src/connection/), with what must be JavaScript: the logger,
+// option encoding, typed errors and the Express health handler. Its lock methods are the lock
+// feature's (lib/lock.js), made on first use.
 
 const { inspect } = require('node:util')
-const { NativeClient, lockTokenPrefix } = require('../binding.js')
-const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
-const { Batcher } = require('./batch.js')
-const timers = require('./timers.js')
-
-// Lock batch op codes (see src/lock.rs): kind in bits 0-1, policy or source in bits 2-3.
-const ACQUIRE = 0
-const RELEASE = 1
-const EXTEND = 2
-const NO_FENCE = 16 // an acquire without a fencing token (acquireLock never shows one)
-const POLICIES = { local: 0, allow: 1, deny: 2 }
-const SOURCES = { redis: 0, local: 1, allow: 2 }
-const SOURCE_NAMES = ['redis', 'local', 'allow']
-
-// Lock tokens: a random per-process prefix (made in Rust) and a counter, 32 hex digits: unique,
-// and cheap. Only the counter crosses to Rust; the string is made for leases, which show it.
-const TOKEN_PREFIX = lockTokenPrefix()
-let tokenSeq = 0
-function newSeq() {
-  tokenSeq = tokenSeq >= Number.MAX_SAFE_INTEGER ? 1 : tokenSeq + 1
-  return tokenSeq
-}
-function tokenOf(seq) {
-  return TOKEN_PREFIX + seq.toString(16).padStart(16, '0')
-}
+const { NativeClient } = require('../binding.js')
+const { RedisGuardError, codes, toError } = require('./errors.js')
 
 const ENV_KEYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_USERNAME', 'REDIS_USER', 'REDIS_PASSWORD', 'REDIS_DB',
   'REDIS_TLS', 'REDISHOST', 'REDISPORT', 'REDISUSER', 'REDISPASSWORD']
@@ -81,140 +59,6 @@ function envJson(env) {
   return JSON.stringify(out)
 }
 
-function abortError(signal) {
-  const reason = signal && signal.reason
-  return new RedisGuardError(codes.ABORTED, 'the operation was aborted', reason instanceof Error ? { cause: reason } : undefined)
-}
-
-/** A sleep in real time (lib/timers.js) that an AbortSignal cuts short (rejecting with ABORTED). */
-function sleep(ms, signal) {
-  return new Promise((resolve, reject) => {
-    if (signal && signal.aborted) return reject(abortError(signal))
-    const onAbort = () => {
-      timers.cancel(t)
-      reject(abortError(signal))
-    }
-    const t = timers.after(() => {
-      if (signal) signal.removeEventListener('abort', onAbort)
-      resolve()
-    }, ms)
-    if (signal) signal.addEventListener('abort', onAbort, { once: true })
-  })
-}
-
-function checkMs(v, name, { min = 0, def } = {}) {
-  if (v === undefined || v === null) return def
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
-    throw new RedisGuardError(codes.INVALID_ARG, `option \`${name}\` must be a number >= ${min}`)
-  }
-  return v
-}
-
-/** The largest lock TTL, in ms (one year; src/lock.rs checks it too). */
-const MAX_TTL_MS = 365 * 24 * 3600 * 1000
-
-/** A lock TTL in whole ms (a fractional one is rounded up): more than 0, at most one year. */
-function checkTtl(v, name, def) {
-  if (v === undefined || v === null) return def
-  if (typeof v !== 'number' || !(v > 0 && Math.ceil(v) <= MAX_TTL_MS)) {
-    throw new RedisGuardError(codes.INVALID_ARG, `option \`${name}\` must be above 0 and at most one year (${MAX_TTL_MS} ms)`)
-  }
-  return Math.ceil(v)
-}
-
-/** Lock options: undefined / null mean the defaults; anything else but an object is bad input. */
-function lockOptions(options) {
-  if (options === undefined || options === null) return {}
-  if (typeof options !== 'object') throw new RedisGuardError(codes.INVALID_ARG, 'lock options must be an object')
-  return options
-}
-
-/**
- * A held lock. `signal` aborts when the lease is lost (expired without extension, or an
- * extension found another holder).
- */
-class Lease {
-  constructor(client, key, grant, ttlMs) {
-    this.key = key
-    this._seq = grant.seq
-    this.fence = grant.fence
-    /** `redis`, `local` (process-local fallback) or `allow` (not really locked: Redis was down). */
-    this.source = grant.source
-    /** When the lease ends unless extended, in ms since the epoch (the real clock, even under fake timers). */
-    this.expiresAt = timers.now() + ttlMs
-    this._client = client
-    this._ac = null // created on first use of `signal`: a plain lock()/release() cycle needs none
-    this._lost = null
-    this._released = false
-  }
-
-  /** The random token that proves ownership (the value of the lock key in Redis). */
-  get token() {
-    return tokenOf(this._seq)
-  }
-
-  /** Aborted (with a LOCK_LOST error) when the lease is lost. */
-  get signal() {
-    if (!this._ac) {
-      this._ac = new AbortController()
-      if (this._lost) this._ac.abort(this._lost)
-      else this._arm()
-    }
-    return this._ac.signal
-  }
-
-  _arm() {
-    timers.cancel(this._timer)
-    // An extension that resolved after release() must not re-arm; without a signal there is
-    // nobody to tell.
-    if (this._released || !this._ac) return
-    const left = this.expiresAt - timers.now()
-    this._timer = timers.after(() => this._lose('the lease expired before it was extended'), left, true)
-  }
-
-  _lose(why) {
-    timers.cancel(this._timer)
-    if (this._lost) return
-    this._lost = new RedisGuardError(codes.LOCK_LOST, `lock "${this.key}" was lost: ${why}`)
-    if (this._ac) this._ac.abort(this._lost)
-  }
-
-  /** Whether the lease is still believed held. */
-  get held() {
-    if (!this._lost && timers.now() >= this.expiresAt) this._lose('the lease expired before it was extended')
-    return !this._released && !this._lost
-  }
-
-  /** Extend to `ttlMs` from now. Resolves true, or rejects with LOCK_LOST / LOCK_NOT_HELD. */
-  async extend(ttlMs) {
-    const ttl = checkTtl(ttlMs, 'ttlMs')
-    if (ttl === undefined) throw new RedisGuardError(codes.INVALID_ARG, 'extend(ttlMs) needs a TTL in ms')
-    if (this._released) throw new RedisGuardError(codes.LOCK_NOT_HELD, `lock "${this.key}" was already released`)
-    if (!this.held) throw this._lost
-    const start = timers.now()
-    const ok = await this._client._lockOp(EXTEND, this.key, this._seq, ttl, this.source)
-    if (!ok) {
-      this._lose('another holder has it, or Redis could not confirm the extension')
-      throw this._lost
-    }
-    this.expiresAt = start + ttl
-    this._arm()
-    return true
-  }
-
-  /** Release. Resolves true when this lease still held the lock, false otherwise. Never rejects for a lost lock. */
-  release() {
-    if (this._released) return Promise.resolve(false)
-    this._released = true
-    timers.cancel(this._timer)
-    return this._client._lockOp(RELEASE, this.key, this._seq, 0, this.source)
-  }
-
-  [inspect.custom]() {
-    return `Lease { key: ${JSON.stringify(this.key)}, fence: ${this.fence}, source: '${this.source}', held: ${this.held} }`
-  }
-}
-
 /** Answer an HTTP request with `client`'s health: 200 when healthy or degraded, 503 when unhealthy. */
 function sendHealth(client, options, res, next) {
   client.healthCheck(options).then(
@@ -253,13 +97,8 @@ class RedisClient {
     } catch (e) {
       throw toError(e)
     }
-    /** @type {Map<string, {seq: number, source: string}>} locks taken with acquireLock() (seq: the token's number) */
-    this._held = new Map()
-    const n = this._native
-    // At most 24 lock calls per batch: a caller's acquire and release are two dependent batches,
-    // so with 64 cycles in flight three batches circulate and JS, tokio and Redis work side by
-    // side (measured: 2 batches of 32 ~80k cycles/s, 3 of 22-26 ~90-100k, 5 of 13 ~80-94k).
-    this._locks = new Batcher({ submit: n.lockSubmit.bind(n), setDone: n.setLockDone.bind(n), keepAlive: n.lockKeepAlive.bind(n) }, true, 24)
+    /** @type {import('./lock.js').Locks | null} this client's locks, made on first use */
+    this._lockFeature = null
   }
 
   /** The URL, password masked. */
@@ -304,125 +143,61 @@ class RedisClient {
     return this._native.close()
   }
 
-  // ---- locks -------------------------------------------------------------------------------
+  // ---- locks (lib/lock.js) ------------------------------------------------------------------
 
-  /**
-   * One grant attempt (batched with the other lock calls of this turn); `fence`: take a fencing
-   * token. Bad input throws synchronously (every caller is an async function). A plain promise
-   * chain, not an async function: each `await` level costs the lock cycle's latency.
-   */
-  _acquire(key, ttlMs, onUnavailable, fence = true) {
-    if (typeof key !== 'string' || key === '') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a non-empty string')
-    const policy = onUnavailable === undefined || onUnavailable === null ? 0 : POLICIES[onUnavailable]
-    if (policy === undefined || typeof onUnavailable === 'object') {
-      throw new RedisGuardError(codes.INVALID_ARG, "option `onUnavailable` must be 'local', 'allow' or 'deny'")
+  /** @returns {import('./lock.js').Locks} */
+  get _locks() {
+    if (!this._lockFeature) {
+      const { Locks } = require('./lock.js')
+      this._lockFeature = new Locks(this)
     }
-    const seq = newSeq()
-    return this._locks.push(ACQUIRE | (policy << 2) | (fence ? 0 : NO_FENCE), key, seq, ttlMs).then((r) => {
-      if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
-      return { acquired: r[1] === 1, seq, fence: r[2], source: SOURCE_NAMES[r[0]] }
-    })
-  }
-
-  /** A release or an extension of a lease granted by `source`: resolves true when it still held the lock. */
-  _lockOp(kind, key, seq, ttlMs, source) {
-    return this._locks.push(kind | (SOURCES[source] << 2), key, seq, ttlMs).then((r) => {
-      if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
-      return r[1] === 1
-    })
+    return this._lockFeature
   }
 
   /**
    * Take `key` and return a Lease, or null when it stays held elsewhere for `waitMs`.
    * @param {string} key
-   * @param {{ ttlMs?: number, waitMs?: number, retryDelayMs?: number, signal?: AbortSignal, onUnavailable?: 'local'|'allow'|'deny' }} [options]
+   * @param {import('../index').LockOptions} [options]
    */
-  async lock(key, options) {
-    if (typeof key !== 'string') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a string')
-    options = lockOptions(options)
-    const ttlMs = checkTtl(options.ttlMs, 'ttlMs', 30_000)
-    const waitMs = checkMs(options.waitMs, 'waitMs', { def: 0 })
-    const retryDelayMs = checkMs(options.retryDelayMs, 'retryDelayMs', { min: 1, def: 50 })
-    const { signal, onUnavailable } = options
-    const deadline = timers.now() + waitMs
-    for (let attempt = 0; ; attempt++) {
-      if (signal && signal.aborted) throw abortError(signal)
-      const grant = await this._acquire(key, ttlMs, onUnavailable)
-      if (grant.acquired) {
-        const lease = new Lease(this, key, grant, ttlMs)
-        if (signal && signal.aborted) {
-          await lease.release().catch(() => {})
-          throw abortError(signal)
-        }
-        return lease
-      }
-      const left = deadline - timers.now()
-      if (left <= 0) return null
-      // Jittered backoff: between 0.5x and 1.5x of the delay, growing to 4x, never past the deadline.
-      const base = retryDelayMs * Math.min(4, 1 + attempt / 4)
-      await sleep(Math.min(left, base * (0.5 + Math.random())), signal)
-    }
+  lock(key, options) {
+    return this._locks.lock(key, options)
   }
 
   /**
-   * Run `fn(signal)` while holding `key`: waits up to `waitMs`, extends every ttlMs/3, always
-   * releases. Rejects with LOCK_TIMEOUT when not acquired, LOCK_LOST when the lease is lost.
+   * Run `fn(signal)` while holding `key` (see lib/lock.js).
+   * @param {string} key
+   * @param {any} options
+   * @param {any} [fn]
    */
-  async withLock(key, options, fn) {
-    if (typeof options === 'function') [options, fn] = [{}, options]
-    if (typeof fn !== 'function') throw new RedisGuardError(codes.INVALID_ARG, 'withLock needs a function')
-    options = lockOptions(options)
-    const lease = await this.lock(key, options)
-    if (!lease) throw new RedisGuardError(codes.LOCK_TIMEOUT, `lock "${key}" is held elsewhere (waited ${options.waitMs || 0} ms)`)
-    const ttlMs = checkTtl(options.ttlMs, 'ttlMs', 30_000)
-    // Extend every ttlMs/3 (a chained timer: it may be longer than Node's 24.8-day timer cap).
-    let timer
-    const every = Math.max(1, Math.floor(ttlMs / 3))
-    const tick = () => {
-      lease.extend(ttlMs).catch(() => {}) // a failure aborts lease.signal, which rejects below
-      timer = timers.after(tick, every)
-    }
-    timer = timers.after(tick, every)
-    const lost = new Promise((_, reject) => {
-      if (lease.signal.aborted) reject(lease.signal.reason)
-      lease.signal.addEventListener('abort', () => reject(lease.signal.reason), { once: true })
-    })
-    lost.catch(() => {})
-    const work = Promise.resolve().then(() => fn(lease.signal))
-    work.catch(() => {})
-    try {
-      return await Promise.race([work, lost])
-    } finally {
-      timers.cancel(timer)
-      await lease.release().catch(() => {})
-    }
+  withLock(key, options, fn) {
+    return this._locks.withLock(key, options, fn)
   }
 
-  /** Seed-compatible: take `lock:${key}` for `ttlSeconds` (default 30). true when acquired. */
-  async acquireLock(key, ttlSeconds = 30, options) {
-    options = lockOptions(options)
-    const ttl = checkTtl(checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 }) * 1000, 'ttlSeconds')
-    const grant = await this._acquire(key, ttl, options.onUnavailable, false)
-    if (grant.acquired) this._held.set(key, { seq: grant.seq, source: grant.source })
-    return grant.acquired
+  /**
+   * Seed-compatible: take `lock:${key}` for `ttlSeconds` (default 30). true when acquired.
+   * @param {string} key
+   * @param {number} [ttlSeconds]
+   * @param {{ onUnavailable?: 'local' | 'allow' | 'deny' }} [options]
+   */
+  acquireLock(key, ttlSeconds, options) {
+    return this._locks.acquireLock(key, ttlSeconds, options)
   }
 
-  /** Seed-compatible: release `key` if this process holds it. true when released. */
+  /**
+   * Seed-compatible: release `key` if this process holds it. true when released.
+   * @param {string} key
+   */
   releaseLock(key) {
-    const h = this._held.get(key)
-    if (!h) return Promise.resolve(false)
-    this._held.delete(key)
-    return this._lockOp(RELEASE, key, h.seq, 0, h.source)
+    return this._locks.releaseLock(key)
   }
 
-  /** Seed-compatible: extend `key` to `ttlSeconds` from now if this process holds it. */
-  async extendLock(key, ttlSeconds = 30) {
-    const h = this._held.get(key)
-    if (!h) return false
-    const ttl = checkTtl(checkMs(ttlSeconds, 'ttlSeconds', { min: 0.001, def: 30 }) * 1000, 'ttlSeconds')
-    const ok = await this._lockOp(EXTEND, key, h.seq, ttl, h.source)
-    if (!ok) this._held.delete(key)
-    return ok
+  /**
+   * Seed-compatible: extend `key` to `ttlSeconds` from now if this process holds it.
+   * @param {string} key
+   * @param {number} [ttlSeconds]
+   */
+  extendLock(key, ttlSeconds) {
+    return this._locks.extendLock(key, ttlSeconds)
   }
 
   [inspect.custom]() {
@@ -434,4 +209,4 @@ class RedisClient {
   }
 }
 
-module.exports = { RedisClient, Lease, sendHealth }
+module.exports = { RedisClient, sendHealth }

@@ -2,23 +2,24 @@
 // Errors with a stable `.code`. Rust encodes the code as a `[CODE] ` prefix of the message
 // (napi cannot set `.code` on the rejection of an async call); `toError` rebuilds a real Error.
 
-/** @type {Record<string, string>} */
-const codes = {
-  CONFIG: 'ERR_REDIS_GUARD_CONFIG',
-  TIMEOUT: 'ERR_REDIS_GUARD_TIMEOUT',
-  UNAVAILABLE: 'ERR_REDIS_GUARD_UNAVAILABLE',
-  REDIS: 'ERR_REDIS_GUARD_REDIS',
-  AUTH: 'ERR_REDIS_GUARD_AUTH',
-  INVALID_ARG: 'ERR_REDIS_GUARD_INVALID_ARG',
-  LOCK_TIMEOUT: 'ERR_REDIS_GUARD_LOCK_TIMEOUT',
-  LOCK_LOST: 'ERR_REDIS_GUARD_LOCK_LOST',
-  LOCK_NOT_HELD: 'ERR_REDIS_GUARD_LOCK_NOT_HELD',
-  ABORTED: 'ERR_REDIS_GUARD_ABORTED',
-  CLOSED: 'ERR_REDIS_GUARD_CLOSED',
+const { errorCodes } = require('../binding.js')
+
+/**
+ * The stable codes, defined once in Rust (src/error.rs): `codes.CONFIG` is
+ * `'ERR_REDIS_GUARD_CONFIG'`, and so on.
+ * @type {Record<string, string>}
+ */
+const codes = {}
+/**
+ * The code of each negative status number of a batched result: status `-n` is `byNumber[n]`.
+ * @type {Array<string | null>}
+ */
+const byNumber = [null]
+for (const code of errorCodes()) {
+  codes[code.slice('ERR_REDIS_GUARD_'.length)] = code
+  byNumber.push(code)
 }
-// Negative status numbers of batched results (see src/error.rs `Code::as_num`).
-const byNumber = [null, codes.CONFIG, codes.TIMEOUT, codes.UNAVAILABLE, codes.REDIS, codes.AUTH,
-  codes.INVALID_ARG, codes.LOCK_TIMEOUT, codes.LOCK_LOST, codes.LOCK_NOT_HELD, codes.ABORTED, codes.CLOSED]
+Object.freeze(codes)
 
 class RedisGuardError extends Error {
   /** @param {string} code @param {string} message */

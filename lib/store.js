@@ -3,7 +3,9 @@
 // batch (lib/batch.js): one crossing, one script call.
 
 const { inspect } = require('node:util')
-const { NativeStore } = require('../binding.js')
+const { NativeStore, STORE_INCREMENT, STORE_GET, STORE_DECREMENT, STORE_RESET, STORE_NONE } = require('../binding.js')
+const { RedisClient } = require('./client.js')
+const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const timers = require('./timers.js')
@@ -11,13 +13,12 @@ const timers = require('./timers.js')
 /** Most keys the over-limit cache holds. */
 const MAX_BLOCKED = 10_000
 
-const OP_INCREMENT = 0
-const OP_GET = 1
-const OP_DECREMENT = 2
-const OP_RESET = 3
-const ST_REDIS = 0
-const ST_NONE = 3
-/** `source` of a result, by status number: who counted it. */
+const OP_INCREMENT = STORE_INCREMENT
+const OP_GET = STORE_GET
+const OP_DECREMENT = STORE_DECREMENT
+const OP_RESET = STORE_RESET
+const ST_NONE = STORE_NONE
+/** `source` of a result, by status number (STORE_REDIS, STORE_MEMORY, STORE_ALLOW): who counted it. */
 const SOURCES = ['redis', 'memory', 'allow']
 
 /** The `Date` `ms` from now, on the caller's clock (`Date.now()`, which a test may fake). */
@@ -46,7 +47,6 @@ class RedisStore {
     if (typeof prefix !== 'string') throw new RedisGuardError(codes.CONFIG, 'option `prefix` must be a string')
     if (!['memory', 'allow', 'deny'].includes(onUnavailable)) throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'allow' or 'deny'")
     if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0)) throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
-    const { RedisClient } = require('./client.js')
     if (client !== undefined && !(client instanceof RedisClient)) throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
     /** The key prefix. The default value is `rl:`. */
     this.prefix = prefix
@@ -56,14 +56,13 @@ class RedisStore {
     this.resetExpiryOnChange = !!resetExpiryOnChange
     this.blockOverLimit = !!blockOverLimit
     this._ownClient = !client && url !== undefined
-    this.client = client || (url !== undefined ? new RedisClient({ url }) : require('../index.js').getDefaultClient())
+    this.client = client || (url !== undefined ? new RedisClient({ url }) : getDefaultClient())
     try {
       this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys, scriptMode)
     } catch (e) {
       throw toError(e)
     }
-    const native = this._native
-    this._batch = new Batcher({ submit: native.submit.bind(native), setDone: native.setDone.bind(native), keepAlive: native.keepAlive.bind(native) })
+    this._batch = new Batcher(this._native.batcher())
     this.windowMs = 60_000
     this.limit = undefined
     /** key -> { totalHits, resetAt, resetTime, local }: keys over a static limit, answered here until reset. */

@@ -51,22 +51,34 @@ impl Code {
     }
   }
 
-  /// A small integer for the flat result arrays of batched calls (negative status values).
+  /// Every code, in the order of their numbers (`as_num`).
+  pub const ALL: [Code; 11] = [
+    Code::Config,
+    Code::Timeout,
+    Code::Unavailable,
+    Code::Redis,
+    Code::Auth,
+    Code::InvalidArg,
+    Code::LockTimeout,
+    Code::LockLost,
+    Code::LockNotHeld,
+    Code::Aborted,
+    Code::Closed,
+  ];
+
+  /// A small integer for the flat result arrays of batched calls (negative status values):
+  /// `-(1 + its place in ALL)`.
   pub fn as_num(self) -> f64 {
-    -(match self {
-      Code::Config => 1,
-      Code::Timeout => 2,
-      Code::Unavailable => 3,
-      Code::Redis => 4,
-      Code::Auth => 5,
-      Code::InvalidArg => 6,
-      Code::LockTimeout => 7,
-      Code::LockLost => 8,
-      Code::LockNotHeld => 9,
-      Code::Aborted => 10,
-      Code::Closed => 11,
-    } as f64)
+    -((Code::ALL.iter().position(|c| *c == self).unwrap_or(0) + 1) as f64)
   }
+}
+
+/// Every error code, in the order of their numbers: the code of status `-n` of a batched
+/// result is `errorCodes()[n - 1]` (lib/errors.js builds `codes` from this list).
+#[napi_derive::napi]
+#[cfg_attr(test, allow(dead_code))] // called from JS only
+pub fn error_codes() -> Vec<String> {
+  Code::ALL.iter().map(|c| c.as_str().to_string()).collect()
 }
 
 /// A redis-guard failure: a code and a message that holds no secret.

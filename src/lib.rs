@@ -1,17 +1,21 @@
 #![deny(clippy::all)]
-//! redis-guard: rate limiting, distributed locks and health checks on Redis for Express,
-//! as a Node.js addon. This file only wires the modules; see each for its concept.
+//! redis-guard: rate limiting, distributed locks and health checks on Redis, as a Node.js addon.
+//! This file only wires the modules. The layers, bottom up:
+//! - `connection/`: configuration (options, URL, environment) and the client (circuit, health);
+//! - `redis/`: the Lua scripts, how a batch of script calls is sent, cluster slots;
+//! - `batch/`: the one JS↔Rust crossing every feature rides (payload, runner, completion);
+//! - `fallback/`: the bounded in-process state used while Redis is unavailable;
+//! - the features, each one file on the batch core: `store.rs` (rate limits), `lock.rs`.
 
-mod client;
-mod completion;
-mod config;
+mod batch;
+mod clock;
+mod connection;
 mod error;
 mod fallback;
 mod lock;
 mod log;
+mod redis;
 mod runtime;
-mod scripts;
-mod slot;
 mod store;
 
 /// mimalloc for the addon's own (Rust) allocations. A batch frees many small strings and

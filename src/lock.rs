@@ -1,33 +1,44 @@
-//! Distributed locks: grant (`SET NX PX` + the next fencing token), token-checked release
-//! (compare-and-delete) and extend (compare-and-pexpire). Like the store, the lock calls of one
-//! event-loop turn arrive as one batch (one JS→Rust crossing) and run as one script call per
-//! cluster slot. When Redis is unavailable the `onUnavailable` policy decides: the process-local
-//! lock table (`local`), proceed (`allow`), or fail (`deny`). Waiting, leases and `withLock`
-//! live in `lib/client.js`.
+//! Distributed locks as a feature of the batch core (`batch/mod.rs`): grant (`SET NX PX` + the
+//! next fencing token), token-checked release (compare-and-delete) and extend
+//! (compare-and-pexpire), one `LOCK_BATCH` script call per batch and cluster slot. When Redis is
+//! unavailable the `onUnavailable` policy decides: the process-local lock table (`local`),
+//! proceed (`allow`), or fail (`deny`). Waiting, leases and `withLock` live in `lib/lock.js`.
 
 use std::sync::{Arc, LazyLock};
 
 use fred::types::Value;
-use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
-use crate::client::{ClientInner, NativeClient};
+use crate::batch::{CallIn, Failure, Feature, NativeBatcher, Out};
+use crate::connection::client::{ClientInner, NativeClient};
 use crate::error::{Code, GuardError};
-use crate::fallback::now_ms;
-use crate::scripts::{self, Call};
-use crate::slot::companion_key;
+use crate::fallback::{process_locks, Locks as LocalLocks};
+use crate::redis::scripts::{self, Call};
+use crate::redis::slot::companion_key;
 
 /// Fence counters live this long after the last grant of their key (7 days): a fence restarts
 /// only for a key unused that long (and never below what this process has seen).
 const FENCE_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// Operation kinds (the low two bits of an op byte).
-const ACQUIRE: u8 = 0;
-const RELEASE: u8 = 1;
-const EXTEND: u8 = 2;
-/// Bit 4 of an acquire's op byte: no fencing token (`acquireLock`, which never shows one):
-/// Redis runs `SET NX PX` alone, without the fence counter's `INCR` and `PEXPIRE`.
-const NO_FENCE: u8 = 16;
+/// Lock op (the low two bits of an op byte): grant.
+#[napi]
+pub const LOCK_ACQUIRE: u32 = 0;
+/// Lock op: token-checked release.
+#[napi]
+pub const LOCK_RELEASE: u32 = 1;
+/// Lock op: token-checked extension.
+#[napi]
+pub const LOCK_EXTEND: u32 = 2;
+/// Bit 4 of an acquire's op byte: no fencing token (`acquireLock`, which never shows one).
+#[napi]
+pub const LOCK_NO_FENCE: u32 = 16;
+
+const ACQUIRE: u8 = LOCK_ACQUIRE as u8;
+const RELEASE: u8 = LOCK_RELEASE as u8;
+const EXTEND: u8 = LOCK_EXTEND as u8;
+/// Redis runs `SET NX PX` alone for such an acquire, without the fence counter's `INCR` and
+/// `PEXPIRE`.
+const NO_FENCE: u8 = LOCK_NO_FENCE as u8;
 
 /// For an acquire, bits 2-3 of the op byte: the `onUnavailable` policy. For a release or an
 /// extend: who granted the lease. Both are also the first result number of an acquire.
@@ -63,13 +74,6 @@ fn check_ttl(ttl_ms: f64) -> std::result::Result<u64, GuardError> {
   Ok(ttl_ms as u64)
 }
 
-/// `BUSY` (a script is running), `LOADING` (the dataset is loading) and `OOM` replies: nothing
-/// was written and the server cannot take this call now.
-fn is_unusable_now(e: &fred::error::Error) -> bool {
-  let d = e.details();
-  d.starts_with("BUSY ") || d.starts_with("LOADING ") || d.starts_with("OOM ")
-}
-
 /// How long after a lock write whose outcome is unknown (a deadline fired) the cleanup keeps
 /// trying, beyond the write's TTL: a write still queued in a stalled Redis is applied when it
 /// resumes, and after its TTL it is gone by itself.
@@ -94,9 +98,32 @@ struct Op {
   fence: bool,
 }
 
-impl ClientInner {
+/// The lock feature of one client.
+struct LockFeature {
+  client: Arc<ClientInner>,
+  /// `lockPrefix`.
+  prefix: String,
+  /// The process-wide local lock table (shared by every client of the process).
+  locks: &'static LocalLocks,
+}
+
+/// The native half of a client's locks (lib/lock.js).
+#[napi]
+pub struct NativeLocks {
+  inner: Arc<LockFeature>,
+}
+
+impl LockFeature {
+  fn clone_handle(&self) -> Arc<LockFeature> {
+    Arc::new(LockFeature {
+      client: self.client.clone(),
+      prefix: self.prefix.clone(),
+      locks: self.locks,
+    })
+  }
+
   fn lock_key(&self, key: &str) -> String {
-    format!("{}{}", self.settings.lock_prefix, key)
+    format!("{}{}", self.prefix, key)
   }
 
   /// What Redis cannot decide: `out` gets the policy's answer at `now` for an op bound for Redis.
@@ -104,6 +131,7 @@ impl ClientInner {
     match (op.kind, op.sub) {
       (ACQUIRE, REDIS_OR_LOCAL_MODE) => {
         self
+          .client
           .counters
           .fallbacks
           .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -169,7 +197,7 @@ impl ClientInner {
         }
         ACQUIRE => {
           letters.push('a');
-          keys.push(companion_key(&self.settings.lock_prefix, &op.lk, ":fence"));
+          keys.push(companion_key(&self.prefix, &op.lk, ":fence"));
           args.push(op.ttl.to_string());
           args.push(op.floor.to_string());
         }
@@ -188,136 +216,6 @@ impl ClientInner {
     }
   }
 
-  async fn lock_run(
-    self: &Arc<Self>,
-    mut ops: Vec<std::result::Result<Op, GuardError>>,
-  ) -> Vec<f64> {
-    let n = ops.len();
-    let mut out = vec![0f64; 3 * n];
-    let now = now_ms();
-    // What is decided here, without Redis: bad input, leases from the local table or `allow`,
-    // and acquires of keys this process holds locally.
-    let mut to_redis: Vec<usize> = Vec::with_capacity(n);
-    for (i, op) in ops.iter_mut().enumerate() {
-      let slot = &mut out[3 * i..3 * i + 3];
-      match op {
-        Err(e) => slot.copy_from_slice(&[e.code.as_num(), 0.0, 0.0]),
-        Ok(op) => match (op.kind, op.sub) {
-          (RELEASE, LOCAL_OR_ALLOW_MODE) => {
-            let ok = self.locks.release(&op.lk, &op.token, now);
-            slot.copy_from_slice(&[0.0, ok as u8 as f64, 0.0]);
-          }
-          (EXTEND, LOCAL_OR_ALLOW_MODE) => {
-            let ok = self.locks.extend(&op.lk, &op.token, op.ttl, now);
-            slot.copy_from_slice(&[0.0, ok as u8 as f64, 0.0]);
-          }
-          (RELEASE, ALLOW_OR_DENY_MODE) | (EXTEND, ALLOW_OR_DENY_MODE) => {
-            slot.copy_from_slice(&[0.0, 1.0, 0.0])
-          }
-          // A local grant from an outage still holds the key: one process never holds a key
-          // twice, whatever the source.
-          (ACQUIRE, _) => match self.locks.before_grant(&op.lk, now) {
-            None => slot.copy_from_slice(&[SRC_LOCAL, 0.0, 0.0]),
-            Some(floor) => {
-              op.floor = floor;
-              to_redis.push(i);
-            }
-          },
-          _ => to_redis.push(i),
-        },
-      }
-    }
-    if to_redis.is_empty() {
-      return out;
-    }
-    let ok_ops: Vec<&Op> = to_redis
-      .iter()
-      .filter_map(|&i| ops[i].as_ref().ok())
-      .collect();
-    let unavailable = |me: &Self, out: &mut [f64]| {
-      let now = now_ms();
-      for (j, &i) in to_redis.iter().enumerate() {
-        me.lock_unavailable(ok_ops[j], now, &mut out[3 * i..3 * i + 3]);
-      }
-    };
-    if self.is_closed() {
-      for &i in &to_redis {
-        out[3 * i..3 * i + 3].copy_from_slice(&[Code::Closed.as_num(), 0.0, 0.0]);
-      }
-      return out;
-    }
-    if !self.usable().await {
-      unavailable(self, &mut out);
-      return out;
-    }
-    // Group by slot in a cluster (a lock key and its fence key share one); one call otherwise.
-    let groups = crate::slot::groups(ok_ops.iter().map(|o| o.lk.as_bytes()), self.is_cluster());
-    let calls: Vec<Call> = groups.iter().map(|g| self.lock_call(&ok_ops, g)).collect();
-    let results = match self
-      .run(async { Ok(scripts::run_batch(&self.redis, &calls).await) })
-      .await
-    {
-      Ok(r) => r,
-      Err(_) => {
-        // The deadline fired: Redis may still apply every op of the batch.
-        self.clean_up_later(
-          ok_ops
-            .iter()
-            .map(|o| (o.lk.clone(), o.token.clone(), o.ttl)),
-        );
-        unavailable(self, &mut out);
-        return out;
-      }
-    };
-    // One clock read for the whole batch: the mirrors of its grants expire from here.
-    let now = now_ms();
-    for (g, r) in groups.iter().zip(results) {
-      let replies: std::result::Result<Vec<i64>, Option<GuardError>> = match r {
-        Ok(Value::Array(a)) if a.len() == g.len() => {
-          Ok(a.iter().map(|v| v.as_i64().unwrap_or(-1)).collect())
-        }
-        Ok(_) => Err(Some(GuardError::new(
-          Code::Redis,
-          "unexpected reply from the lock script",
-        ))),
-        Err(e) => {
-          let ge = self.on_error(&e);
-          match ge.code {
-            // Includes fred's "Failed to route command." (no connection: nothing was sent),
-            // which `from_fred` classifies as unavailable. The ops may have been written:
-            // cleaned up once Redis answers.
-            Code::Unavailable | Code::Timeout => {
-              self.clean_up_later(g.iter().map(|&j| {
-                let o = ok_ops[j];
-                (o.lk.clone(), o.token.clone(), o.ttl)
-              }));
-              Err(None)
-            }
-            // Redis answered but can serve no call now (BUSY, LOADING, OOM): the policy
-            // decides for these calls; the circuit stays closed.
-            _ if is_unusable_now(&e) => Err(None),
-            _ => Err(Some(ge)),
-          }
-        }
-      };
-      for (k, &j) in g.iter().enumerate() {
-        let i = to_redis[j];
-        let slot = &mut out[3 * i..3 * i + 3];
-        match &replies {
-          Ok(r) if r[k] >= 0 => self.lock_applied(ok_ops[j], r[k], now, slot),
-          // OOM inside the script (-2): nothing was written; the policy decides for this op.
-          Ok(r) if r[k] == -2 => self.lock_unavailable(ok_ops[j], now, slot),
-          Ok(_) => slot.copy_from_slice(&[Code::Redis.as_num(), 0.0, 0.0]),
-          Err(None) => self.lock_unavailable(ok_ops[j], now, slot),
-          Err(Some(e)) => slot.copy_from_slice(&[e.code.as_num(), 0.0, 0.0]),
-        }
-      }
-    }
-    out
-  }
-}
-
-impl ClientInner {
   /// Lock writes whose outcome is unknown — the deadline fired, or the connection failed, after
   /// they were sent — may be applied by Redis later (a stalled server applies what it had read
   /// when it resumes). The caller was answered as if they had failed (the policy decided), so
@@ -326,7 +224,7 @@ impl ClientInner {
   /// (an acquire, an extension or a release alike: nobody holds that token now), in
   /// `CLEANUP_PASSES` passes; a lock another holder took meanwhile is never touched. Gives up
   /// after the largest TTL plus `CLEANUP_MARGIN_MS`, or when the client closes.
-  fn clean_up_later(self: &Arc<Self>, doubtful: impl Iterator<Item = (String, String, u64)>) {
+  fn clean_up_later(&self, doubtful: impl Iterator<Item = (String, String, u64)>) {
     let mut max_ttl = 0;
     let ops: Vec<Op> = doubtful
       .map(|(lk, token, ttl)| {
@@ -342,21 +240,22 @@ impl ClientInner {
         }
       })
       .collect();
-    if ops.is_empty() || self.is_closed() {
+    if ops.is_empty() || self.client.is_closed() {
       return;
     }
-    let me = self.clone();
+    let me = self.clone_handle();
     napi::bindgen_prelude::spawn(async move {
       let give_up = std::time::Instant::now()
         + std::time::Duration::from_millis(max_ttl.saturating_add(CLEANUP_MARGIN_MS));
       let refs: Vec<&Op> = ops.iter().collect();
-      let groups = crate::slot::groups(refs.iter().map(|o| o.lk.as_bytes()), me.is_cluster());
+      let groups =
+        crate::redis::slot::groups(refs.iter().map(|o| o.lk.as_bytes()), me.client.is_cluster());
       let mut pending: Vec<usize> = (0..groups.len()).collect();
       let mut passes = 0;
       let mut delay = std::time::Duration::from_millis(50);
-      while std::time::Instant::now() < give_up && !me.is_closed() {
+      while std::time::Instant::now() < give_up && !me.client.is_closed() {
         tokio::time::sleep(delay).await;
-        if !me.usable().await {
+        if !me.client.usable().await {
           delay = (delay * 2).min(std::time::Duration::from_secs(2));
           continue;
         }
@@ -365,7 +264,8 @@ impl ClientInner {
           .map(|&g| me.lock_call(&refs, &groups[g]))
           .collect();
         let results = match me
-          .run(async { Ok(scripts::run_batch(&me.redis, &calls).await) })
+          .client
+          .run(async { Ok(scripts::run_batch(&me.client.redis, &calls).await) })
           .await
         {
           Ok(r) => r,
@@ -377,10 +277,11 @@ impl ClientInner {
             Ok(Value::Array(a)) => {
               let n = a.iter().filter(|v| v.as_i64() == Some(1)).count() as u64;
               if n > 0 {
-                me.counters
+                me.client
+                  .counters
                   .orphans_removed
                   .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(target: "redis_guard", client = me.id as u64,
+                tracing::debug!(target: "redis_guard", client = me.client.id as u64,
                   "removed {n} lock(s) that Redis granted after the client had given up on them");
               }
             }
@@ -400,6 +301,128 @@ impl ClientInner {
         }
       }
     });
+  }
+}
+
+impl Feature for LockFeature {
+  type Op = Op;
+  /// The token number and the TTL (ms).
+  const WIDTH_IN: usize = 2;
+  /// Status (for an acquire who decided; negative: an error code), ok, fence.
+  const WIDTH_OUT: usize = 3;
+
+  fn client(&self) -> &Arc<ClientInner> {
+    &self.client
+  }
+
+  fn parse(&self, call: CallIn<'_>) -> std::result::Result<Op, GuardError> {
+    let o = call.op;
+    let kind = o & 3;
+    let sub = (o >> 2) & 3;
+    let no_fence = o & NO_FENCE != 0;
+    if kind > EXTEND
+      || sub > ALLOW_OR_DENY_MODE
+      || o > (NO_FENCE | 15)
+      || (no_fence && kind != ACQUIRE)
+    {
+      return Err(GuardError::new(Code::InvalidArg, "bad lock operation"));
+    }
+    check_key(call.key)?;
+    let ttl = if kind == RELEASE {
+      1
+    } else {
+      check_ttl(call.nums[1])?
+    };
+    Ok(Op {
+      kind,
+      sub,
+      lk: self.lock_key(call.key),
+      token: token(call.nums[0])?,
+      ttl,
+      floor: 0,
+      fence: !no_fence,
+    })
+  }
+
+  /// Leases from the local table or `allow`, and acquires of keys this process holds locally.
+  fn local(&self, op: &mut Op, now: u64, out: &mut Out<'_>) -> bool {
+    match (op.kind, op.sub) {
+      (RELEASE, LOCAL_OR_ALLOW_MODE) => {
+        let ok = self.locks.release(&op.lk, &op.token, now);
+        out.set(&[0.0, ok as u8 as f64, 0.0]);
+        true
+      }
+      (EXTEND, LOCAL_OR_ALLOW_MODE) => {
+        let ok = self.locks.extend(&op.lk, &op.token, op.ttl, now);
+        out.set(&[0.0, ok as u8 as f64, 0.0]);
+        true
+      }
+      (RELEASE, ALLOW_OR_DENY_MODE) | (EXTEND, ALLOW_OR_DENY_MODE) => {
+        out.set(&[0.0, 1.0, 0.0]);
+        true
+      }
+      // A local grant from an outage still holds the key: one process never holds a key
+      // twice, whatever the source.
+      (ACQUIRE, _) => match self.locks.before_grant(&op.lk, now) {
+        None => {
+          out.set(&[SRC_LOCAL, 0.0, 0.0]);
+          true
+        }
+        Some(floor) => {
+          op.floor = floor;
+          false
+        }
+      },
+      _ => false,
+    }
+  }
+
+  /// One call per slot in a cluster (a lock key and its fence key share one); one otherwise.
+  fn plan(&self, ops: &[&Op], cluster: bool) -> (Vec<Vec<usize>>, Vec<Call>) {
+    let groups = crate::redis::slot::groups(ops.iter().map(|o| o.lk.as_bytes()), cluster);
+    let calls = groups.iter().map(|g| self.lock_call(ops, g)).collect();
+    (groups, calls)
+  }
+
+  fn split<'v>(&self, _: &Op, n: usize, reply: &'v Value) -> Option<Vec<&'v [Value]>> {
+    match reply {
+      Value::Array(a) if a.len() == n => Some(a.chunks(1).collect()),
+      _ => None,
+    }
+  }
+
+  fn apply(
+    &self,
+    op: &Op,
+    reply: &[Value],
+    now: u64,
+    out: &mut Out<'_>,
+  ) -> std::result::Result<(), Failure> {
+    match reply[0].as_i64().unwrap_or(-1) {
+      r if r >= 0 => {
+        self.lock_applied(op, r, now, out.nums);
+        Ok(())
+      }
+      // OOM inside the script: nothing was written; the policy decides for this op.
+      -2 => Err(Failure::Unavailable(None)),
+      _ => Err(Failure::Refused(GuardError::new(
+        Code::Redis,
+        "the lock script failed for this key",
+      ))),
+    }
+  }
+
+  /// Closed: `ERR_REDIS_GUARD_CLOSED`. Unavailable: the policy. Refused (NOPERM, a script
+  /// error): the error reaches the caller — a lock never goes local under a permission error.
+  fn unavailable(&self, op: &Op, why: &Failure, now: u64, out: &mut Out<'_>) {
+    match why {
+      Failure::Unavailable(_) => self.lock_unavailable(op, now, out.nums),
+      Failure::Closed | Failure::Refused(_) => out.fail(why.code()),
+    }
+  }
+
+  fn in_doubt(&self, ops: &[&Op]) {
+    self.clean_up_later(ops.iter().map(|o| (o.lk.clone(), o.token.clone(), o.ttl)));
   }
 }
 
@@ -423,81 +446,30 @@ pub fn lock_token_prefix() -> String {
 }
 
 #[napi]
-impl NativeClient {
-  /// Where lock batch results go: `onDone(id, results)` (see `lockSubmit`).
-  #[napi]
-  pub fn set_lock_done(
-    &self,
-    on_done: Function<'_, FnArgs<(u32, Float64Array)>, ()>,
-  ) -> Result<()> {
-    self.lock_done.set(on_done)
+impl NativeLocks {
+  /// The locks of `client`: keys `${lockPrefix}${key}`.
+  #[napi(constructor)]
+  pub fn new(client: &NativeClient) -> Self {
+    let client = client.inner.clone();
+    NativeLocks {
+      inner: Arc::new(LockFeature {
+        prefix: client.settings.lock_prefix.clone(),
+        locks: process_locks(client.settings.fallback_max_keys),
+        client,
+      }),
+    }
   }
 
-  /// Keep Node's event loop alive while lock batches are in flight (`true`), or not.
-  #[napi]
-  pub fn lock_keep_alive(&self, env: Env, on: bool) -> Result<()> {
-    self.lock_done.keep_alive(&env, on)
-  }
-
-  /// Submit lock batch `id`. `ops[i]`: bits 0-1 the kind (0 acquire, 1 release, 2 extend); bits
-  /// 2-3 for an acquire the `onUnavailable` policy (0 local, 1 allow, 2 deny), for a release or
-  /// extend who granted the lease (0 Redis, 1 local, 2 allow); bit 4 for an acquire: no fencing
-  /// token (fence 0 in the result). `seqs[i]` is the lease's token
-  /// number (its token is `lockTokenPrefix() + 16 hex digits of it`), `ttls[i]` the TTL in ms
-  /// (acquire, extend). `onDone` gets three numbers per op: status (for an acquire who decided:
-  /// 0 Redis, 1 local table, 2 allow; negative: an error code), ok (1 when acquired / released /
+  /// The batcher of these locks. Per call: the op byte (bits 0-1 `LOCK_ACQUIRE`,
+  /// `LOCK_RELEASE` or `LOCK_EXTEND`; bits 2-3 for an acquire the `onUnavailable` policy (0
+  /// local, 1 allow, 2 deny), for a release or extend who granted the lease (0 Redis, 1 local,
+  /// 2 allow); `LOCK_NO_FENCE` for an acquire without a fencing token), the key, and two
+  /// numbers: the lease's token number (its token is `lockTokenPrefix() + 16 hex digits of
+  /// it`) and the TTL in ms. Three numbers out: status (for an acquire who decided: 0 Redis, 1
+  /// local table, 2 allow; negative: an error code), ok (1 when acquired / released /
   /// extended), fence.
   #[napi]
-  pub fn lock_submit(
-    &self,
-    id: u32,
-    ops: Uint8Array,
-    keys: Vec<String>,
-    seqs: Float64Array,
-    ttls: Float64Array,
-  ) -> Result<()> {
-    let n = keys.len();
-    if ops.len() != n || seqs.len() != n || ttls.len() != n {
-      return Err(GuardError::new(Code::InvalidArg, "lock batch arrays differ in length").into());
-    }
-    // Only the copies are made here, on the JS thread; the rest runs on the tokio thread.
-    let ops = ops.to_vec();
-    let seqs = seqs.to_vec();
-    let ttls = ttls.to_vec();
-    let me = self.inner.clone();
-    self.lock_done.spawn(id, n, move || async move {
-      let parsed = keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| {
-          let kind = ops[i] & 3;
-          let sub = (ops[i] >> 2) & 3;
-          let no_fence = ops[i] & NO_FENCE != 0;
-          if kind > EXTEND
-            || sub > ALLOW_OR_DENY_MODE
-            || ops[i] > (NO_FENCE | 15)
-            || (no_fence && kind != ACQUIRE)
-          {
-            return Err(GuardError::new(Code::InvalidArg, "bad lock operation"));
-          }
-          check_key(key)?;
-          let ttl = if kind == RELEASE {
-            1
-          } else {
-            check_ttl(ttls[i])?
-          };
-          Ok(Op {
-            kind,
-            sub,
-            lk: me.lock_key(key),
-            token: token(seqs[i])?,
-            ttl,
-            floor: 0,
-            fence: !no_fence,
-          })
-        })
-        .collect();
-      me.lock_run(parsed).await
-    })
+  pub fn batcher(&self) -> NativeBatcher {
+    NativeBatcher::new(self.inner.clone())
   }
 }

@@ -1,7 +1,7 @@
 // Section "ceiling": what redis-server itself can do with the rate-limit scripts, measured by
 // redis-benchmark (C client, 50 connections, pipeline 16). No Node client comes close; it bounds
 // every micro number. Also checks which script the BUILT addon really sends, so that a stale
-// build (src/scripts.rs changed, `npm run build` not run) is visible.
+// build (src/redis/scripts.rs changed, `npm run build` not run) is visible.
 
 import crypto from 'node:crypto'
 import fs from 'node:fs'
@@ -12,9 +12,9 @@ import { ROOT, median, mdTable, num, runCmd } from './common.mjs'
 const require = createRequire(import.meta.url)
 const BATCH_KEYS = 64
 
-/** The text of `pub static NAME: LazyLock<Script>` in src/scripts.rs (the raw string), or undefined. */
+/** The text of `pub static NAME: LazyLock<Script>` in src/redis/scripts.rs (the raw string), or undefined. */
 export function srcScript(name) {
-  const src = fs.readFileSync(path.join(ROOT, 'src', 'scripts.rs'), 'utf8')
+  const src = fs.readFileSync(path.join(ROOT, 'src', 'redis', 'scripts.rs'), 'utf8')
   const m = new RegExp(`pub static ${name}\\b[\\s\\S]*?r#"([\\s\\S]*?)"#`).exec(src)
   return m ? m[1] : undefined
 }
@@ -73,15 +73,15 @@ async function addonScripts(ctx, scripts) {
 export async function runCeiling(ctx) {
   const n = 200_000
   const increment = srcScript('INCREMENT')
-  if (!increment) throw new Error('INCREMENT script not found in src/scripts.rs')
+  if (!increment) throw new Error('INCREMENT script not found in src/redis/scripts.rs')
   const batch = srcScript('BATCH')
   const scripts = [
-    { id: 'INCREMENT', name: 'INCREMENT', label: 'redis-guard INCREMENT (src/scripts.rs), one key per call', text: increment, perCall: 1, args: (sha) => ['EVALSHA', sha, '1', 'rl:bench', '0', '60000'] },
+    { id: 'INCREMENT', name: 'INCREMENT', label: 'redis-guard INCREMENT (src/redis/scripts.rs), one key per call', text: increment, perCall: 1, args: (sha) => ['EVALSHA', sha, '1', 'rl:bench', '0', '60000'] },
     { id: 'rate-limit-redis', name: 'rate-limit-redis v6', label: 'rate-limit-redis v6 increment, one key per call', text: rateLimitRedisIncrementScript(), perCall: 1, args: (sha) => ['EVALSHA', sha, '1', 'rl:bench6', '60000'] },
   ]
   if (batch) {
     const keys = Array.from({ length: BATCH_KEYS }, (_, i) => `rl:b${i}`)
-    scripts.push({ id: 'BATCH', name: 'BATCH', label: `redis-guard BATCH (src/scripts.rs), ${BATCH_KEYS} keys per call`, text: batch, perCall: BATCH_KEYS, args: (sha) => ['EVALSHA', sha, String(BATCH_KEYS), ...keys, '0', '60000', 'i'.repeat(BATCH_KEYS)] })
+    scripts.push({ id: 'BATCH', name: 'BATCH', label: `redis-guard BATCH (src/redis/scripts.rs), ${BATCH_KEYS} keys per call`, text: batch, perCall: BATCH_KEYS, args: (sha) => ['EVALSHA', sha, String(BATCH_KEYS), ...keys, '0', '60000', 'i'.repeat(BATCH_KEYS)] })
   }
   for (const s of scripts) s.sha = sha1(s.text)
 
@@ -106,13 +106,13 @@ export async function runCeiling(ctx) {
     return { script: s.id, sha: s.sha, keysPerCall: s.perCall, opsPerSec: median(rs.map((r) => r.opsPerSec)), callsPerSec: median(rs.map((r) => r.rps)), command: rs[0].command }
   })
   const rows = scripts.map((s, i) => [s.label, `\`${s.sha.slice(0, 12)}…\``, num(summary[i].callsPerSec), num(summary[i].opsPerSec)])
-  const usedLine = Object.entries(used).map(([mode, names]) => `${mode === 'default' ? 'default scriptMode' : "scriptMode 'per-key'"} → ${names.length ? names.join(', ') : '**none of the scripts in src/scripts.rs: the built addon does not match the source (run `npm run build`)**'}`)
+  const usedLine = Object.entries(used).map(([mode, names]) => `${mode === 'default' ? 'default scriptMode' : "scriptMode 'per-key'"} → ${names.length ? names.join(', ') : '**none of the scripts in src/redis/scripts.rs: the built addon does not match the source (run `npm run build`)**'}`)
   const md = [
     `### ceiling: redis-server alone (redis-benchmark -P 16, 50 connections, C client)`,
     '',
     mdTable(['script', 'sha', 'script calls/s', 'increments/s'], rows),
     '',
-    `Headline command: \`${summary[0].command.replace(/-h 127\.0\.0\.1 -p \d+/, '-p PORT')}\` after \`SCRIPT LOAD\` of the INCREMENT text of src/scripts.rs (a hot key). ` +
+    `Headline command: \`${summary[0].command.replace(/-h 127\.0\.0\.1 -p \d+/, '-p PORT')}\` after \`SCRIPT LOAD\` of the INCREMENT text of src/redis/scripts.rs (a hot key). ` +
       `The rate-limit-redis row runs v6's own script the same way; ${batch ? `the BATCH row sends ${BATCH_KEYS} distinct keys per call (\`EVALSHA <sha> ${BATCH_KEYS} rl:b0 … rl:b${BATCH_KEYS - 1} 0 60000 ${'i'.repeat(4)}…\`), increments/s = calls/s × ${BATCH_KEYS}.` : ''}`,
     '',
     `Scripts the built addon loaded for one increment: ${usedLine.join('; ') || 'n/a'}.`,

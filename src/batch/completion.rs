@@ -3,7 +3,8 @@
 //! function (a libuv handle made and torn down per call), which costs more CPU than the Redis
 //! work of a whole batch. Here JS submits a batch with an id (a synchronous call: the arguments
 //! are converted on the JS thread), the batch runs on the tokio runtime, and its numbers come
-//! back through one threadsafe function, made once, as `(id, Float64Array)`.
+//! back through one threadsafe function, made once, as `(id, Float64Array, Buffer | null)`: the
+//! numbers of every call, and the bytes of those that return bytes (see `batch/mod.rs`).
 //!
 //! The function is weak: JS refs it (`keepAlive(true)`) only while it has batches in flight, so
 //! it never keeps Node's event loop alive when idle, or after `close()`.
@@ -16,18 +17,16 @@ use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
-/// The JS side: `(id, results)`. (Spelled out in the napi signatures, which napi-rs turns into
-/// TypeScript: an alias would name a type `binding.d.ts` does not define.)
-pub type DoneCallback<'a> = Function<'a, FnArgs<(u32, Float64Array)>, ()>;
+/// What a batch hands back: its numbers and, when any call returns bytes, one buffer of them.
+pub type Answer = (Vec<f64>, Option<Vec<u8>>);
 
-type DoneFn = ThreadsafeFunction<
-  FnArgs<(u32, Float64Array)>,
-  (),
-  FnArgs<(u32, Float64Array)>,
-  Status,
-  false,
-  true,
->;
+type Args = FnArgs<(u32, Float64Array, Option<Buffer>)>;
+
+/// The JS side: `(id, numbers, bytes)`. (Spelled out in the napi signatures, which napi-rs turns
+/// into TypeScript: an alias would name a type `binding.d.ts` does not define.)
+pub type DoneCallback<'a> = Function<'a, Args, ()>;
+
+type DoneFn = ThreadsafeFunction<Args, (), Args, Status, false, true>;
 
 /// The completion channel of one batcher. Its methods take `&self`: napi-rs refuses a `&mut self`
 /// call on an object while one of its `async` methods (e.g. `healthCheck`) is pending.
@@ -89,16 +88,16 @@ impl Completions {
     self.tsfn.lock().unwrap_or_else(|e| e.into_inner()).clone()
   }
 
-  /// Run the batch that `make` builds (`items` calls, three numbers each) on the tokio runtime
-  /// and hand its numbers to the callback with `id`. The batch's future is made and boxed there,
+  /// Run the batch that `make` builds (`items` calls, `width` numbers each) on the tokio runtime
+  /// and hand its answer to the callback with `id`. The batch's future is made and boxed there,
   /// not here: it holds fred's command futures (~8 KB each, ~17 KB for a lock batch), which were
   /// otherwise copied several times on the JS thread on their way into the runtime. Should the
   /// batch panic (a bug), every call of it still gets an answer, `ERR_REDIS_GUARD_UNAVAILABLE`,
   /// rather than waiting forever and keeping the loop alive.
-  pub fn spawn<M, F>(&self, id: u32, items: usize, make: M) -> Result<()>
+  pub fn spawn<M, F>(&self, id: u32, items: usize, width: usize, make: M) -> Result<()>
   where
     M: FnOnce() -> F + Send + 'static,
-    F: Future<Output = Vec<f64>> + Send + 'static,
+    F: Future<Output = Answer> + Send + 'static,
   {
     let Some(tsfn) = self.current() else {
       return Err(Error::new(
@@ -108,16 +107,20 @@ impl Completions {
     };
     napi::bindgen_prelude::spawn(async move {
       let batch = std::panic::AssertUnwindSafe(async move { Box::pin(make()).await });
-      let out = match batch.catch_unwind().await {
+      let (nums, bytes) = match batch.catch_unwind().await {
         Ok(out) => out,
         Err(_) => {
           tracing::error!(target: "redis_guard", "internal error: a batch panicked; its calls fail as unavailable");
-          [crate::error::Code::Unavailable.as_num(), 0.0, 0.0].repeat(items)
+          let mut nums = vec![0.0; items * width];
+          for i in 0..items {
+            nums[i * width] = crate::error::Code::Unavailable.as_num();
+          }
+          (nums, None)
         }
       };
       // Fails only while Node tears the environment down: nobody is left to answer.
       let _ = tsfn.call(
-        (id, Float64Array::new(out)).into(),
+        (id, Float64Array::new(nums), bytes.map(Buffer::from)).into(),
         ThreadsafeFunctionCallMode::NonBlocking,
       );
     });

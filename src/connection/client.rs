@@ -18,9 +18,8 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tokio::sync::watch;
 
-use crate::config::{Settings, Topology};
+use crate::connection::config::{Settings, Topology};
 use crate::error::{from_fred, Code, GuardError};
-use crate::fallback::Locks;
 
 const CONNECTING: u8 = 0;
 const UP: u8 = 1;
@@ -56,8 +55,6 @@ pub struct ClientInner {
   empty_host_seen: Arc<AtomicBool>,
   last_error: Mutex<Option<String>>,
   tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-  /// The process-wide local lock table (shared by every client of the process).
-  pub locks: &'static Locks,
   pub counters: Counters,
 }
 
@@ -343,7 +340,6 @@ impl ClientInner {
   pub fn new(settings: Settings) -> std::result::Result<Arc<Self>, GuardError> {
     let redis = build_fred(&settings)?;
     let (state_tx, _) = watch::channel(CONNECTING);
-    let max_keys = settings.fallback_max_keys;
     Ok(Arc::new(ClientInner {
       id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
       settings,
@@ -356,7 +352,6 @@ impl ClientInner {
       empty_host_seen: Arc::new(AtomicBool::new(false)),
       last_error: Mutex::new(None),
       tasks: Mutex::new(Vec::new()),
-      locks: crate::fallback::process_locks(max_keys),
       counters: Counters::default(),
     }))
   }
@@ -642,7 +637,7 @@ impl ClientInner {
       self.counters.errors.fetch_add(1, Ordering::Relaxed);
     }
     let ge = from_fred(e, &|t| self.settings.mask(t));
-    if crate::scripts::is_redirect(e) {
+    if crate::redis::scripts::is_redirect(e) {
       // A cluster slot that kept moving for the whole retry budget: this call falls back, the
       // circuit stays closed (the cluster answers; the next call finds the slot's new owner).
       return GuardError::new(Code::Unavailable, ge.message);
@@ -716,8 +711,6 @@ pub struct HealthResult {
 #[napi]
 pub struct NativeClient {
   pub(crate) inner: Arc<ClientInner>,
-  /// Where lock batch results go (src/lock.rs).
-  pub(crate) lock_done: crate::completion::Completions,
 }
 
 #[napi]
@@ -730,7 +723,8 @@ impl NativeClient {
     env_json: Option<String>,
     logger: Option<Function<'_, String, ()>>,
   ) -> Result<Self> {
-    let settings = crate::config::from_js(options_json.as_deref(), env_json.as_deref())?;
+    let settings =
+      crate::connection::config::from_js(options_json.as_deref(), env_json.as_deref())?;
     crate::log::init();
     let inner = ClientInner::new(settings)?;
     if let Some(f) = logger {
@@ -745,10 +739,7 @@ impl NativeClient {
       tracing::warn!(target: "redis_guard", client = inner.id as u64, "{}", w);
     }
     inner.start();
-    Ok(NativeClient {
-      inner,
-      lock_done: Default::default(),
-    })
+    Ok(NativeClient { inner })
   }
 
   /// The last known connection state, without I/O.

@@ -158,7 +158,7 @@ pub struct Call {
 fn call_slot(c: &Call) -> u16 {
   c.keys
     .first()
-    .map(|k| crate::slot::key_slot(k.as_bytes()))
+    .map(|k| crate::redis::slot::key_slot(k.as_bytes()))
     .unwrap_or(0)
 }
 
@@ -305,7 +305,7 @@ for i, k in ipairs(KEYS) do
     out[2 * i] = t
   elseif string.find(tostring(type(h) == "table" and h.err or h), "READONLY", 1, true) then
     -- A replica (a primary demoted without dropping its clients): no write ran here, so
-    -- fail the whole call and let the client see it (src/client.rs asks the sentinels again).
+    -- fail the whole call and let the client see it (src/connection/client.rs asks the sentinels again).
     return redis.error_reply(tostring(type(h) == "table" and h.err or h))
   else
     out[2 * i - 1] = -1
@@ -354,14 +354,14 @@ mod tests {
       script: &LOCK_BATCH,
       keys: vec![
         "lock:a".into(),
-        crate::slot::companion_key("lock:", "lock:a", ":fence"),
+        crate::redis::slot::companion_key("lock:", "lock:a", ":fence"),
       ],
       args: vec![],
     };
     let (cmd, args) = command(&c, true);
     assert_eq!(
       cmd.cluster_hash,
-      ClusterHash::Custom(crate::slot::key_slot(b"lock:a"))
+      ClusterHash::Custom(crate::redis::slot::key_slot(b"lock:a"))
     );
     assert_eq!(args.len(), 4);
   }
