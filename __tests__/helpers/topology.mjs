@@ -1,13 +1,13 @@
 /**
  * Helpers for `__tests__/topology.test.mjs`: the Redis Cluster key slot of a key (CRC16, as
  * the server computes it), `redis-cli --cluster reshard` as a child process, and a reader of
- * `CLUSTER NODES`. Only Node's standard library; processes started here are killed when they
- * overrun their timeout and when the Node process exits.
+ * `CLUSTER NODES`. Only Node's standard library; processes started here (through ./utils.mjs)
+ * are killed when they overrun their timeout and when the Node process exits.
  *
  * @module __tests__/helpers/topology
  */
 
-import { spawn } from 'node:child_process';
+import { run } from './utils.mjs';
 
 // ---------------------------------------------------------------------------
 // Key slots
@@ -43,9 +43,6 @@ export function keySlot(key) {
 // Child processes
 // ---------------------------------------------------------------------------
 
-const live = new Set();
-let hooked = false;
-
 /**
  * Run a command; resolves `{ code, stdout, stderr, ms }` (never rejects on a non-zero exit;
  * rejects when it cannot start or overruns `timeout`, after killing it).
@@ -53,36 +50,12 @@ let hooked = false;
  * @param {string[]} args
  * @param {{ timeout?: number }} [opts]
  */
-export function runCommand(cmd, args, { timeout = 30_000 } = {}) {
-  if (!hooked) {
-    hooked = true;
-    process.on('exit', () => {
-      for (const c of live) try { c.kill('SIGKILL'); } catch { /* gone */ }
-    });
+export async function runCommand(cmd, args, { timeout = 30_000 } = {}) {
+  const r = await run(cmd, args, { timeout });
+  if (r.timedOut) {
+    throw new Error(`${cmd} ${args.join(' ')} timed out after ${timeout} ms\n${r.stdout.slice(-2000)}${r.stderr.slice(-2000)}`);
   }
-  const t0 = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    live.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeout} ms\n${stdout.slice(-2000)}${stderr.slice(-2000)}`));
-    }, timeout);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      live.delete(child);
-      reject(err);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      live.delete(child);
-      resolve({ code, stdout, stderr, ms: Date.now() - t0 });
-    });
-  });
+  return r;
 }
 
 // ---------------------------------------------------------------------------
