@@ -20,6 +20,9 @@ export function fenceKeyOf(lk) {
   return /\{[^}]+\}/.test(lk) ? `${lk}:fence` : `lock:{${lk}}:fence`;
 }
 
+/** Lock keys of both kinds: a plain one, and one that carries its own cluster hash tag. */
+const KEY_KINDS = [['a plain key', 'job'], ['a key with its own hash tag', 'job{7}']];
+
 /** GET through the deployment's redis-cli: the value, or null for no key. */
 async function get(env, key) {
   const v = await env.cli('GET', key);
@@ -39,7 +42,7 @@ async function clients(env, n) {
  */
 export default function lockContract({ test, describe }, env) {
   describe('locks', () => {
-    for (const [what, suffix] of [['a plain key', 'job'], ['a key with its own hash tag', 'job{7}']]) {
+    for (const [what, suffix] of KEY_KINDS) {
       test(`lock() on ${what}: a lease from Redis; lock:KEY holds its token with the TTL; the fence counter next to it`, async () => {
         const [a] = await clients(env, 1);
         const key = `${uniquePrefix('lock-grant')}${suffix}`;
@@ -66,44 +69,44 @@ export default function lockContract({ test, describe }, env) {
         }
         assert.equal(await lease.release(), true);
       });
+
+      test(`a second holder of ${what} is refused (another client, and the same one); after release the next grant has a larger fence`, async () => {
+        const [a, b] = await clients(env, 2);
+        const key = `${uniquePrefix('lock-excl')}${suffix}`;
+        const l1 = await a.lock(key, { ttlMs: 5000 });
+        assert.ok(l1);
+        assert.equal(await b.lock(key, { ttlMs: 5000, waitMs: 0 }), null, 'held elsewhere');
+        assert.equal(await a.lock(key, { ttlMs: 5000, waitMs: 0 }), null, 'not re-entrant');
+        assert.equal(await b.acquireLock(key, 5), false, 'the helpers see the lease too');
+        assert.equal(await get(env, `lock:${key}`), l1.token, 'the refused attempts left the lock alone');
+        assert.equal(await l1.release(), true);
+        const l2 = await b.lock(key, { ttlMs: 5000, waitMs: 1000 });
+        assert.ok(l2, 'granted once released');
+        assert.ok(l2.fence > l1.fence, `the next grant has a larger fence (${l1.fence} -> ${l2.fence})`);
+        assert.notEqual(l2.token, l1.token);
+        assert.equal(await a.lock(key, { ttlMs: 5000, waitMs: 0 }), null);
+        assert.equal(await l2.release(), true);
+      });
+
+      test(`extend() on ${what}: true, the TTL and expiresAt move; release(): true, lock:KEY gone; then release() false, extend() LOCK_NOT_HELD`, async () => {
+        const [a] = await clients(env, 1);
+        const key = `${uniquePrefix('lock-ext')}${suffix}`;
+        const lk = `lock:${key}`;
+        const lease = await a.lock(key, { ttlMs: 2000 });
+        const firstExpiry = lease.expiresAt;
+        assert.equal(await lease.extend(8000), true);
+        const pttl = Number(await env.cli('PTTL', lk));
+        assert.ok(pttl > 2000 && pttl <= 8000, `extended PTTL ${pttl}`);
+        assert.ok(lease.expiresAt > firstExpiry + 5000, 'expiresAt moved with the extension');
+        assert.equal(await get(env, lk), lease.token, 'the same token');
+        assert.equal(await lease.release(), true);
+        assert.equal(await env.cli('EXISTS', lk), '0');
+        assert.equal(lease.held, false);
+        assert.equal(await lease.release(), false, 'a second release');
+        await assert.rejects(lease.extend(1000), (e) => e.code === 'ERR_REDIS_GUARD_LOCK_NOT_HELD');
+        assert.equal(await env.cli('EXISTS', lk), '0', 'the refused extension did not recreate the key');
+      });
     }
-
-    test('a second holder is refused (another client, and the same one); after release the next grant has a larger fence', async () => {
-      const [a, b] = await clients(env, 2);
-      const key = `${uniquePrefix('lock-excl')}job`;
-      const l1 = await a.lock(key, { ttlMs: 5000 });
-      assert.ok(l1);
-      assert.equal(await b.lock(key, { ttlMs: 5000, waitMs: 0 }), null, 'held elsewhere');
-      assert.equal(await a.lock(key, { ttlMs: 5000, waitMs: 0 }), null, 'not re-entrant');
-      assert.equal(await b.acquireLock(key, 5), false, 'the helpers see the lease too');
-      assert.equal(await get(env, `lock:${key}`), l1.token, 'the refused attempts left the lock alone');
-      assert.equal(await l1.release(), true);
-      const l2 = await b.lock(key, { ttlMs: 5000, waitMs: 1000 });
-      assert.ok(l2, 'granted once released');
-      assert.ok(l2.fence > l1.fence, `the next grant has a larger fence (${l1.fence} -> ${l2.fence})`);
-      assert.notEqual(l2.token, l1.token);
-      assert.equal(await a.lock(key, { ttlMs: 5000, waitMs: 0 }), null);
-      assert.equal(await l2.release(), true);
-    });
-
-    test('extend(): true, the TTL and expiresAt move; release(): true, lock:KEY gone; then release() false, extend() LOCK_NOT_HELD', async () => {
-      const [a] = await clients(env, 1);
-      const key = `${uniquePrefix('lock-ext')}job`;
-      const lk = `lock:${key}`;
-      const lease = await a.lock(key, { ttlMs: 2000 });
-      const firstExpiry = lease.expiresAt;
-      assert.equal(await lease.extend(8000), true);
-      const pttl = Number(await env.cli('PTTL', lk));
-      assert.ok(pttl > 2000 && pttl <= 8000, `extended PTTL ${pttl}`);
-      assert.ok(lease.expiresAt > firstExpiry + 5000, 'expiresAt moved with the extension');
-      assert.equal(await get(env, lk), lease.token, 'the same token');
-      assert.equal(await lease.release(), true);
-      assert.equal(await env.cli('EXISTS', lk), '0');
-      assert.equal(lease.held, false);
-      assert.equal(await lease.release(), false, 'a second release');
-      await assert.rejects(lease.extend(1000), (e) => e.code === 'ERR_REDIS_GUARD_LOCK_NOT_HELD');
-      assert.equal(await env.cli('EXISTS', lk), '0', 'the refused extension did not recreate the key');
-    });
 
     test('withLock(): holds lock:KEY while fn runs past the TTL (extended), returns its value, releases; a throw releases; a held key rejects LOCK_TIMEOUT', async () => {
       const [a, b] = await clients(env, 2);

@@ -174,7 +174,9 @@ export default function storeContract({ test, describe }, env) {
       const upTo = (n) => Array.from({ length: n }, (_, i) => i + 1);
       for (const k of keys) {
         assert.deepEqual(byKey.get(k).sort((a, b) => a - b), upTo(5), `hits of ${k}`);
-        assert.equal((await inRedis(env, prefix, k)).value, '5', `Redis counter of ${k}`);
+        const { value, pttl } = await inRedis(env, prefix, k);
+        assert.equal(value, '5', `Redis counter of ${k}`);
+        assert.ok(pttl > 0 && pttl <= WINDOW_MS, `PTTL of ${k}: ${pttl}`);
       }
       assert.deepEqual(byKey.get('hot').sort((a, b) => a - b), upTo(200), 'hits of the hot key: 1..200, each once');
       assert.equal((await inRedis(env, prefix, 'hot')).value, '200');
