@@ -1,49 +1,30 @@
-// The same store and lock test bodies on a standalone server, a 3-primary Redis Cluster and a
-// primary + replica + 3 sentinels set, with no change to user code beyond the URL (the fred /
-// glide way: bodies are functions of the topology, run once per topology), and on three
-// variants: a cluster logged into as an ACL user, a TLS-only cluster, and a sentinel set whose
-// data nodes and sentinels have different passwords. Then what only a topology has: slot
-// checks, MOVED/ASK and resharding under load (cluster); a demoted primary (READONLY), failover
-// under load and with a broken replication link (sentinel); and the fallback when the whole set
-// is unreachable (standalone, cluster, sentinel). About 35 s.
+// What only a topology has, on the deployments of __tests__/helpers/topologies.mjs: MOVED/ASK
+// and resharding under load (cluster); a demoted primary (READONLY), failover under load and
+// with a broken replication link (sentinel); the fallback when the whole set is unreachable
+// (every topology); and three variants: a cluster logged into as an ACL user, a TLS-only
+// cluster, and a sentinel set whose data nodes and sentinels have different passwords. The
+// variants also run every contract body (__tests__/contracts/: client, store, locks), which
+// __tests__/contracts.test.mjs runs on the four TOPOLOGIES. About 45 s.
 //
 // Figures for the README are printed as `FIGURE <name> <json>` lines.
 // Run: node --test __tests__/topology.test.mjs
 
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import fs from 'node:fs';
-import { after, before, describe, test } from 'node:test';
+import { after, afterEach, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import Redis from 'ioredis';
 
-import { makeCerts, parseInfo, startCluster, startRedis, startSentinel, waitFor } from './helpers/redis.mjs';
-import { keySlot, parseClusterNodes, reshard, slotOwners, startTlsCluster } from './helpers/topology.mjs';
+import { registerContracts } from './contracts/index.mjs';
+import { makeCerts, parseInfo, waitFor } from './helpers/redis.mjs';
+import { keySlot, parseClusterNodes, reshard, slotOwners } from './helpers/topology.mjs';
+import { ACL_PASSWORD, ACL_USER, TOPOLOGIES, VARIANTS } from './helpers/topologies.mjs';
+import { uniquePrefix } from './helpers/utils.mjs';
 import { RedisClient, RedisStore } from '../index.mjs';
 
-let seq = 0;
-/** A key prefix of this test only. */
-const uniquePrefix = (name) => `rgtopo-${process.pid}-${++seq}-${name}:`;
 const newClient = (url, opts = {}) => new RedisClient({ url, logger: false, ...opts });
 /** A client of `env` (its URL, plus the options a topology needs, e.g. a TLS CA). */
-const clientFor = (env, opts = {}) => newClient(env.url, { ...env.options, ...opts });
-
-/** The Redis key redis-guard stores a rate-limit key under (src/store.rs `redis_key`). */
-function storeKey(prefix, key) {
-  if (!/[{}]/.test(key)) return prefix + key;
-  const tag = createHash('sha1').update(key).digest('hex').slice(0, 8);
-  return `${prefix}{${tag}}${key}`;
-}
-
-/**
- * The fence counter of lock key `lk`: whichever spelling of src/redis/slot.rs `companion_key` exists
- * (`lk:fence` when the key has a hash tag, else `lock:{lk}:fence`; older: `{lk}:fence`).
- */
-async function fenceKey(reader, lk) {
-  for (const k of [`${lk}:fence`, `lock:{${lk}}:fence`, `{${lk}}:fence`]) if (await reader.exists(k)) return k;
-  throw new Error(`no fence counter found for ${lk}`);
-}
+const clientFor = (env, opts = {}) => new RedisClient({ ...env.clientOptions, logger: false, ...opts });
 
 /**
  * `store.increment(key)` and whether Redis counted it (`source: 'redis'`, the result's public
@@ -65,130 +46,18 @@ async function closeAll(...things) {
 }
 
 // ---------------------------------------------------------------------------
-// The three topologies: how to start them, read Redis behind redis-guard's back, find primaries
+// Reading Redis behind redis-guard's back
 // ---------------------------------------------------------------------------
 
+/** @typedef {import('./helpers/topologies.mjs').TopologyEnv} Env */
+
 /**
- * @typedef {object} Env
- * @property {'standalone'|'cluster'|'sentinel'} kind
- * @property {string} url                           what the user puts in REDIS_URL
- * @property {object} [options]                      client options besides the URL (TLS CA)
- * @property {() => Promise<import('ioredis').Redis | import('ioredis').Cluster>} reader
- *   an independent client (ioredis) on the current primary / the cluster
- * @property {() => Promise<import('./helpers/redis.mjs').RedisServer[]>} primaries
- * @property {((key: string) => Promise<number>) | undefined} keyslot  CLUSTER KEYSLOT (cluster only)
- * @property {() => Promise<void>} stop              stops every process of the set
- * @property {any} raw                               what the harness returned
+ * The fence counter of lock key `lk`: whichever spelling of src/redis/slot.rs `companion_key` exists
+ * (`lk:fence` when the key has a hash tag, else `lock:{lk}:fence`; older: `{lk}:fence`).
  */
-
-/** @type {Record<string, () => Promise<Env>>} */
-const TOPOLOGIES = {
-  async standalone() {
-    const s = await startRedis();
-    return {
-      kind: 'standalone',
-      url: s.url,
-      raw: s,
-      reader: async () => new Redis({ host: s.host, port: s.port, lazyConnect: false, maxRetriesPerRequest: 1 }),
-      primaries: async () => [s],
-      keyslot: undefined,
-      stop: () => s.stop(),
-    };
-  },
-  async cluster(opts = {}) {
-    const c = await startCluster({ primaries: 3, ...opts });
-    return {
-      kind: 'cluster',
-      url: c.url,
-      raw: c,
-      reader: async () => {
-        const r = new Redis.Cluster(c.seeds, { redisOptions: { maxRetriesPerRequest: 3 } });
-        await new Promise((resolve, reject) => {
-          r.once('ready', resolve);
-          r.once('error', reject);
-        });
-        return r;
-      },
-      primaries: async () => c.nodes, // replicas: 0, so every node is a primary
-      keyslot: async (key) => Number(await c.nodes[0].cli('CLUSTER', 'KEYSLOT', key)),
-      stop: () => c.stop(),
-    };
-  },
-  async sentinel() {
-    const s = await startSentinel();
-    return {
-      kind: 'sentinel',
-      url: s.url,
-      raw: s,
-      reader: async () => new Redis({ host: '127.0.0.1', port: await s.currentPrimaryPort(), maxRetriesPerRequest: 1 }),
-      primaries: async () => [await s.currentPrimary()],
-      keyslot: undefined,
-      stop: () => s.stop(),
-    };
-  },
-  /** Cluster whose nodes require auth; the client logs in as an ACL user (not `default`). */
-  async 'cluster-acl'() {
-    const env = await TOPOLOGIES.cluster.call(null, {
-      password: `default-${process.pid}`,
-      args: ['--user', ACL_USER, 'on', `>${ACL_PASSWORD}`, '~*', '&*', '+@all'],
-    });
-    const c = env.raw;
-    return {
-      ...env,
-      url: c.url.replace(/^redis-cluster:\/\/[^@]*@/, `redis-cluster://${ACL_USER}:${encodeURIComponent(ACL_PASSWORD)}@`),
-      reader: async () => {
-        const r = new Redis.Cluster(c.seeds, { redisOptions: { username: ACL_USER, password: ACL_PASSWORD, maxRetriesPerRequest: 3 } });
-        await new Promise((resolve, reject) => {
-          r.once('ready', resolve);
-          r.once('error', reject);
-        });
-        return r;
-      },
-    };
-  },
-  /** Sentinel set whose data nodes require a password, and (set in the test) sentinels with another. */
-  async 'sentinel-auth'() {
-    const s = await startSentinel({ password: DATA_PASSWORD });
-    return {
-      kind: 'sentinel',
-      url: s.url,
-      raw: s,
-      reader: async () => new Redis({ host: '127.0.0.1', port: await s.currentPrimaryPort(), password: DATA_PASSWORD, maxRetriesPerRequest: 1 }),
-      primaries: async () => [await s.currentPrimary()],
-      keyslot: undefined,
-      stop: () => s.stop(),
-    };
-  },
-};
-TOPOLOGIES['cluster-tls'] = async () => {
-  const c = await startTlsCluster();
-  const tls = { ca: fs.readFileSync(c.certs.ca) };
-  return {
-    kind: 'cluster',
-    url: c.url,
-    options: { tls: { ca: c.certs.ca } }, // a file path; PEM text works too
-    raw: c,
-    reader: async () => {
-      const r = new Redis.Cluster(c.seeds, { redisOptions: { tls, maxRetriesPerRequest: 3 } });
-      await new Promise((resolve, reject) => {
-        r.once('ready', resolve);
-        r.once('error', reject);
-      });
-      return r;
-    },
-    primaries: async () => c.nodes,
-    keyslot: async (key) => Number(await c.nodes[0].cli('CLUSTER', 'KEYSLOT', key)),
-    stop: () => c.stop(),
-  };
-};
-const ACL_USER = 'guard';
-const ACL_PASSWORD = `acl-${process.pid}-pw`;
-const DATA_PASSWORD = `data-${process.pid}-pw`;
-
-/** Keys of `prefix` on one server (SCAN through redis-cli, never KEYS). */
-async function keysOn(server, prefix) {
-  const out = await server.cli('--scan', '--pattern', `${prefix}*`);
-  return out.split('\n').filter(Boolean);
+async function fenceKey(reader, lk) {
+  for (const k of [`${lk}:fence`, `lock:{${lk}}:fence`, `{${lk}}:fence`]) if (await reader.exists(k)) return k;
+  throw new Error(`no fence counter found for ${lk}`);
 }
 
 /** Error replies the servers sent, by prefix (`INFO errorstats`), summed over `servers`. */
@@ -202,133 +71,8 @@ async function errorStats(servers) {
 }
 
 // ---------------------------------------------------------------------------
-// Shared bodies: run unchanged on every topology
+// Every topology: the whole set unreachable
 // ---------------------------------------------------------------------------
-
-/** The rate-limit store: batched increments across slots, get/decrement/resetKey, braces, resetAll, health. */
-async function storeBody(env) {
-  const client = clientFor(env);
-  const reader = await env.reader();
-  try {
-    assert.equal(await client.ready(5000), true, 'connects through the URL alone');
-    const prefix = uniquePrefix(`store-${env.kind}`);
-    const store = new RedisStore({ client, prefix });
-    store.init({ windowMs: 60_000 });
-
-    // 40 keys x 5 increments in one turn: several batches, every slot group of a cluster.
-    const keys = Array.from({ length: 40 }, (_, i) => `user:${i}`);
-    const calls = [];
-    for (let round = 0; round < 5; round++) for (const k of keys) calls.push(incrementTracked(store, k).then((r) => ({ k, r })));
-    const results = await Promise.all(calls);
-    const byKey = new Map(keys.map((k) => [k, []]));
-    for (const { k, r } of results) {
-      assert.equal(r.fromRedis, true, `increment of ${k} answered by Redis`);
-      assert.ok(r.resetTime instanceof Date && r.resetTime.getTime() > Date.now());
-      byKey.get(k).push(r.totalHits);
-    }
-    for (const [k, hits] of byKey) {
-      assert.deepEqual(hits.sort((a, b) => a - b), [1, 2, 3, 4, 5], `hits of ${k}`);
-      assert.equal(await reader.get(prefix + k), '5', `Redis counter of ${k}`);
-      const pttl = await reader.pttl(prefix + k);
-      assert.ok(pttl > 0 && pttl <= 60_000, `PTTL of ${k}: ${pttl}`);
-    }
-
-    // get / decrement / resetKey
-    assert.equal((await store.get('user:1')).totalHits, 5);
-    await store.decrement('user:1');
-    assert.equal((await store.get('user:1')).totalHits, 4);
-    assert.equal(await reader.get(`${prefix}user:1`), '4');
-    await store.resetKey('user:1');
-    assert.equal(await store.get('user:1'), undefined);
-    assert.equal(await reader.get(`${prefix}user:1`), null);
-    assert.equal((await store.increment('user:1')).totalHits, 1, 'a reset key starts a new window');
-
-    // A key that brings its own hash tag gets a tag derived from the whole key.
-    const braced = ['{x}a', '{x}b'];
-    for (const k of braced) assert.equal((await store.increment(k)).totalHits, 1);
-    for (const k of braced) assert.equal(await reader.get(storeKey(prefix, k)), '1', `stored as ${storeKey(prefix, k)}`);
-    if (env.keyslot) {
-      const [sa, sb] = await Promise.all(braced.map((k) => env.keyslot(storeKey(prefix, k))));
-      assert.notEqual(sa, sb, 'two keys with the same user tag {x} land in different slots');
-      assert.equal(sa, keySlot(storeKey(prefix, braced[0])), 'the JS slot function agrees with CLUSTER KEYSLOT');
-      const pinned = await env.keyslot(`${prefix}{x}a`);
-      assert.equal(pinned, await env.keyslot(`${prefix}{x}b`), '(without the derived tag they would share one)');
-    }
-
-    // resetAll visits every primary.
-    const primaries = await env.primaries();
-    const before = await Promise.all(primaries.map((p) => keysOn(p, prefix)));
-    for (const [i, ks] of before.entries()) assert.ok(ks.length > 0, `primary ${primaries[i].port} holds keys of the prefix`);
-    await store.resetAll();
-    const afterReset = await Promise.all(primaries.map((p) => keysOn(p, prefix)));
-    assert.deepEqual(afterReset.flat(), [], 'no key of the prefix left on any primary');
-    assert.equal(await store.get('user:2'), undefined);
-
-    // health
-    const h = await client.healthCheck({ deep: true });
-    assert.equal(h.status, 'healthy', JSON.stringify(h));
-    assert.equal(h.connected, true);
-    assert.equal(h.mode, 'redis');
-    assert.equal(h.topology, env.kind);
-    assert.equal(client.isAvailable(), true);
-  } finally {
-    await closeAll(client, reader);
-  }
-}
-
-/** Locks: acquire / exclude / extend / release / fence, the seed helpers and withLock. */
-async function lockBody(env) {
-  const a = clientFor(env);
-  const b = clientFor(env);
-  const reader = await env.reader();
-  try {
-    assert.equal(await a.ready(5000), true);
-    assert.equal(await b.ready(5000), true);
-    const p = uniquePrefix(`lock-${env.kind}`);
-
-    for (const key of [`${p}job`, `${p}job{7}`]) {
-      const lk = `lock:${key}`;
-      const l1 = await a.lock(key, { ttlMs: 5000 });
-      assert.ok(l1, `acquired ${key}`);
-      assert.equal(l1.source, 'redis');
-      assert.ok(l1.fence >= 1);
-      assert.equal(await b.lock(key, { ttlMs: 5000, waitMs: 0 }), null, 'held elsewhere');
-      assert.equal(await reader.get(lk), l1.token, 'SET lock:KEY <token>');
-      const fk = await fenceKey(reader, lk);
-      assert.equal(Number(await reader.get(fk)), l1.fence, `fence counter ${fk}`);
-      if (env.keyslot) {
-        assert.equal(await env.keyslot(fk), await env.keyslot(lk), `fence key ${fk} in the slot of ${lk}`);
-      }
-      assert.equal(await l1.extend(8000), true);
-      const pttl = await reader.pttl(lk);
-      assert.ok(pttl > 5000 && pttl <= 8000, `extended PTTL ${pttl}`);
-      assert.equal(await l1.release(), true);
-      assert.equal(await reader.get(lk), null);
-      const l2 = await b.lock(key, { ttlMs: 5000, waitMs: 1000 });
-      assert.ok(l2 && l2.fence > l1.fence, `next grant has a larger fence (${l1.fence} -> ${l2 && l2.fence})`);
-      assert.equal(await a.lock(key, { ttlMs: 5000, waitMs: 0 }), null);
-      assert.equal(await l2.release(), true);
-    }
-
-    // The seed helpers (lock:KEY, token-checked release).
-    assert.equal(await a.acquireLock(`${p}seed`, 5), true);
-    assert.equal(await b.acquireLock(`${p}seed`, 5), false);
-    assert.equal(await b.releaseLock(`${p}seed`), false, 'b never held it');
-    assert.equal(await a.extendLock(`${p}seed`, 5), true);
-    assert.equal(await a.releaseLock(`${p}seed`), true);
-
-    // withLock extends while the work runs past the TTL, then releases.
-    const v = await a.withLock(`${p}with`, { ttlMs: 300 }, async (signal) => {
-      await sleep(500);
-      assert.equal(signal.aborted, false);
-      return 42;
-    });
-    assert.equal(v, 42);
-    assert.equal(await reader.get(`lock:${p}with`), null, 'released');
-  } finally {
-    await closeAll(a, b, reader);
-  }
-}
 
 /**
  * With every process of the set stopped: the standalone fallback rules — increments counted in
@@ -339,7 +83,7 @@ async function unreachableBody(env) {
   const client = clientFor(env);
   try {
     assert.equal(await client.ready(5000), true);
-    const prefix = uniquePrefix(`down-${env.kind}`);
+    const prefix = uniquePrefix(`down-${env.name}`);
     const store = new RedisStore({ client, prefix });
     store.init({ windowMs: 60_000 });
     assert.equal((await incrementTracked(store, 'warm')).fromRedis, true);
@@ -370,7 +114,7 @@ async function unreachableBody(env) {
     const h = await client.healthCheck();
     assert.equal(h.status, 'unhealthy');
     assert.equal(h.mode, 'fallback');
-    assert.equal(h.topology, env.kind);
+    assert.equal(h.topology, env.topology);
   } finally {
     await closeAll(client);
   }
@@ -904,40 +648,40 @@ async function aclUserEverywhere(env) {
 // The matrix
 // ---------------------------------------------------------------------------
 
-for (const kind of Object.keys(TOPOLOGIES)) {
-  describe(`topology: ${kind}`, () => {
+/** What a deployment runs besides the contracts and the unreachable body: `[title, body]`. */
+const ONLY = {
+  cluster: [
+    ['MOVED and ASK from a slot moved by hand: sent again, counted once, no error', movedAndAsk],
+    ['resharding under load: every acknowledged Redis increment counted exactly once', reshardUnderLoad],
+  ],
+  sentinel: [
+    ['a primary demoted without dropping clients (READONLY): fallback, then back', demotedPrimary],
+    ['failover under load (kill -9 the primary): store and locks continue on the promoted replica', (env) => failoverUnderLoad(env)],
+  ],
+  'cluster-acl': [['the client is logged in as the ACL user on every primary', aclUserEverywhere]],
+  'sentinel-auth': [
+    ['sentinels with their own password (sentinelPassword=), data nodes with another', sentinelCredentials],
+    ['failover 300 ms after the replication link broke: acknowledged writes lost, reported', (env) => failoverUnderLoad(env, { lagMs: 300 })],
+  ],
+  'cluster-tls': [['a plaintext client cannot use the TLS cluster: fallback, no downgrade', tlsRefusesPlaintext]],
+};
+
+// The four TOPOLOGIES run the contracts in contracts.test.mjs; here, what only they have, then
+// the unreachable body (it stops the set). The VARIANTS run the contracts here, then theirs.
+for (const topology of [...TOPOLOGIES, ...VARIANTS]) {
+  const variant = VARIANTS.includes(topology);
+  describe(`topology: ${topology.name}`, () => {
     /** @type {Env} */
     let env;
     before(async () => {
-      env = await TOPOLOGIES[kind]();
+      env = await topology.start();
     });
     after(async () => {
       await env?.stop();
     });
 
-    test('store: batched increments, get/decrement/resetKey, braces, resetAll on every primary, health', () => storeBody(env));
-    test('locks: acquire, exclude, extend, release, fence; seed helpers; withLock', () => lockBody(env));
-    if (kind === 'cluster-tls') {
-      test('a plaintext client cannot use the TLS cluster: fallback, no downgrade', () => tlsRefusesPlaintext(env));
-      return;
-    }
-    if (kind === 'cluster-acl') {
-      test('the client is logged in as the ACL user on every primary', () => aclUserEverywhere(env));
-      return;
-    }
-    if (kind === 'sentinel-auth') {
-      test('sentinels with their own password (sentinelPassword=), data nodes with another', () => sentinelCredentials(env));
-      test('failover 300 ms after the replication link broke: acknowledged writes lost, reported', () => failoverUnderLoad(env, { lagMs: 300 }));
-      return;
-    }
-    if (kind === 'cluster') {
-      test('MOVED and ASK from a slot moved by hand: sent again, counted once, no error', () => movedAndAsk(env));
-      test('resharding under load: every acknowledged Redis increment counted exactly once', () => reshardUnderLoad(env));
-    }
-    if (kind === 'sentinel') {
-      test('a primary demoted without dropping clients (READONLY): fallback, then back', () => demotedPrimary(env));
-      test('failover under load (kill -9 the primary): store and locks continue on the promoted replica', () => failoverUnderLoad(env));
-    }
-    test('the whole set unreachable: memory counting, local locks, unhealthy', () => unreachableBody(env));
+    if (variant) registerContracts({ test, describe, afterEach }, topology, () => env);
+    for (const [title, body] of ONLY[topology.name] ?? []) test(title, () => body(env));
+    if (!variant) test('the whole set unreachable: memory counting, local locks, unhealthy', () => unreachableBody(env));
   });
 }
