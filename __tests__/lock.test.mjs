@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 
 import guard from '../index.js';
 import { startRedis, waitFor } from './helpers/redis.mjs';
-import { spawnNode, timed, writeScript } from './helpers/utils.mjs';
+import { spawnNode, timed, uniquePrefix, writeScript } from './helpers/utils.mjs';
 
 const { RedisClient, codes } = guard;
 const require = createRequire(import.meta.url);
@@ -44,10 +44,9 @@ let raw;
 /** The child-process scripts (written to a temp dir in `before`). */
 const scripts = {};
 
-let keySeq = 0;
 /** A fresh, test-private lock key (without the `lock:` prefix). */
 function key(name) {
-  return `lt:${name}:${process.pid}:${++keySeq}:${Math.random().toString(36).slice(2, 8)}`;
+  return `${uniquePrefix(`lt-${name}`)}k`;
 }
 
 /** Run `fn({ mk, defer })`; everything made with `mk` / registered with `defer` is closed after. */

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 import { startRedis } from './helpers/redis.mjs';
-import { runOk } from './helpers/utils.mjs';
+import { runOk, uniquePrefix } from './helpers/utils.mjs';
 import * as esm from '../index.mjs';
 import esmDefault from '../index.mjs';
 
@@ -48,7 +48,7 @@ test('ESM and CommonJS entries export the same objects', async () => {
 test('ESM import and CommonJS require both count in Redis, from fresh processes', async () => {
   const server = await startRedis();
   try {
-    const prefix = `rgts-${process.pid}:`;
+    const prefix = uniquePrefix('ts');
     const indexMjs = pathToFileURL(path.join(ROOT, 'index.mjs')).href;
     const indexJs = path.join(ROOT, 'index.js');
     const body = `
