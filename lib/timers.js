@@ -39,10 +39,14 @@ function microtask(fn) {
 
 /**
  * A timer for any `ms` up to a year and more (chained below Node's 2^31 - 1 ms cap), in real
- * time. `unref`: does not keep the event loop alive. Returns a handle for `cancel`.
+ * time, that never fires before `ms` have passed on the real clock (Node's timers count from
+ * the loop's cached time, so one can fire a little early: a lease must not be reported lost
+ * before Redis lets it go). `unref`: does not keep the event loop alive. Returns a handle for
+ * `cancel`.
  * @param {() => void} fn
  * @param {number} ms
  * @param {boolean} [unref]
+ * @returns {{ t: any }}
  */
 function after(fn, ms, unref = false) {
   const h = { t: undefined }
@@ -50,10 +54,13 @@ function after(fn, ms, unref = false) {
   const arm = () => {
     const left = due - clockMs()
     if (left > MAX_TIMER_MS) h.t = setTimeout(arm, MAX_TIMER_MS)
-    else h.t = setTimeout(fn, Math.max(0, left))
+    else if (left > 0) h.t = setTimeout(arm, Math.ceil(left))
+    else return fn()
     if (unref) h.t.unref()
   }
-  arm()
+  if (ms > 0) arm()
+  else h.t = setTimeout(fn, 0)
+  if (unref && h.t) h.t.unref()
   return h
 }
 

@@ -1,4 +1,5 @@
-//! The connection layer: configuration and the client.
+//! The connection layer: configuration (the option table, URL and environment) and the client.
 
 pub mod client;
 pub mod config;
+pub mod options;
