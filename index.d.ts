@@ -13,7 +13,11 @@ import type {
 export type { TlsOptions, SentinelOptions, ReconnectOptions, HealthResult }
 
 /** A logger function: called once per state change (connected, unavailable, recovered) and warning. */
-export type LogFunction = (level: 'error' | 'warn' | 'info' | 'debug', message: string, fields: Record<string, unknown>) => void
+export type LogFunction = (
+  level: 'error' | 'warn' | 'info' | 'debug',
+  message: string,
+  fields: Record<string, unknown>,
+) => void
 
 /** An object logger such as pino or winston: `logger[level](fields, message)`. */
 export interface LoggerObject {
@@ -26,7 +30,13 @@ export interface LoggerObject {
 /** Options of `new RedisClient()`. All optional; see the README for the full table and defaults. */
 export interface RedisClientOptions extends Omit<NativeClientOptions, 'tls'> {
   /** `true` for TLS with the system's roots, or TLS options (PEM text, file paths or Buffers). The default value is `false`. */
-  tls?: boolean | (Omit<TlsOptions, 'ca' | 'cert' | 'key'> & { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer })
+  tls?:
+    | boolean
+    | (Omit<TlsOptions, 'ca' | 'cert' | 'key'> & {
+        ca?: string | Buffer
+        cert?: string | Buffer
+        key?: string | Buffer
+      })
   /** `false` to silence, a function, or a pino/winston-like object. The default value prints one line per state change on stderr. */
   logger?: false | LogFunction | LoggerObject
   /** The environment to read instead of `process.env` (tests). The default value is `process.env`. */
@@ -208,9 +218,15 @@ export declare function isRedisAvailable(): boolean
 /** Health of the default client. */
 export declare function healthCheck(options?: { deep?: boolean }): Promise<Health>
 /** An Express handler for the default client's health. */
-export declare function healthHandler(options?: { deep?: boolean }): (req: unknown, res: any, next?: (err?: unknown) => void) => void
+export declare function healthHandler(options?: {
+  deep?: boolean
+}): (req: unknown, res: any, next?: (err?: unknown) => void) => void
 /** Take `lock:${key}` for `ttlSeconds` (default 30) on the default client. */
-export declare function acquireLock(key: string, ttlSeconds?: number, options?: { onUnavailable?: LockUnavailablePolicy }): Promise<boolean>
+export declare function acquireLock(
+  key: string,
+  ttlSeconds?: number,
+  options?: { onUnavailable?: LockUnavailablePolicy },
+): Promise<boolean>
 /** Release `lock:${key}` if this process holds it. */
 export declare function releaseLock(key: string): Promise<boolean>
 /** Extend `lock:${key}` if this process holds it. */

@@ -25,7 +25,10 @@ const BENCH = path.dirname(fileURLToPath(import.meta.url))
 const env = process.env
 const LONG = env.FAULTS_LONG === '1'
 const PEERS = env.FAULTS_PEERS !== '0'
-const ONLY = (env.FAULTS_ONLY || '').split(',').map((s) => s.trim()).filter(Boolean)
+const ONLY = (env.FAULTS_ONLY || '')
+  .split(',')
+  .map((s) => s.trim())
+  .filter(Boolean)
 const OUT = env.FAULTS_OUT || path.join(BENCH, 'results', 'faults-latest.json')
 /** Per-request client timeout: long enough to see a peer's own timeout, bounded so runs end. */
 const PEER_TIMEOUT_MS = 20_000
@@ -70,11 +73,36 @@ const GUARD = [
 /** redis-guard vs rate-limit-redis + ioredis, same parameters. */
 const OUTAGE_MS = LONG ? 10_000 : 5000
 const COMPARE = [
-  ['unreachable', 'Redis unreachable (whole run)', (kind) => F.downAtStartup({ kind, delayMs: null, durationMs: 5000, timeoutMs: PEER_TIMEOUT_MS })],
-  ['down-at-startup-5s', 'down at start-up, server 5 s later', (kind) => F.downAtStartup({ kind, delayMs: 5000, timeoutMs: PEER_TIMEOUT_MS })],
-  ...(LONG ? [['down-at-startup-90s', 'down at start-up, server 90 s later', (kind) => F.downAtStartup({ kind, delayMs: 90_000, durationMs: 95_000, timeoutMs: PEER_TIMEOUT_MS })]] : []),
-  ['kill-9', `kill -9 under load, restart ${OUTAGE_MS / 1000} s later`, (kind) => F.killUnderLoad({ kind, downMs: OUTAGE_MS, durationMs: OUTAGE_MS + 6000, timeoutMs: PEER_TIMEOUT_MS })],
-  ['hang-sigstop', `hang: kill -STOP for ${OUTAGE_MS / 1000} s`, (kind) => F.hang({ kind, how: 'sigstop', hangMs: OUTAGE_MS, durationMs: OUTAGE_MS + 6000, timeoutMs: PEER_TIMEOUT_MS })],
+  [
+    'unreachable',
+    'Redis unreachable (whole run)',
+    (kind) => F.downAtStartup({ kind, delayMs: null, durationMs: 5000, timeoutMs: PEER_TIMEOUT_MS }),
+  ],
+  [
+    'down-at-startup-5s',
+    'down at start-up, server 5 s later',
+    (kind) => F.downAtStartup({ kind, delayMs: 5000, timeoutMs: PEER_TIMEOUT_MS }),
+  ],
+  ...(LONG
+    ? [
+        [
+          'down-at-startup-90s',
+          'down at start-up, server 90 s later',
+          (kind) => F.downAtStartup({ kind, delayMs: 90_000, durationMs: 95_000, timeoutMs: PEER_TIMEOUT_MS }),
+        ],
+      ]
+    : []),
+  [
+    'kill-9',
+    `kill -9 under load, restart ${OUTAGE_MS / 1000} s later`,
+    (kind) => F.killUnderLoad({ kind, downMs: OUTAGE_MS, durationMs: OUTAGE_MS + 6000, timeoutMs: PEER_TIMEOUT_MS }),
+  ],
+  [
+    'hang-sigstop',
+    `hang: kill -STOP for ${OUTAGE_MS / 1000} s`,
+    (kind) =>
+      F.hang({ kind, how: 'sigstop', hangMs: OUTAGE_MS, durationMs: OUTAGE_MS + 6000, timeoutMs: PEER_TIMEOUT_MS }),
+  ],
 ]
 
 // ---------------------------------------------------------------------------------------------
@@ -84,7 +112,10 @@ const COMPARE = [
 function lockCell(f) {
   if (!f.locks) return '–'
   const l = f.locks
-  return `${l.doubleGrants} / ${l.wrongfulReleases}` + (l.errors ? ` (${l.errors} errors: ${Object.keys(l.errorCodes).join(', ')})` : '')
+  return (
+    `${l.doubleGrants} / ${l.wrongfulReleases}` +
+    (l.errors ? ` (${l.errors} errors: ${Object.keys(l.errorCodes).join(', ')})` : '')
+  )
 }
 
 function guardRow(id, f, base) {
@@ -95,26 +126,43 @@ function guardRow(id, f, base) {
   const notes = []
   if (f.notes?.directProbe) notes.push(`call during hang ${fmt(f.notes.directProbe.ms)} ms`)
   if (f.notes?.burst) notes.push(`2000-call burst max ${fmt(f.notes.burst.maxMs)} ms`)
-  if (f.notes?.recoveredMs !== undefined && f.notes.recoveredMs !== null) notes.push(`back ${fmt(f.notes.recoveredMs)} ms after`)
+  if (f.notes?.recoveredMs !== undefined && f.notes.recoveredMs !== null)
+    notes.push(`back ${fmt(f.notes.recoveredMs)} ms after`)
   if (f.backToRedis === false) notes.push('NOT back on Redis')
   if (c && c.appliedUnacked) notes.push(`${c.appliedUnacked} applied without ack`)
   if (c && c.lostToDataLoss) notes.push(`${c.lostToDataLoss} acked lost to data loss`)
   if (f.locks?.overlapsAfterDataLoss) notes.push(`${f.locks.overlapsAfterDataLoss} lock overlaps across data loss`)
   if (f.loopDelayMaxMs > 100) notes.push(`app event loop stalled up to ${fmt(f.loopDelayMaxMs)} ms (busy machine)`)
   if (f.health?.error && f.fault.match(/TLS|auth/)) notes.push(`error: "${f.health.error.slice(0, 90)}"`)
-  return [f.fault, f.variant, fmt(h.servedPct, 1), fmt(h.p99), fmt(added), String(h.total - h.ok + (f.locks?.errors ?? 0)),
-    c ? `${c.lost} / ${c.duplicated}` : '–', String(f.crashes ?? 0), String(f.unhandled ?? 0), lockCell(f), reconnects,
-    f.secretsFound?.length ? 'LEAK' : '0', notes.join('; ')]
+  return [
+    f.fault,
+    f.variant,
+    fmt(h.servedPct, 1),
+    fmt(h.p99),
+    fmt(added),
+    String(h.total - h.ok + (f.locks?.errors ?? 0)),
+    c ? `${c.lost} / ${c.duplicated}` : '–',
+    String(f.crashes ?? 0),
+    String(f.unhandled ?? 0),
+    lockCell(f),
+    reconnects,
+    f.secretsFound?.length ? 'LEAK' : '0',
+    notes.join('; '),
+  ]
 }
 
 function table(head, rows) {
   const esc = (s) => String(s).replace(/\|/g, '\\|')
-  return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n')
+  return [
+    `| ${head.join(' | ')} |`,
+    `|${head.map(() => '---').join('|')}|`,
+    ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`),
+  ].join('\n')
 }
 
 function strip(f) {
   if (!f || typeof f !== 'object') return f
-  const { records, logs, ackedKeys, ...rest } = f
+  const { records: _records, logs, ackedKeys: _ackedKeys, ...rest } = f
   return { ...rest, logTail: logs ? logs.split('\n').slice(-8) : undefined }
 }
 
@@ -125,8 +173,24 @@ function strip(f) {
 async function main() {
   const started = Date.now()
   const redisVersion = execFileSync('redis-server', ['--version']).toString().trim()
-  const machine = { cpu: os.cpus()[0]?.model, cores: os.cpus().length, os: `${os.type()} ${os.release()}`, node: process.version, redis: redisVersion, memGb: Math.round(os.totalmem() / 2 ** 30) }
-  const out = { date: new Date().toISOString(), machine, deadlineMs: DEADLINE_MS, long: LONG, baselines: {}, guard: {}, compare: {}, other: {} }
+  const machine = {
+    cpu: os.cpus()[0]?.model,
+    cores: os.cpus().length,
+    os: `${os.type()} ${os.release()}`,
+    node: process.version,
+    redis: redisVersion,
+    memGb: Math.round(os.totalmem() / 2 ** 30),
+  }
+  const out = {
+    date: new Date().toISOString(),
+    machine,
+    deadlineMs: DEADLINE_MS,
+    long: LONG,
+    baselines: {},
+    guard: {},
+    compare: {},
+    other: {},
+  }
 
   log('baselines')
   out.baselines.direct = await F.baseline()
@@ -178,10 +242,30 @@ async function main() {
   // ---- report -------------------------------------------------------------------------------
   const lines = []
   lines.push('# redis-guard fault suite (`npm run faults`)', '')
-  lines.push(`${out.date} — ${machine.cpu}, ${machine.cores} cores, ${machine.memGb} GB, ${machine.os}, Node ${machine.node}, ${redisVersion.split(' ').slice(0, 3).join(' ')}`)
-  lines.push('', `Each row: the Express app (express-rate-limit + RedisStore, default configuration) in a child process, 200 HTTP requests (fetch, 5 s client timeout), two lock clients contending for one key, background increments; command deadline ${DEADLINE_MS} ms. ` +
-    `Baseline p99: ${fmt(out.baselines.direct.http.p99)} ms direct, ${fmt(out.baselines.proxy.http.p99)} ms through the proxy (p99 added = fault p99 − baseline p99 of the same path).`, '')
-  const head = ['fault', 'variant', 'served %', 'p99 ms', 'p99 added ms', 'errors to caller', 'lost / duplicated increments', 'crashes', 'unhandled rejections', 'lock double grants / wrongful releases', 'reconnect attempts/min per client', 'secrets', 'notes']
+  lines.push(
+    `${out.date} — ${machine.cpu}, ${machine.cores} cores, ${machine.memGb} GB, ${machine.os}, Node ${machine.node}, ${redisVersion.split(' ').slice(0, 3).join(' ')}`,
+  )
+  lines.push(
+    '',
+    `Each row: the Express app (express-rate-limit + RedisStore, default configuration) in a child process, 200 HTTP requests (fetch, 5 s client timeout), two lock clients contending for one key, background increments; command deadline ${DEADLINE_MS} ms. ` +
+      `Baseline p99: ${fmt(out.baselines.direct.http.p99)} ms direct, ${fmt(out.baselines.proxy.http.p99)} ms through the proxy (p99 added = fault p99 − baseline p99 of the same path).`,
+    '',
+  )
+  const head = [
+    'fault',
+    'variant',
+    'served %',
+    'p99 ms',
+    'p99 added ms',
+    'errors to caller',
+    'lost / duplicated increments',
+    'crashes',
+    'unhandled rejections',
+    'lock double grants / wrongful releases',
+    'reconnect attempts/min per client',
+    'secrets',
+    'notes',
+  ]
   const rows = []
   for (const [id, , baseId] of GUARD) {
     const f = out.guard[id]
@@ -197,38 +281,73 @@ async function main() {
   const o = out.other
   if (o.keyFlood) {
     const k = o.keyFlood
-    lines.push(`**key flood in fallback** (${k.keys.toLocaleString('en')} distinct keys, Redis down, one RedisStore, default fallbackMaxKeys ${k.fallbackMaxKeys.toLocaleString('en')}): ` +
-      `fallback holds ${k.fallbackSize.toLocaleString('en')} keys; RSS ${fmt(k.rssBeforeMb)} → ${fmt(k.rssAfterMb)} MB (per 100k: ${k.blocks.map((b) => fmt(b.rssMb)).join(', ')}); ` +
-      `call p99 per 100k keys: ${k.blocks.map((b) => fmt(b.p99, 1)).join(', ')} ms; crashes ${k.crashes}, unhandled ${k.unhandled}.`, '')
+    lines.push(
+      `**key flood in fallback** (${k.keys.toLocaleString('en')} distinct keys, Redis down, one RedisStore, default fallbackMaxKeys ${k.fallbackMaxKeys.toLocaleString('en')}): ` +
+        `fallback holds ${k.fallbackSize.toLocaleString('en')} keys; RSS ${fmt(k.rssBeforeMb)} → ${fmt(k.rssAfterMb)} MB (per 100k: ${k.blocks.map((b) => fmt(b.rssMb)).join(', ')}); ` +
+        `call p99 per 100k keys: ${k.blocks.map((b) => fmt(b.p99, 1)).join(', ')} ms; crashes ${k.crashes}, unhandled ${k.unhandled}.`,
+      '',
+    )
   }
   if (o.pausedHolder) {
     const p = o.pausedHolder
-    lines.push(`**paused lock holder**: SIGSTOP ${p.variant.match(/\d+ ms past a \d+ ms TTL/)?.[0]}: next grant fence ${p.stop.firstFence} → ${p.stop.nextFence}; loss signalled ${p.stop.check.signalled}; ` +
-      `extend → ${p.stop.check.extend.code ?? p.stop.check.extend.value}, release → ${p.stop.check.release.value}, extendLock/releaseLock → ${p.stop.helpers.extend.value}/${p.stop.helpers.release.value}; ` +
-      `PEXPIRE 1 ms: fence ${p.pexpire.firstFence} → ${p.pexpire.nextFence}, extend → ${p.pexpire.check.extend.code}, signalled after ${p.pexpire.check.signalledAfterExtend}, release → ${p.pexpire.check.release.value}; ` +
-      `double grants ${p.doubleGrants}, wrongful releases ${p.wrongfulReleases}, crashes ${p.crashes}.`, '')
+    lines.push(
+      `**paused lock holder**: SIGSTOP ${p.variant.match(/\d+ ms past a \d+ ms TTL/)?.[0]}: next grant fence ${p.stop.firstFence} → ${p.stop.nextFence}; loss signalled ${p.stop.check.signalled}; ` +
+        `extend → ${p.stop.check.extend.code ?? p.stop.check.extend.value}, release → ${p.stop.check.release.value}, extendLock/releaseLock → ${p.stop.helpers.extend.value}/${p.stop.helpers.release.value}; ` +
+        `PEXPIRE 1 ms: fence ${p.pexpire.firstFence} → ${p.pexpire.nextFence}, extend → ${p.pexpire.check.extend.code}, signalled after ${p.pexpire.check.signalledAfterExtend}, release → ${p.pexpire.check.release.value}; ` +
+        `double grants ${p.doubleGrants}, wrongful releases ${p.wrongfulReleases}, crashes ${p.crashes}.`,
+      '',
+    )
   }
   if (o.stalledGrants) {
     const g = o.stalledGrants
-    lines.push(`**stalled grants** (${g.variant}): answered in ${fmt(g.answeredMs)} ms (leases ${[...new Set(g.answers.leases)].join('/')}, helpers ${[...new Set(g.answers.helpers)].join('/')}); ` +
-      `all free again ${fmt(g.allFreeAfterMs)} ms after SIGCONT (${g.holderStats.orphansRemoved} applied by Redis on resume and removed by the client); ` +
-      `locks left that nobody holds: ${g.orphansLeft}; another instance granted ${g.otherGranted}/${2 * g.answers.leases.length}; crashes ${g.crashes}.`, '')
+    lines.push(
+      `**stalled grants** (${g.variant}): answered in ${fmt(g.answeredMs)} ms (leases ${[...new Set(g.answers.leases)].join('/')}, helpers ${[...new Set(g.answers.helpers)].join('/')}); ` +
+        `all free again ${fmt(g.allFreeAfterMs)} ms after SIGCONT (${g.holderStats.orphansRemoved} applied by Redis on resume and removed by the client); ` +
+        `locks left that nobody holds: ${g.orphansLeft}; another instance granted ${g.otherGranted}/${2 * g.answers.leases.length}; crashes ${g.crashes}.`,
+      '',
+    )
   }
   if (o.badConfig) {
     const b = o.badConfig
-    lines.push(`**bad config** (${b.rows.length} inputs; full table in __tests__/config.test.mjs): ${b.rows.filter((r) => r.threw && r.code === 'ERR_REDIS_GUARD_CONFIG').length}/${b.rows.length} synchronous ERR_REDIS_GUARD_CONFIG, ${b.rows.filter((r) => r.leak).length} with the password in the message.`, '')
+    lines.push(
+      `**bad config** (${b.rows.length} inputs; full table in __tests__/config.test.mjs): ${b.rows.filter((r) => r.threw && r.code === 'ERR_REDIS_GUARD_CONFIG').length}/${b.rows.length} synchronous ERR_REDIS_GUARD_CONFIG, ${b.rows.filter((r) => r.leak).length} with the password in the message.`,
+      '',
+    )
   }
   if (o.hostileKeys) {
     const h = o.hostileKeys
-    lines.push(`**hostile keys** (full: __tests__/store.test.mjs): ${Object.entries(h.keys).map(([k, v]) => `${k} ${v.hits.join('→')} (${v.ms} ms)`).join(', ')}; longest Redis key ${h.longestRedisKey} bytes; ordinary keys byte-identical to rate-limit-redis: ${h.plainKeyExact}.`, '')
+    lines.push(
+      `**hostile keys** (full: __tests__/store.test.mjs): ${Object.entries(h.keys)
+        .map(([k, v]) => `${k} ${v.hits.join('→')} (${v.ms} ms)`)
+        .join(
+          ', ',
+        )}; longest Redis key ${h.longestRedisKey} bytes; ordinary keys byte-identical to rate-limit-redis: ${h.plainKeyExact}.`,
+      '',
+    )
   }
   for (const row of F.COVERED_ELSEWHERE) lines.push(`**${row.fault}**: see ${row.where}.`)
   lines.push('')
 
   if (PEERS && Object.keys(out.compare).length) {
     lines.push(`## Beside rate-limit-redis v6 + ioredis (defaults), same app, same fault`, '')
-    lines.push(`Per-request client timeout ${PEER_TIMEOUT_MS / 1000} s (so a run ends); a request cut by it counts as not answered.`, '')
-    const head2 = ['fault', 'store', 'answered %', 'served %', 'p50 ms', 'p99 ms', 'max ms', 'errors to caller', 'client timeouts (20 s)', 'lost / duplicated', 'crashes', 'back on Redis']
+    lines.push(
+      `Per-request client timeout ${PEER_TIMEOUT_MS / 1000} s (so a run ends); a request cut by it counts as not answered.`,
+      '',
+    )
+    const head2 = [
+      'fault',
+      'store',
+      'answered %',
+      'served %',
+      'p50 ms',
+      'p99 ms',
+      'max ms',
+      'errors to caller',
+      'client timeouts (20 s)',
+      'lost / duplicated',
+      'crashes',
+      'back on Redis',
+    ]
     const rows2 = []
     for (const [id, label] of COMPARE) {
       const c = out.compare[id]
@@ -244,8 +363,20 @@ async function main() {
         const end = f.marks?.serverStarted ?? f.marks?.restarted ?? f.marks?.resume
         const late = end !== undefined ? F.during(f, end + 3000, Infinity) : []
         const back = late.length ? `${F.fromRedis(f, late)}/${late.length} counted in Redis ≥3 s after` : '–'
-        rows2.push([label, name, fmt(h.answeredPct, 1), fmt(h.servedPct, 1), fmt(h.p50), fmt(h.p99), fmt(h.max), String(h.total - h.ok), String(h.timeouts),
-          f.counts ? `${f.counts.lost} / ${f.counts.duplicated}` : '–', String(f.crashes ?? 0), back])
+        rows2.push([
+          label,
+          name,
+          fmt(h.answeredPct, 1),
+          fmt(h.servedPct, 1),
+          fmt(h.p50),
+          fmt(h.p99),
+          fmt(h.max),
+          String(h.total - h.ok),
+          String(h.timeouts),
+          f.counts ? `${f.counts.lost} / ${f.counts.duplicated}` : '–',
+          String(f.crashes ?? 0),
+          back,
+        ])
       }
     }
     lines.push(table(head2, rows2), '')
@@ -258,7 +389,12 @@ async function main() {
     ...out,
     baselines: Object.fromEntries(Object.entries(out.baselines).map(([k, v]) => [k, strip(v)])),
     guard: Object.fromEntries(Object.entries(out.guard).map(([k, v]) => [k, strip(v)])),
-    compare: Object.fromEntries(Object.entries(out.compare).map(([k, v]) => [k, { label: v.label, 'redis-guard': strip(v['redis-guard']), 'rlr-ioredis': strip(v['rlr-ioredis']) }])),
+    compare: Object.fromEntries(
+      Object.entries(out.compare).map(([k, v]) => [
+        k,
+        { label: v.label, 'redis-guard': strip(v['redis-guard']), 'rlr-ioredis': strip(v['rlr-ioredis']) },
+      ]),
+    ),
     report,
   }
   fs.mkdirSync(path.dirname(OUT), { recursive: true })

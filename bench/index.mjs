@@ -57,11 +57,21 @@ function options() {
   }
   const env = process.env
   const down = values.down || env.BENCH_DOWN === '1'
-  const sections = listOpt(values.sections ?? env.BENCH_SECTIONS, down ? [...DEFAULT_SECTIONS, 'down'] : DEFAULT_SECTIONS)
-  for (const s of sections) if (!ALL_SECTIONS.includes(s)) throw new Error(`unknown section ${s} (known: ${ALL_SECTIONS.join(', ')})`)
+  const sections = listOpt(
+    values.sections ?? env.BENCH_SECTIONS,
+    down ? [...DEFAULT_SECTIONS, 'down'] : DEFAULT_SECTIONS,
+  )
+  for (const s of sections)
+    if (!ALL_SECTIONS.includes(s)) throw new Error(`unknown section ${s} (known: ${ALL_SECTIONS.join(', ')})`)
   if (down) sections.add('down')
-  const contenders = [...listOpt(values.contenders ?? env.BENCH_CONTENDERS, STORE_CONTENDERS.filter((c) => c !== 'redis-guard-per-key' || hasScriptMode()))]
-  for (const c of contenders) if (!STORE_CONTENDERS.includes(c)) throw new Error(`unknown contender ${c} (known: ${STORE_CONTENDERS.join(', ')})`)
+  const contenders = [
+    ...listOpt(
+      values.contenders ?? env.BENCH_CONTENDERS,
+      STORE_CONTENDERS.filter((c) => c !== 'redis-guard-per-key' || hasScriptMode()),
+    ),
+  ]
+  for (const c of contenders)
+    if (!STORE_CONTENDERS.includes(c)) throw new Error(`unknown contender ${c} (known: ${STORE_CONTENDERS.join(', ')})`)
   return {
     sections: ALL_SECTIONS.filter((s) => sections.has(s)),
     n: intOpt(values.n ?? env.BENCH_N, 200_000),
@@ -114,13 +124,25 @@ function environment() {
         return undefined
       }
     })(),
-    versions: Object.fromEntries(['rate-limit-redis', 'ioredis', 'redis', 'rate-limiter-flexible', '@sesamecare-oss/redlock', 'redis-semaphore', 'express', 'express-rate-limit', 'autocannon'].map((p) => {
-      try {
-        return [p, JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', p, 'package.json'), 'utf8')).version]
-      } catch {
-        return [p, undefined]
-      }
-    })),
+    versions: Object.fromEntries(
+      [
+        'rate-limit-redis',
+        'ioredis',
+        'redis',
+        'rate-limiter-flexible',
+        '@sesamecare-oss/redlock',
+        'redis-semaphore',
+        'express',
+        'express-rate-limit',
+        'autocannon',
+      ].map((p) => {
+        try {
+          return [p, JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', p, 'package.json'), 'utf8')).version]
+        } catch {
+          return [p, undefined]
+        }
+      }),
+    ),
   }
 }
 
@@ -128,7 +150,9 @@ async function main() {
   const opts = options()
   const log = (line) => process.stderr.write(`[bench] ${line}\n`)
   const env = environment()
-  log(`sections ${opts.sections.join(',')}; N ${opts.n}; rounds ${opts.rounds}; load average ${env.loadavgStart.join(' ')}`)
+  log(
+    `sections ${opts.sections.join(',')}; N ${opts.n}; rounds ${opts.rounds}; load average ${env.loadavgStart.join(' ')}`,
+  )
 
   const redis = await startRedis()
   log(`redis-server on ${redis.url} (pid ${redis.pid})`)
@@ -170,7 +194,12 @@ async function main() {
     '',
     `${env.date} · node ${env.node} · ${env.cpu} × ${env.cores} · ${env.redisServer ? env.redisServer.split(' ').slice(0, 3).join(' ') : 'redis-server ?'} on loopback · commit ${env.gitCommit}${env.gitDirty ? ' (dirty)' : ''}`,
     `load average at start ${env.loadavgStart.join(' ')}, at end ${env.loadavgEnd.join(' ')} (a busy machine makes every number noisy; compare ratios within a round)`,
-    ...(env.addonChangedDuringRun ? ['', `**⚠ the addon (redis-guard.*.node) was rebuilt during this run (${env.addon?.mtime} → ${env.addonEnd?.mtime}): runs before and after used different builds. Run again.**`] : []),
+    ...(env.addonChangedDuringRun
+      ? [
+          '',
+          `**⚠ the addon (redis-guard.*.node) was rebuilt during this run (${env.addon?.mtime} → ${env.addonEnd?.mtime}): runs before and after used different builds. Run again.**`,
+        ]
+      : []),
     '',
   ]
   process.stdout.write(`${header.join('\n')}\n${md.join('\n\n')}\n`)

@@ -50,7 +50,9 @@ async function demo(base) {
   const show = async (method, path) => {
     const r = await fetch(base + path, { method })
     const body = await r.text()
-    console.log(`${method} ${path} -> ${r.status} ${r.headers.get('ratelimit') ? `(RateLimit: ${r.headers.get('ratelimit')}) ` : ''}${body}`)
+    console.log(
+      `${method} ${path} -> ${r.status} ${r.headers.get('ratelimit') ? `(RateLimit: ${r.headers.get('ratelimit')}) ` : ''}${body}`,
+    )
   }
   await client.ready(1000)
   console.log(`redis: ${client.url} available=${client.isAvailable()}`)

@@ -7,8 +7,20 @@ const { inspect } = require('node:util')
 const { NativeClient } = require('../binding.js')
 const { RedisGuardError, codes, toError } = require('./errors.js')
 
-const ENV_KEYS = ['REDIS_URL', 'REDIS_HOST', 'REDIS_PORT', 'REDIS_USERNAME', 'REDIS_USER', 'REDIS_PASSWORD', 'REDIS_DB',
-  'REDIS_TLS', 'REDISHOST', 'REDISPORT', 'REDISUSER', 'REDISPASSWORD']
+const ENV_KEYS = [
+  'REDIS_URL',
+  'REDIS_HOST',
+  'REDIS_PORT',
+  'REDIS_USERNAME',
+  'REDIS_USER',
+  'REDIS_PASSWORD',
+  'REDIS_DB',
+  'REDIS_TLS',
+  'REDISHOST',
+  'REDISPORT',
+  'REDISUSER',
+  'REDISPASSWORD',
+]
 
 /**
  * The default logger: one line per state change, written to stderr directly. Not through
@@ -32,7 +44,10 @@ function normalizeLogger(logger) {
       fn.call(logger, { ...fields }, message)
     }
   }
-  throw new RedisGuardError(codes.CONFIG, 'option `logger` must be false, a function or an object with info/warn/error methods')
+  throw new RedisGuardError(
+    codes.CONFIG,
+    'option `logger` must be false, a function or an object with info/warn/error methods',
+  )
 }
 
 /** Options to JSON for Rust: Buffers become PEM text, functions and bigints become markers so
@@ -40,7 +55,10 @@ function normalizeLogger(logger) {
 function optionsJson(options) {
   if (options === undefined || options === null) return undefined
   if (typeof options !== 'object' || Array.isArray(options)) {
-    throw new RedisGuardError(codes.CONFIG, `options must be an object, got ${Array.isArray(options) ? 'an array' : typeof options}`)
+    throw new RedisGuardError(
+      codes.CONFIG,
+      `options must be an object, got ${Array.isArray(options) ? 'an array' : typeof options}`,
+    )
   }
   return JSON.stringify(options, (k, v) => {
     if (Buffer.isBuffer(v)) return v.toString('utf8')
@@ -79,7 +97,10 @@ class RedisClient {
   constructor(options) {
     if (typeof options === 'string') options = { url: options }
     if (options !== undefined && options !== null && (typeof options !== 'object' || Array.isArray(options))) {
-      throw new RedisGuardError(codes.CONFIG, `options must be an object or a URL string, got ${Array.isArray(options) ? 'an array' : typeof options}`)
+      throw new RedisGuardError(
+        codes.CONFIG,
+        `options must be an object or a URL string, got ${Array.isArray(options) ? 'an array' : typeof options}`,
+      )
     }
     const { logger, env, ...rest } = options || {}
     const log = normalizeLogger(logger)

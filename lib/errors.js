@@ -37,10 +37,16 @@ function toError(e) {
   const m = /^\[(ERR_REDIS_GUARD_[A-Z_]+)\] ([\s\S]*)$/.exec(msg)
   if (m) return new RedisGuardError(m[1], m[2])
   // napi's own argument conversion errors ("Failed to convert ...") are bad input.
-  const code = e && (e.code === 'InvalidArg' || e.code === 'NumberExpected' || e.code === 'StringExpected' ||
-    e.code === 'ObjectExpected' || e.code === 'ArrayExpected' || e instanceof TypeError)
-    ? codes.INVALID_ARG
-    : codes.REDIS
+  const code =
+    e &&
+    (e.code === 'InvalidArg' ||
+      e.code === 'NumberExpected' ||
+      e.code === 'StringExpected' ||
+      e.code === 'ObjectExpected' ||
+      e.code === 'ArrayExpected' ||
+      e instanceof TypeError)
+      ? codes.INVALID_ARG
+      : codes.REDIS
   return new RedisGuardError(code, msg)
 }
 

@@ -4,7 +4,14 @@
 // (lib/batch.js, src/lock.rs). RedisClient's lock methods delegate here.
 
 const { inspect } = require('node:util')
-const { NativeLocks, lockTokenPrefix, LOCK_ACQUIRE, LOCK_RELEASE, LOCK_EXTEND, LOCK_NO_FENCE } = require('../binding.js')
+const {
+  NativeLocks,
+  lockTokenPrefix,
+  LOCK_ACQUIRE,
+  LOCK_RELEASE,
+  LOCK_EXTEND,
+  LOCK_NO_FENCE,
+} = require('../binding.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const timers = require('./timers.js')
@@ -40,7 +47,11 @@ function tokenOf(seq) {
 
 function abortError(signal) {
   const reason = signal && signal.reason
-  return new RedisGuardError(codes.ABORTED, 'the operation was aborted', reason instanceof Error ? { cause: reason } : undefined)
+  return new RedisGuardError(
+    codes.ABORTED,
+    'the operation was aborted',
+    reason instanceof Error ? { cause: reason } : undefined,
+  )
 }
 
 /** A sleep in real time (lib/timers.js) that an AbortSignal cuts short (rejecting with ABORTED). */
@@ -59,7 +70,14 @@ function sleep(ms, signal) {
   })
 }
 
-function checkMs(v, name, { min = 0, def } = {}) {
+/**
+ * A number of ms option: `def` when absent, a typed error when not a finite number >= `min`.
+ * @param {unknown} v
+ * @param {string} name
+ * @param {{ min?: number, def?: number }} [o]
+ * @returns {number | undefined}
+ */
+function checkMs(v, name, { min = 0, def = undefined } = {}) {
   if (v === undefined || v === null) return def
   if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
     throw new RedisGuardError(codes.INVALID_ARG, `option \`${name}\` must be a number >= ${min}`)
@@ -74,7 +92,10 @@ const MAX_TTL_MS = 365 * 24 * 3600 * 1000
 function checkTtl(v, name, def) {
   if (v === undefined || v === null) return def
   if (typeof v !== 'number' || !(v > 0 && Math.ceil(v) <= MAX_TTL_MS)) {
-    throw new RedisGuardError(codes.INVALID_ARG, `option \`${name}\` must be above 0 and at most one year (${MAX_TTL_MS} ms)`)
+    throw new RedisGuardError(
+      codes.INVALID_ARG,
+      `option \`${name}\` must be above 0 and at most one year (${MAX_TTL_MS} ms)`,
+    )
   }
   return Math.ceil(v)
 }
@@ -173,7 +194,6 @@ class Lease {
   }
 }
 
-
 /** The locks of one RedisClient. */
 class Locks {
   /** @param {import('./client.js').RedisClient} client */
@@ -190,7 +210,8 @@ class Locks {
    * chain, not an async function: each `await` level costs the lock cycle's latency.
    */
   _acquire(key, ttlMs, onUnavailable, fence = true) {
-    if (typeof key !== 'string' || key === '') throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a non-empty string')
+    if (typeof key !== 'string' || key === '')
+      throw new RedisGuardError(codes.INVALID_ARG, 'the lock key must be a non-empty string')
     const policy = onUnavailable === undefined || onUnavailable === null ? 0 : POLICIES[onUnavailable]
     if (policy === undefined || typeof onUnavailable === 'object') {
       throw new RedisGuardError(codes.INVALID_ARG, "option `onUnavailable` must be 'local', 'allow' or 'deny'")
@@ -251,7 +272,11 @@ class Locks {
     if (typeof fn !== 'function') throw new RedisGuardError(codes.INVALID_ARG, 'withLock needs a function')
     options = lockOptions(options)
     const lease = await this.lock(key, options)
-    if (!lease) throw new RedisGuardError(codes.LOCK_TIMEOUT, `lock "${key}" is held elsewhere (waited ${options.waitMs || 0} ms)`)
+    if (!lease)
+      throw new RedisGuardError(
+        codes.LOCK_TIMEOUT,
+        `lock "${key}" is held elsewhere (waited ${options.waitMs || 0} ms)`,
+      )
     const ttlMs = checkTtl(options.ttlMs, 'ttlMs', 30_000)
     // Extend every ttlMs/3 (a chained timer: it may be longer than Node's 24.8-day timer cap).
     let timer

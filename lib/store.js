@@ -34,20 +34,42 @@ function checkKey(key) {
 
 class RedisStore {
   /**
-   * @param {import('../index').RedisStoreOptions} [options]
+   * @param {import('../index').RedisStoreOptions & { sendCommand?: unknown }} [options]
    */
   constructor(options = {}) {
-    if (options === null || typeof options !== 'object') throw new RedisGuardError(codes.CONFIG, 'RedisStore options must be an object')
-    const { prefix = 'rl:', client, url, onUnavailable = 'memory', resetExpiryOnChange = false, blockOverLimit = true, fallbackMaxKeys, scriptMode = 'batch', sendCommand, ...unknown } = options
+    if (options === null || typeof options !== 'object')
+      throw new RedisGuardError(codes.CONFIG, 'RedisStore options must be an object')
+    const {
+      prefix = 'rl:',
+      client,
+      url,
+      onUnavailable = 'memory',
+      resetExpiryOnChange = false,
+      blockOverLimit = true,
+      fallbackMaxKeys,
+      scriptMode = 'batch',
+      sendCommand,
+      ...unknown
+    } = options
     const extra = Object.keys(unknown)
-    if (extra.length) throw new RedisGuardError(codes.CONFIG, `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys, scriptMode)`)
+    if (extra.length)
+      throw new RedisGuardError(
+        codes.CONFIG,
+        `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys, scriptMode)`,
+      )
     if (sendCommand !== undefined) {
-      throw new RedisGuardError(codes.CONFIG, 'RedisStore does not take `sendCommand`: pass `client` (a RedisClient) or `url`, or nothing to use REDIS_URL')
+      throw new RedisGuardError(
+        codes.CONFIG,
+        'RedisStore does not take `sendCommand`: pass `client` (a RedisClient) or `url`, or nothing to use REDIS_URL',
+      )
     }
     if (typeof prefix !== 'string') throw new RedisGuardError(codes.CONFIG, 'option `prefix` must be a string')
-    if (!['memory', 'allow', 'deny'].includes(onUnavailable)) throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'allow' or 'deny'")
-    if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0)) throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
-    if (client !== undefined && !(client instanceof RedisClient)) throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
+    if (!['memory', 'allow', 'deny'].includes(onUnavailable))
+      throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'allow' or 'deny'")
+    if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0))
+      throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
+    if (client !== undefined && !(client instanceof RedisClient))
+      throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
     /** The key prefix. The default value is `rl:`. */
     this.prefix = prefix
     /** express-rate-limit: counts are shared between processes. */
@@ -56,7 +78,9 @@ class RedisStore {
     this.resetExpiryOnChange = !!resetExpiryOnChange
     this.blockOverLimit = !!blockOverLimit
     this._ownClient = !client && url !== undefined
-    this.client = client || (url !== undefined ? new RedisClient({ url }) : getDefaultClient())
+    /** @type {RedisClient} the client (a RedisClient from this package: checked above) */
+    this.client =
+      /** @type {RedisClient} */ (client) || (url !== undefined ? new RedisClient({ url }) : getDefaultClient())
     try {
       this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys, scriptMode)
     } catch (e) {
@@ -101,7 +125,13 @@ class RedisStore {
     }
     const r = this._result(await this._batch.push(OP_INCREMENT, key), key, 'increment')
     const reset = resetTime(r.resetMs)
-    if (this.blockOverLimit && r.source === 'redis' && this.limit !== undefined && r.totalHits > this.limit && !this.resetExpiryOnChange) {
+    if (
+      this.blockOverLimit &&
+      r.source === 'redis' &&
+      this.limit !== undefined &&
+      r.totalHits > this.limit &&
+      !this.resetExpiryOnChange
+    ) {
       if (this._blocked.size >= MAX_BLOCKED) this._blocked.delete(this._blocked.keys().next().value)
       // `resetAt` on the real clock (lib/timers.js), as Redis's window runs in real time.
       // (`resetTime`: the caller's clock, as returned.)

@@ -27,8 +27,12 @@ if (!existsSync(cli)) {
   console.warn('redis-guard: @napi-rs/cli is not installed; run `npm run build` after installing it')
   process.exit(0)
 }
-const r = spawnSync(process.execPath, [cli, 'build', '--platform', '--release', '--js', 'binding.js', '--dts', 'binding.d.ts'], {
-  cwd: root,
-  stdio: 'inherit',
-})
+const r = spawnSync(
+  process.execPath,
+  [cli, 'build', '--platform', '--release', '--js', 'binding.js', '--dts', 'binding.d.ts'],
+  {
+    cwd: root,
+    stdio: 'inherit',
+  },
+)
 process.exit(r.status ?? 1)

@@ -100,7 +100,7 @@ async function fakesOn(ctx) {
   })
 }
 
-function newClient(ctx) {
+function newClient(_ctx) {
   const { RedisClient } = load()
   return new RedisClient({ url: process.env.REDIS_URL, logger: false })
 }
@@ -136,6 +136,7 @@ async function store(ctx, client) {
 
     // A call made while a batch is in flight is flushed by setImmediate, not by a microtask.
     const a = s.increment('busy')
+    // oxlint-disable-next-line no-unnecessary-await
     await null // the microtask flush of `a` has run: its batch is in flight
     const b = s.increment('busy')
     const both = await ctx.within(Promise.all([a, b]), 'store.increment while a batch is in flight')

@@ -13,17 +13,22 @@ const SERVER = path.join(BENCH_DIR, 'lib', 'http-server.mjs')
  */
 export function startApp(params, { readyTimeoutMs = 15_000 } = {}) {
   return new Promise((resolve, reject) => {
-    const child = fork(SERVER, [JSON.stringify(params)], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, REDIS_URL: '' } })
+    const child = fork(SERVER, [JSON.stringify(params)], {
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      env: { ...process.env, REDIS_URL: '' },
+    })
     child.stdout.pipe(process.stderr) // stdout is the report's
     let stderr = ''
     child.stderr.setEncoding('utf8').on('data', (d) => {
       stderr = (stderr + d).slice(-10_000)
     })
     let exited = false
-    const exit = new Promise((r) => child.once('exit', (code, signal) => {
-      exited = true
-      r({ code, signal })
-    }))
+    const exit = new Promise((r) =>
+      child.once('exit', (code, signal) => {
+        exited = true
+        r({ code, signal })
+      }),
+    )
     const t = setTimeout(() => {
       child.kill('SIGKILL')
       reject(new Error(`app (${params.store}) not ready after ${readyTimeoutMs} ms: ${stderr}`))
@@ -46,7 +51,13 @@ export function startApp(params, { readyTimeoutMs = 15_000 } = {}) {
       new Promise((res, rej) => {
         if (exited) return rej(new Error('app exited'))
         const timer = setTimeout(() => rej(new Error(`app did not answer ${msg}`)), timeoutMs)
-        waiters.push({ type, resolve: (m) => { clearTimeout(timer); res(m) } })
+        waiters.push({
+          type,
+          resolve: (m) => {
+            clearTimeout(timer)
+            res(m)
+          },
+        })
         child.send(msg)
       })
     const handle = (port) => ({
@@ -61,7 +72,8 @@ export function startApp(params, { readyTimeoutMs = 15_000 } = {}) {
         const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
         const { code, signal } = await exit
         clearTimeout(timer)
-        if (code !== 0 || signal) process.stderr.write(`[bench] warning: app (${params.store}) did not exit by itself (${code ?? signal})\n`)
+        if (code !== 0 || signal)
+          process.stderr.write(`[bench] warning: app (${params.store}) did not exit by itself (${code ?? signal})\n`)
         return code === 0 && !signal
       },
     })

@@ -35,11 +35,21 @@ async function bench(port, n, cmdArgs) {
   const r = await runCmd('redis-benchmark', args, { timeoutMs: 180_000 })
   if (r.code !== 0) throw new Error(`redis-benchmark exited with ${r.code}: ${r.stderr || r.stdout}`)
   // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-  const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('"')).pop() || ''
+  const line =
+    r.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('"'))
+      .pop() || ''
   const cells = line.split('","').map((c) => c.replaceAll('"', ''))
   const rps = Number(cells[1])
   if (!Number.isFinite(rps)) throw new Error(`cannot parse redis-benchmark output: ${r.stdout}`)
-  return { rps, p50: Number(cells[4]), p99: Number(cells[6]), command: `redis-benchmark ${args.filter((a) => a !== '--csv').join(' ')}` }
+  return {
+    rps,
+    p50: Number(cells[4]),
+    p99: Number(cells[6]),
+    command: `redis-benchmark ${args.filter((a) => a !== '--csv').join(' ')}`,
+  }
 }
 
 /** Which of `scripts` (by sha) the built addon loads for one increment, per scriptMode. */
@@ -53,7 +63,9 @@ async function addonScripts(ctx, scripts) {
       await ctx.redis.cli('SCRIPT', 'FLUSH')
       let store
       try {
-        store = new RedisStore(mode === 'default' ? { client, prefix: 'rlc:' } : { client, prefix: 'rlc:', scriptMode: 'per-key' })
+        store = new RedisStore(
+          mode === 'default' ? { client, prefix: 'rlc:' } : { client, prefix: 'rlc:', scriptMode: 'per-key' },
+        )
       } catch {
         continue // this build has no such option
       }
@@ -76,17 +88,41 @@ export async function runCeiling(ctx) {
   if (!increment) throw new Error('INCREMENT script not found in src/redis/scripts.rs')
   const batch = srcScript('BATCH')
   const scripts = [
-    { id: 'INCREMENT', name: 'INCREMENT', label: 'redis-guard INCREMENT (src/redis/scripts.rs), one key per call', text: increment, perCall: 1, args: (sha) => ['EVALSHA', sha, '1', 'rl:bench', '0', '60000'] },
-    { id: 'rate-limit-redis', name: 'rate-limit-redis v6', label: 'rate-limit-redis v6 increment, one key per call', text: rateLimitRedisIncrementScript(), perCall: 1, args: (sha) => ['EVALSHA', sha, '1', 'rl:bench6', '60000'] },
+    {
+      id: 'INCREMENT',
+      name: 'INCREMENT',
+      label: 'redis-guard INCREMENT (src/redis/scripts.rs), one key per call',
+      text: increment,
+      perCall: 1,
+      args: (sha) => ['EVALSHA', sha, '1', 'rl:bench', '0', '60000'],
+    },
+    {
+      id: 'rate-limit-redis',
+      name: 'rate-limit-redis v6',
+      label: 'rate-limit-redis v6 increment, one key per call',
+      text: rateLimitRedisIncrementScript(),
+      perCall: 1,
+      args: (sha) => ['EVALSHA', sha, '1', 'rl:bench6', '60000'],
+    },
   ]
   if (batch) {
     const keys = Array.from({ length: BATCH_KEYS }, (_, i) => `rl:b${i}`)
-    scripts.push({ id: 'BATCH', name: 'BATCH', label: `redis-guard BATCH (src/redis/scripts.rs), ${BATCH_KEYS} keys per call`, text: batch, perCall: BATCH_KEYS, args: (sha) => ['EVALSHA', sha, String(BATCH_KEYS), ...keys, '0', '60000', 'i'.repeat(BATCH_KEYS)] })
+    scripts.push({
+      id: 'BATCH',
+      name: 'BATCH',
+      label: `redis-guard BATCH (src/redis/scripts.rs), ${BATCH_KEYS} keys per call`,
+      text: batch,
+      perCall: BATCH_KEYS,
+      args: (sha) => ['EVALSHA', sha, String(BATCH_KEYS), ...keys, '0', '60000', 'i'.repeat(BATCH_KEYS)],
+    })
   }
   for (const s of scripts) s.sha = sha1(s.text)
 
   // Which script does the built addon send? (SCRIPT EXISTS after one increment on a flushed cache.)
-  const used = await addonScripts(ctx, scripts.filter((s) => s.id !== 'rate-limit-redis'))
+  const used = await addonScripts(
+    ctx,
+    scripts.filter((s) => s.id !== 'rate-limit-redis'),
+  )
   for (const s of scripts) {
     const loaded = await ctx.redis.cli('SCRIPT', 'LOAD', s.text)
     if (loaded !== s.sha) throw new Error(`SCRIPT LOAD returned ${loaded}, expected ${s.sha}`)
@@ -103,10 +139,25 @@ export async function runCeiling(ctx) {
   }
   const summary = scripts.map((s) => {
     const rs = runs.filter((r) => r.script === s.id)
-    return { script: s.id, sha: s.sha, keysPerCall: s.perCall, opsPerSec: median(rs.map((r) => r.opsPerSec)), callsPerSec: median(rs.map((r) => r.rps)), command: rs[0].command }
+    return {
+      script: s.id,
+      sha: s.sha,
+      keysPerCall: s.perCall,
+      opsPerSec: median(rs.map((r) => r.opsPerSec)),
+      callsPerSec: median(rs.map((r) => r.rps)),
+      command: rs[0].command,
+    }
   })
-  const rows = scripts.map((s, i) => [s.label, `\`${s.sha.slice(0, 12)}…\``, num(summary[i].callsPerSec), num(summary[i].opsPerSec)])
-  const usedLine = Object.entries(used).map(([mode, names]) => `${mode === 'default' ? 'default scriptMode' : "scriptMode 'per-key'"} → ${names.length ? names.join(', ') : '**none of the scripts in src/redis/scripts.rs: the built addon does not match the source (run `npm run build`)**'}`)
+  const rows = scripts.map((s, i) => [
+    s.label,
+    `\`${s.sha.slice(0, 12)}…\``,
+    num(summary[i].callsPerSec),
+    num(summary[i].opsPerSec),
+  ])
+  const usedLine = Object.entries(used).map(
+    ([mode, names]) =>
+      `${mode === 'default' ? 'default scriptMode' : "scriptMode 'per-key'"} → ${names.length ? names.join(', ') : '**none of the scripts in src/redis/scripts.rs: the built addon does not match the source (run `npm run build`)**'}`,
+  )
   const md = [
     `### ceiling: redis-server alone (redis-benchmark -P 16, 50 connections, C client)`,
     '',
@@ -117,5 +168,11 @@ export async function runCeiling(ctx) {
     '',
     `Scripts the built addon loaded for one increment: ${usedLine.join('; ') || 'n/a'}.`,
   ].join('\n')
-  return { params: { n, pipeline: 16, rounds: ctx.rounds, batchKeys: BATCH_KEYS }, addonScripts: used, runs, summary, markdown: md }
+  return {
+    params: { n, pipeline: 16, rounds: ctx.rounds, batchKeys: BATCH_KEYS },
+    addonScripts: used,
+    runs,
+    summary,
+    markdown: md,
+  }
 }

@@ -97,7 +97,11 @@ export function runWorker(file, params, { timeoutMs = 300_000, exitGraceMs = 10_
       clearTimeout(hardTimer)
       clearTimeout(exitTimer)
       if (!result) {
-        reject(new Error(`worker ${path.basename(file)} ${JSON.stringify(params.contender ?? '')} ended without a result (${code ?? signal}):\n${stderr.trim()}`))
+        reject(
+          new Error(
+            `worker ${path.basename(file)} ${JSON.stringify(params.contender ?? '')} ended without a result (${code ?? signal}):\n${stderr.trim()}`,
+          ),
+        )
         return
       }
       if (result.error) {
@@ -105,7 +109,10 @@ export function runWorker(file, params, { timeoutMs = 300_000, exitGraceMs = 10_
         return
       }
       const exitedCleanly = code === 0 && signal === null
-      if (!exitedCleanly) process.stderr.write(`[bench] warning: worker ${path.basename(file)} (${params.contender}) did not exit by itself (${code ?? signal})\n`)
+      if (!exitedCleanly)
+        process.stderr.write(
+          `[bench] warning: worker ${path.basename(file)} (${params.contender}) did not exit by itself (${code ?? signal})\n`,
+        )
       delete result.type
       resolve({ ...result, exitedCleanly })
     })
@@ -180,7 +187,12 @@ export function mdTable(header, rows, align) {
 /** Parse a comma list env/flag into a Set (empty input -> fallback). */
 export function listOpt(value, fallback) {
   if (value === undefined || value === null || String(value).trim() === '') return new Set(fallback)
-  return new Set(String(value).split(',').map((s) => s.trim()).filter(Boolean))
+  return new Set(
+    String(value)
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
+  )
 }
 
 /** An integer from env/flags with a default and a floor. */

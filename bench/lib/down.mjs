@@ -87,7 +87,13 @@ export async function runDown(ctx) {
 
   // 1. Unreachable, under load: redis-guard only (its fallback answers); see the probe for ioredis.
   {
-    const app = await startApp({ store: 'redis-guard', url: deadUrl, prefix: 'rld:', keyBy: 'connection', waitReady: false })
+    const app = await startApp({
+      store: 'redis-guard',
+      url: deadUrl,
+      prefix: 'rld:',
+      keyBy: 'connection',
+      waitReady: false,
+    })
     try {
       const s0 = await app.stats()
       const res = await cannon(app.url, { duration: ctx.downSeconds })
@@ -106,7 +112,9 @@ export async function runDown(ctx) {
         fallbacks: s1.storeStats.fallbacks - s0.storeStats.fallbacks,
       }
       runs.unreachableLoad.push(run)
-      ctx.log(`down unreachable load redis-guard: ${num(run.reqPerSec)} req/s, ${run.ok} 2xx, p99 ${run.p99} max ${run.max} ms, fallbacks ${run.fallbacks}`)
+      ctx.log(
+        `down unreachable load redis-guard: ${num(run.reqPerSec)} req/s, ${run.ok} 2xx, p99 ${run.p99} max ${run.max} ms, fallbacks ${run.fallbacks}`,
+      )
     } finally {
       await app.close()
     }
@@ -114,13 +122,21 @@ export async function runDown(ctx) {
 
   // 2. Unreachable, a bounded probe: 20 concurrent requests, 20 s client timeout each.
   for (const contender of ['redis-guard', 'rlr-ioredis']) {
-    const app = await startApp({ store: contender, url: deadUrl, prefix: 'rld:', keyBy: 'connection', waitReady: false })
+    const app = await startApp({
+      store: contender,
+      url: deadUrl,
+      prefix: 'rld:',
+      keyBy: 'connection',
+      waitReady: false,
+    })
     try {
       const rs = await probe(app.url, PROBE_REQUESTS, PROBE_TIMEOUT_MS)
       const st = await app.stats().catch(() => ({}))
       const sum = { contender, ...probeSummary(rs), storeErrors: st.storeErrors }
       runs.unreachableProbe.push(sum)
-      ctx.log(`down unreachable probe ${contender}: ${sum.ok} ok, ${sum.http5xx} 5xx, ${sum.timeouts} timeouts, max ${ms(sum.maxAll)} ms`)
+      ctx.log(
+        `down unreachable probe ${contender}: ${sum.ok} ok, ${sum.http5xx} 5xx, ${sum.timeouts} timeouts, max ${ms(sum.maxAll)} ms`,
+      )
     } finally {
       await app.close()
     }
@@ -149,15 +165,30 @@ export async function runDown(ctx) {
         contender,
         seconds,
         marks,
-        total: { answered: responses.length, ok: res['2xx'], non2xx: res.non2xx, errors: res.errors, timeouts: res.timeouts, reqErrors, p99: res.latency.p99, max: res.latency.max },
+        total: {
+          answered: responses.length,
+          ok: res['2xx'],
+          non2xx: res.non2xx,
+          errors: res.errors,
+          timeouts: res.timeouts,
+          reqErrors,
+          p99: res.latency.p99,
+          max: res.latency.max,
+        },
         before: phaseStats(responses, 0, marks.killed),
         down: phaseStats(responses, marks.killed, marks.restarted),
         after: phaseStats(responses, marks.restarted, Infinity),
-        fallbacks: s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
-        stateChanges: s1.storeStats.stateChanges !== undefined ? s1.storeStats.stateChanges - s0.storeStats.stateChanges : undefined,
+        fallbacks:
+          s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
+        stateChanges:
+          s1.storeStats.stateChanges !== undefined
+            ? s1.storeStats.stateChanges - s0.storeStats.stateChanges
+            : undefined,
       }
       runs.killed.push(run)
-      ctx.log(`down killed ${contender}: before ${run.before.ok} ok, down ${run.down.ok} ok / ${run.down.non2xx} non-2xx (p99 ${run.down.p99} ms), after ${run.after.ok} ok; timeouts ${run.total.timeouts}`)
+      ctx.log(
+        `down killed ${contender}: before ${run.before.ok} ok, down ${run.down.ok} ok / ${run.down.non2xx} non-2xx (p99 ${run.down.p99} ms), after ${run.after.ok} ok; timeouts ${run.total.timeouts}`,
+      )
     } finally {
       await app.close()
       await server.stop()
@@ -170,21 +201,78 @@ export async function runDown(ctx) {
     '',
     `**Unreachable** (URL to closed port ${closedPort}), autocannon 64 connections × ${ctx.downSeconds} s:`,
     '',
-    mdTable(['store', 'req/s', '2xx', 'non-2xx', 'errors + timeouts', 'p50 ms', 'p99 ms', 'max ms', 'fallbacks'], runs.unreachableLoad.map((r) => [L(r.contender), num(r.reqPerSec), num(r.ok), num(r.non2xx), num(r.errors + r.timeouts), ms(r.p50), ms(r.p99), ms(r.max), num(r.fallbacks)])),
+    mdTable(
+      ['store', 'req/s', '2xx', 'non-2xx', 'errors + timeouts', 'p50 ms', 'p99 ms', 'max ms', 'fallbacks'],
+      runs.unreachableLoad.map((r) => [
+        L(r.contender),
+        num(r.reqPerSec),
+        num(r.ok),
+        num(r.non2xx),
+        num(r.errors + r.timeouts),
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.max),
+        num(r.fallbacks),
+      ]),
+    ),
     '',
     `**Unreachable, bounded probe**: ${PROBE_REQUESTS} concurrent requests, ${PROBE_TIMEOUT_MS / 1000} s client timeout each:`,
     '',
-    mdTable(['store', '200', '5xx', 'client timeouts', 'p50 ms (answered)', 'max ms (answered)', 'longest wait ms'], runs.unreachableProbe.map((r) => [L(r.contender), r.ok, r.http5xx, r.timeouts, ms(r.p50), ms(r.max), ms(r.maxAll)])),
+    mdTable(
+      ['store', '200', '5xx', 'client timeouts', 'p50 ms (answered)', 'max ms (answered)', 'longest wait ms'],
+      runs.unreachableProbe.map((r) => [
+        L(r.contender),
+        r.ok,
+        r.http5xx,
+        r.timeouts,
+        ms(r.p50),
+        ms(r.max),
+        ms(r.maxAll),
+      ]),
+    ),
     '',
     `**Killed mid-run**: autocannon 64 connections × ${seconds} s, redis-server SIGKILLed at ${Math.round(seconds / 3)} s, restarted (same port) at ${Math.round((2 * seconds) / 3)} s; requests grouped by when they started:`,
     '',
-    mdTable(['store', 'phase', 'answered', '2xx', 'non-2xx', 'p50 ms', 'p99 ms', 'max ms'], runs.killed.flatMap((r) => [
-      ['before', r.before], ['down', r.down], ['after restart', r.after],
-    ].map(([ph, s]) => [L(r.contender), ph, num(s.answered), num(s.ok), num(s.non2xx), ms(s.p50), ms(s.p99), ms(s.max)])), ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r']),
+    mdTable(
+      ['store', 'phase', 'answered', '2xx', 'non-2xx', 'p50 ms', 'p99 ms', 'max ms'],
+      runs.killed.flatMap((r) =>
+        [
+          ['before', r.before],
+          ['down', r.down],
+          ['after restart', r.after],
+        ].map(([ph, s]) => [
+          L(r.contender),
+          ph,
+          num(s.answered),
+          num(s.ok),
+          num(s.non2xx),
+          ms(s.p50),
+          ms(s.p99),
+          ms(s.max),
+        ]),
+      ),
+      ['l', 'l', 'r', 'r', 'r', 'r', 'r', 'r'],
+    ),
     '',
-    runs.killed.map((r) => `${L(r.contender)}: autocannon timeouts (10 s) ${r.total.timeouts}, errors ${r.total.errors}` + (r.fallbacks !== undefined ? `, fallbacks ${num(r.fallbacks)}, state changes ${r.stateChanges}` : '')).join('  \n'),
+    runs.killed
+      .map(
+        (r) =>
+          `${L(r.contender)}: autocannon timeouts (10 s) ${r.total.timeouts}, errors ${r.total.errors}` +
+          (r.fallbacks !== undefined ? `, fallbacks ${num(r.fallbacks)}, state changes ${r.stateChanges}` : ''),
+      )
+      .join('  \n'),
     '',
-    'ioredis defaults: `enableOfflineQueue: true` and `maxRetriesPerRequest: 20` with an exponential reconnect backoff (50 ms doubling, capped at 5 s): while Redis is away every command waits in the offline queue, so a request is held far longer than any client waits (here: past the 20 s probe timeout), and rate-limit-redis then fails it (a 500 with express-rate-limit\'s default `passOnStoreError: false`).',
+    "ioredis defaults: `enableOfflineQueue: true` and `maxRetriesPerRequest: 20` with an exponential reconnect backoff (50 ms doubling, capped at 5 s): while Redis is away every command waits in the offline queue, so a request is held far longer than any client waits (here: past the 20 s probe timeout), and rate-limit-redis then fails it (a 500 with express-rate-limit's default `passOnStoreError: false`).",
   ].join('\n')
-  return { params: { closedPort, probeRequests: PROBE_REQUESTS, probeTimeoutMs: PROBE_TIMEOUT_MS, loadSeconds: ctx.downSeconds, killSeconds: seconds }, runs, markdown: md }
+  return {
+    params: {
+      closedPort,
+      probeRequests: PROBE_REQUESTS,
+      probeTimeoutMs: PROBE_TIMEOUT_MS,
+      loadSeconds: ctx.downSeconds,
+      killSeconds: seconds,
+    },
+    runs,
+    markdown: md,
+  }
 }

@@ -62,7 +62,14 @@ server.keepAliveTimeout = 65_000
 
 process.on('message', async (m) => {
   if (m === 'stats') {
-    process.send({ type: 'stats', cpu: process.cpuUsage(), storeStats: s.stats(), storeErrors, unhandled, diag: { ...diag } })
+    process.send({
+      type: 'stats',
+      cpu: process.cpuUsage(),
+      storeStats: s.stats(),
+      storeErrors,
+      unhandled,
+      diag: { ...diag },
+    })
   } else if (m === 'close') {
     server.closeAllConnections()
     await new Promise((r) => server.close(r))

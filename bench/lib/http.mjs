@@ -46,14 +46,22 @@ export async function runHttp(ctx) {
           timeouts: res.timeouts,
           appCpuUsPerReq: cpu / total,
           redisCpuUsPerReq: (r1 - r0) / total,
-          fallbacks: s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
+          fallbacks:
+            s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
           storeErrors: s1.storeErrors - s0.storeErrors,
           batches: s1.diag.batches - s0.diag.batches,
-          meanBatch: s1.diag.batches > s0.diag.batches ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches) : undefined,
+          meanBatch:
+            s1.diag.batches > s0.diag.batches
+              ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches)
+              : undefined,
         }
         run.exitedCleanly = await app.close()
         runs.push(run)
-        ctx.log(`http r${round} ${contender}: ${num(run.reqPerSec)} req/s p50 ${run.p50} p99 ${run.p99} ms max ${run.max} non2xx ${run.non2xx} errors ${run.errors}` + (run.meanBatch ? ` (mean batch ${run.meanBatch.toFixed(1)})` : '') + (run.fallbacks ? ` FALLBACKS ${run.fallbacks}` : ''))
+        ctx.log(
+          `http r${round} ${contender}: ${num(run.reqPerSec)} req/s p50 ${run.p50} p99 ${run.p99} ms max ${run.max} non2xx ${run.non2xx} errors ${run.errors}` +
+            (run.meanBatch ? ` (mean batch ${run.meanBatch.toFixed(1)})` : '') +
+            (run.fallbacks ? ` FALLBACKS ${run.fallbacks}` : ''),
+        )
       } catch (e) {
         await app.close()
         throw e
@@ -75,13 +83,17 @@ export async function runHttp(ctx) {
       meanBatch: median(rs.map((r) => r.meanBatch)),
     }
   })
-  const rgBatch = summary.filter((s) => SUBJECTS.includes(s.contender) && Number.isFinite(s.meanBatch)).map((s) => `${s.contender === 'redis-guard' ? 'default' : "'per-key'"} ${s.meanBatch.toFixed(1)}`)
+  const rgBatch = summary
+    .filter((s) => SUBJECTS.includes(s.contender) && Number.isFinite(s.meanBatch))
+    .map((s) => `${s.contender === 'redis-guard' ? 'default' : "'per-key'"} ${s.meanBatch.toFixed(1)}`)
   const ratios = {}
   for (const subject of SUBJECTS.filter((x) => contenders.includes(x))) {
-    const perRound = runs.filter((r) => r.contender === subject).map((g) => {
-      const b = runs.find((r) => r.contender === 'rlr-ioredis' && r.round === g.round)
-      return b ? g.reqPerSec / b.reqPerSec : NaN
-    })
+    const perRound = runs
+      .filter((r) => r.contender === subject)
+      .map((g) => {
+        const b = runs.find((r) => r.contender === 'rlr-ioredis' && r.round === g.round)
+        return b ? g.reqPerSec / b.reqPerSec : NaN
+      })
     ratios[subject] = { perRound, median: median(perRound) }
   }
   const rows = summary.map((s) => [
@@ -97,12 +109,26 @@ export async function runHttp(ctx) {
   const md = [
     `### http: Express 5 + express-rate-limit 8, autocannon ${CONNECTIONS} connections × ${ctx.httpSeconds} s, one key per connection`,
     '',
-    mdTable(['store', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'app CPU µs/req¹', 'redis CPU µs/req', 'non-2xx + errors'], rows),
+    mdTable(
+      ['store', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'app CPU µs/req¹', 'redis CPU µs/req', 'non-2xx + errors'],
+      rows,
+    ),
     '',
-    ...Object.entries(ratios).map(([x, r]) => `**Ratio** ${STORE_LABELS[x]} req/s ÷ (rate-limit-redis + ioredis) req/s: ${r.perRound.map(ratio).join(' · ')} → median **${ratio(r.median)}**  `),
+    ...Object.entries(ratios).map(
+      ([x, r]) =>
+        `**Ratio** ${STORE_LABELS[x]} req/s ÷ (rate-limit-redis + ioredis) req/s: ${r.perRound.map(ratio).join(' · ')} → median **${ratio(r.median)}**  `,
+    ),
     '',
-    ...(rgBatch.length ? [`redis-guard calls per JS→Rust crossing under HTTP load (mean batch): ${rgBatch.join(' · ')}`, ''] : []),
+    ...(rgBatch.length
+      ? [`redis-guard calls per JS→Rust crossing under HTTP load (mean batch): ${rgBatch.join(' · ')}`, '']
+      : []),
     '¹ CPU of the app process (Express + store + client threads) per request. autocannon runs in the orchestrator process on the same machine, so it competes for the same cores.',
   ].join('\n')
-  return { params: { seconds: ctx.httpSeconds, connections: CONNECTIONS, rounds: ctx.rounds, contenders }, runs, summary, ratios, markdown: md }
+  return {
+    params: { seconds: ctx.httpSeconds, connections: CONNECTIONS, rounds: ctx.rounds, contenders },
+    runs,
+    summary,
+    ratios,
+    markdown: md,
+  }
 }

@@ -19,10 +19,20 @@ export async function runLocks(ctx) {
   for (let round = 1; round <= ctx.rounds; round++) {
     for (const contender of LOCK_CONTENDERS) {
       await ctx.redis.cli('FLUSHALL')
-      const r = await runWorker(WORKER, { contender, url: ctx.redis.url, redisPid: ctx.redis.pid, cycles: ctx.lockCycles, concurrency: CONCURRENCY, warmup })
+      const r = await runWorker(WORKER, {
+        contender,
+        url: ctx.redis.url,
+        redisPid: ctx.redis.pid,
+        cycles: ctx.lockCycles,
+        concurrency: CONCURRENCY,
+        warmup,
+      })
       r.round = round
       runs.push(r)
-      ctx.log(`locks r${round} ${contender}: ${num(r.cyclesPerSec)} cycles/s p50 ${ms(r.p50)} p99 ${ms(r.p99)} ms cpu ${r.cpuUsPerCycle.toFixed(1)} µs/cycle contended ${r.contended}` + (r.fallbacks ? ` FALLBACKS ${r.fallbacks}` : ''))
+      ctx.log(
+        `locks r${round} ${contender}: ${num(r.cyclesPerSec)} cycles/s p50 ${ms(r.p50)} p99 ${ms(r.p99)} ms cpu ${r.cpuUsPerCycle.toFixed(1)} µs/cycle contended ${r.contended}` +
+          (r.fallbacks ? ` FALLBACKS ${r.fallbacks}` : ''),
+      )
     }
   }
   const summary = LOCK_CONTENDERS.map((c) => {
@@ -39,13 +49,19 @@ export async function runLocks(ctx) {
     }
   })
   const ratioOf = (a, b) => {
-    const per = runs.filter((r) => r.contender === a).map((x) => {
-      const y = runs.find((r) => r.contender === b && r.round === x.round)
-      return y ? x.cyclesPerSec / y.cyclesPerSec : NaN
-    })
+    const per = runs
+      .filter((r) => r.contender === a)
+      .map((x) => {
+        const y = runs.find((r) => r.contender === b && r.round === x.round)
+        return y ? x.cyclesPerSec / y.cyclesPerSec : NaN
+      })
     return { perRound: per, median: median(per) }
   }
-  const ratios = { 'rg-helpers/redlock': ratioOf('rg-helpers', 'redlock'), 'rg-lease/redlock': ratioOf('rg-lease', 'redlock'), 'rg-helpers/semaphore': ratioOf('rg-helpers', 'semaphore') }
+  const ratios = {
+    'rg-helpers/redlock': ratioOf('rg-helpers', 'redlock'),
+    'rg-lease/redlock': ratioOf('rg-lease', 'redlock'),
+    'rg-helpers/semaphore': ratioOf('rg-helpers', 'semaphore'),
+  }
   const rows = summary.map((s) => [
     LABELS[s.contender] + (s.fallbacks ? ` ⚠ ${s.fallbacks} fallbacks` : ''),
     num(s.cyclesPerSec),
@@ -58,11 +74,22 @@ export async function runLocks(ctx) {
   const md = [
     `### locks: ${num(ctx.lockCycles)} acquire+release cycles on 1,000 keys, ${CONCURRENCY} in flight, TTL 10 s`,
     '',
-    mdTable(['contender', 'cycles/s', 'p50 ms', 'p99 ms', 'node CPU µs/cycle', 'redis CPU µs/cycle', 'contended¹'], rows),
+    mdTable(
+      ['contender', 'cycles/s', 'p50 ms', 'p99 ms', 'node CPU µs/cycle', 'redis CPU µs/cycle', 'contended¹'],
+      rows,
+    ),
     '',
-    ...Object.entries(ratios).map(([k, v]) => `**${k}** cycles/s: ${v.perRound.map(ratio).join(' · ')} → median **${ratio(v.median)}**  `),
+    ...Object.entries(ratios).map(
+      ([k, v]) => `**${k}** cycles/s: ${v.perRound.map(ratio).join(' · ')} → median **${ratio(v.median)}**  `,
+    ),
     '',
     '¹ cycles (all rounds) whose acquire found the key held by another in-flight cycle (no wait, no retry): counted as cycles, not as errors.',
   ].join('\n')
-  return { params: { cycles: ctx.lockCycles, concurrency: CONCURRENCY, keys: 1000, warmup, rounds: ctx.rounds }, runs, summary, ratios, markdown: md }
+  return {
+    params: { cycles: ctx.lockCycles, concurrency: CONCURRENCY, keys: 1000, warmup, rounds: ctx.rounds },
+    runs,
+    summary,
+    ratios,
+    markdown: md,
+  }
 }

@@ -105,7 +105,12 @@ async function main(p) {
       cpuSystemUsPerOp: cpu.system / n,
       redisCpuUsPerOp: (redis1 - redis0) / n,
       fallbacks,
-      ...(diag.batches ? { batches: diag.batches - diag0.batches, meanBatch: (diag.items - diag0.items) / (diag.batches - diag0.batches) } : {}),
+      ...(diag.batches
+        ? {
+            batches: diag.batches - diag0.batches,
+            meanBatch: (diag.items - diag0.items) / (diag.batches - diag0.batches),
+          }
+        : {}),
     }
   } finally {
     await s.close()

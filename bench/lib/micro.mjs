@@ -9,7 +9,10 @@ import { STORE_CONTENDERS, STORE_LABELS, SUBJECTS } from './stores.mjs'
 const WORKER = path.join(BENCH_DIR, 'lib', 'micro-worker.mjs')
 export const BASELINE = 'rlr-ioredis'
 export const SUBJECT = 'redis-guard'
-const SUBJECT_LABEL = { 'redis-guard': 'default scriptMode', 'redis-guard-per-key': "same script: scriptMode 'per-key'" }
+const SUBJECT_LABEL = {
+  'redis-guard': 'default scriptMode',
+  'redis-guard-per-key': "same script: scriptMode 'per-key'",
+}
 
 const STYLE_LABEL = { turn: 'one turn', immediate: 'one call per turn', seq: 'sequential (c=1)' }
 const PATTERN_LABEL = { hot: '1 hot key', distinct: '10,000 keys' }
@@ -47,8 +50,12 @@ async function runScenarios(ctx, scenarios, contenders, section) {
           r.verified = r.redisCount === sc.warmup + sc.n
         }
         runs.push(r)
-        ctx.log(`${section} r${round} ${sc.pattern}/${sc.style} ${contender}: ${num(r.opsPerSec)} ops/s p50 ${ms(r.p50)} p99 ${ms(r.p99)} ms cpu ${r.cpuUsPerOp.toFixed(1)} µs/op` +
-          (r.meanBatch ? ` (${num(r.batches)} batches, mean ${r.meanBatch.toFixed(1)})` : '') + (r.fallbacks ? ` FALLBACKS ${r.fallbacks}` : '') + (r.verified === false ? ` COUNT MISMATCH (${r.redisCount} in Redis, ${sc.warmup + sc.n} expected)` : ''))
+        ctx.log(
+          `${section} r${round} ${sc.pattern}/${sc.style} ${contender}: ${num(r.opsPerSec)} ops/s p50 ${ms(r.p50)} p99 ${ms(r.p99)} ms cpu ${r.cpuUsPerOp.toFixed(1)} µs/op` +
+            (r.meanBatch ? ` (${num(r.batches)} batches, mean ${r.meanBatch.toFixed(1)})` : '') +
+            (r.fallbacks ? ` FALLBACKS ${r.fallbacks}` : '') +
+            (r.verified === false ? ` COUNT MISMATCH (${r.redisCount} in Redis, ${sc.warmup + sc.n} expected)` : ''),
+        )
       }
     }
   }
@@ -96,7 +103,9 @@ function markdown(title, summary, note) {
       rows.push([
         PATTERN_LABEL[sc.pattern],
         STYLE_LABEL[sc.style],
-        STORE_LABELS[r.contender] + (r.fallbacks ? ` ⚠ ${r.fallbacks} fallbacks` : '') + (r.verified ? '' : ' ⚠ count mismatch'),
+        STORE_LABELS[r.contender] +
+          (r.fallbacks ? ` ⚠ ${r.fallbacks} fallbacks` : '') +
+          (r.verified ? '' : ' ⚠ count mismatch'),
         num(r.opsPerSec),
         ms(r.p50),
         ms(r.p99),
@@ -105,15 +114,27 @@ function markdown(title, summary, note) {
       ])
     }
   }
-  parts.push(mdTable(['keys', 'calling style', 'contender', 'ops/s', 'p50 ms', 'p99 ms', 'node CPU µs/op¹', 'redis CPU µs/op²'], rows, ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r']))
+  parts.push(
+    mdTable(
+      ['keys', 'calling style', 'contender', 'ops/s', 'p50 ms', 'p99 ms', 'node CPU µs/op¹', 'redis CPU µs/op²'],
+      rows,
+      ['l', 'l', 'l', 'r', 'r', 'r', 'r', 'r'],
+    ),
+  )
   parts.push('')
   const subjects = Object.keys(summary[0].ratios)
   if (subjects.length && summary[0].rows.some((r) => r.contender === BASELINE)) {
-    parts.push(`**Headline ratio** redis-guard ops/s ÷ (rate-limit-redis + ioredis) ops/s within each round, then the median (> 1: redis-guard faster). The same-script column runs rate-limit-redis's increment logic, one script call per key, as rate-limit-redis does:`)
+    parts.push(
+      `**Headline ratio** redis-guard ops/s ÷ (rate-limit-redis + ioredis) ops/s within each round, then the median (> 1: redis-guard faster). The same-script column runs rate-limit-redis's increment logic, one script call per key, as rate-limit-redis does:`,
+    )
     parts.push('')
     const header = ['keys', 'calling style']
     for (const x of subjects) header.push(`${SUBJECT_LABEL[x]}: per round`, 'median')
-    const rr = summary.map((sc) => [PATTERN_LABEL[sc.pattern], STYLE_LABEL[sc.style], ...subjects.flatMap((x) => [sc.ratios[x].perRound.map(ratio).join(' · '), `**${ratio(sc.ratios[x].median)}**`])])
+    const rr = summary.map((sc) => [
+      PATTERN_LABEL[sc.pattern],
+      STYLE_LABEL[sc.style],
+      ...subjects.flatMap((x) => [sc.ratios[x].perRound.map(ratio).join(' · '), `**${ratio(sc.ratios[x].median)}**`]),
+    ])
     parts.push(mdTable(header, rr, ['l', 'l', ...subjects.flatMap(() => ['l', 'r'])]))
   }
   const batches = []
@@ -124,7 +145,11 @@ function markdown(title, summary, note) {
       .map(([sc, r]) => `${PATTERN_LABEL[sc.pattern]} / ${STYLE_LABEL[sc.style]} ${r.meanBatch.toFixed(1)}`)
     if (per.length) batches.push(`${SUBJECT_LABEL[x].replace('same script: ', '')}: ${per.join(' · ')}`)
   }
-  if (batches.length) parts.push('', `redis-guard calls per JS→Rust crossing (mean batch, median over rounds; MAX_BATCH 64) — ${batches.join('; ')}`)
+  if (batches.length)
+    parts.push(
+      '',
+      `redis-guard calls per JS→Rust crossing (mean batch, median over rounds; MAX_BATCH 64) — ${batches.join('; ')}`,
+    )
   if (note) parts.push('', note)
   return parts.join('\n')
 }
@@ -139,21 +164,37 @@ export async function runMicro(ctx) {
   const warmup = Math.min(20_000, Math.max(1000, Math.floor(ctx.n / 10)))
   const scenarios = []
   for (const pattern of ['hot', 'distinct']) {
-    for (const style of ['turn', 'immediate']) scenarios.push({ pattern, style, n: ctx.n, concurrency: ctx.concurrency, warmup })
+    for (const style of ['turn', 'immediate'])
+      scenarios.push({ pattern, style, n: ctx.n, concurrency: ctx.concurrency, warmup })
   }
   const runs = await runScenarios(ctx, scenarios, contenders, 'micro')
   const summary = summarize(runs, scenarios, contenders)
-  const md = markdown(`micro: ${num(ctx.n)} × increment(), ${ctx.concurrency} in flight, windowMs 60000`, summary, FOOTNOTES)
-  return { params: { n: ctx.n, concurrency: ctx.concurrency, warmup, rounds: ctx.rounds, contenders }, runs, summary, markdown: md }
+  const md = markdown(
+    `micro: ${num(ctx.n)} × increment(), ${ctx.concurrency} in flight, windowMs 60000`,
+    summary,
+    FOOTNOTES,
+  )
+  return {
+    params: { n: ctx.n, concurrency: ctx.concurrency, warmup, rounds: ctx.rounds, contenders },
+    runs,
+    summary,
+    markdown: md,
+  }
 }
 
 /** Section c1: concurrency 1, sequential awaits. */
 export async function runC1(ctx) {
   const contenders = ctx.contenders.filter((c) => STORE_CONTENDERS.includes(c))
-  const scenarios = [{ pattern: 'hot', style: 'seq', n: ctx.c1n, concurrency: 1, warmup: Math.min(2000, Math.max(200, ctx.c1n / 5)) }]
+  const scenarios = [
+    { pattern: 'hot', style: 'seq', n: ctx.c1n, concurrency: 1, warmup: Math.min(2000, Math.max(200, ctx.c1n / 5)) },
+  ]
   const runs = await runScenarios(ctx, scenarios, contenders, 'c1')
   const summary = summarize(runs, scenarios, contenders)
-  const md = markdown(`concurrency 1: ${num(ctx.c1n)} sequential awaited increment() calls, 1 hot key`, summary,
-    'At concurrency 1 ops/s = 1 / mean latency; the ratio is therefore the inverse ratio of mean latencies. ' + FOOTNOTES)
+  const md = markdown(
+    `concurrency 1: ${num(ctx.c1n)} sequential awaited increment() calls, 1 hot key`,
+    summary,
+    'At concurrency 1 ops/s = 1 / mean latency; the ratio is therefore the inverse ratio of mean latencies. ' +
+      FOOTNOTES,
+  )
   return { params: { n: ctx.c1n, rounds: ctx.rounds, contenders }, runs, summary, markdown: md }
 }

@@ -6,7 +6,14 @@ import { createRequire } from 'node:module'
 const require = createRequire(import.meta.url)
 
 /** Contender ids, in the order they run in every round. */
-export const STORE_CONTENDERS = ['redis-guard', 'redis-guard-per-key', 'rlr-ioredis', 'rlr-node-redis', 'rlf-ioredis', 'memory']
+export const STORE_CONTENDERS = [
+  'redis-guard',
+  'redis-guard-per-key',
+  'rlr-ioredis',
+  'rlr-node-redis',
+  'rlf-ioredis',
+  'memory',
+]
 
 /** The redis-guard variants: each is compared with rate-limit-redis + ioredis, round by round. */
 export const SUBJECTS = ['redis-guard', 'redis-guard-per-key']
@@ -45,7 +52,9 @@ export async function makeStore(name, { url, prefix, waitReady = true }) {
       if (waitReady) await client.ready(5000)
       // per-key: one rate-limit-redis-style script call per key (the same-script comparison);
       // the default sends one script call per batch.
-      const store = new RedisStore(name === 'redis-guard-per-key' ? { client, prefix, scriptMode: 'per-key' } : { client, prefix })
+      const store = new RedisStore(
+        name === 'redis-guard-per-key' ? { client, prefix, scriptMode: 'per-key' } : { client, prefix },
+      )
       return {
         store,
         client,
@@ -82,8 +91,18 @@ export async function makeStore(name, { url, prefix, waitReady = true }) {
       redis.on('error', () => {})
       if (waitReady) await redis.ping()
       // consume() REJECTS when a key is over `points`: 1e9 points in 60 s are never reached here.
-      const limiter = new RateLimiterRedis({ storeClient: redis, points: 1e9, duration: 60, keyPrefix: prefix.replace(/:$/, '') })
-      return { store: null, increment: (k) => limiter.consume(k, 1), stats: () => ({}), close: () => closeIoredis(redis) }
+      const limiter = new RateLimiterRedis({
+        storeClient: redis,
+        points: 1e9,
+        duration: 60,
+        keyPrefix: prefix.replace(/:$/, ''),
+      })
+      return {
+        store: null,
+        increment: (k) => limiter.consume(k, 1),
+        stats: () => ({}),
+        close: () => closeIoredis(redis),
+      }
     }
     case 'memory': {
       const { MemoryStore } = require('express-rate-limit')
