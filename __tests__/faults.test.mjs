@@ -48,16 +48,33 @@ const r1 = (x) => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x * 
 function report(t, f) {
   const c = f.counts
   const l = f.locks
-  t.diagnostic(`${f.fault} — ${f.variant}: served ${r1(f.http.servedPct)}% (${f.http.ok}/${f.http.total}), ` +
-    `p50 ${f.http.p50} p99 ${f.http.p99} max ${f.http.max} ms, store call max ${r1(f.storeCallMaxMs)} ms` +
-    (c ? `; increments: ${c.acknowledged} acked, counter ${c.counter}, duplicated ${c.duplicated}, lost ${c.lost}, ` +
-      `lost to data loss ${c.lostToDataLoss}, applied without ack ${c.appliedUnacked}` : '') +
-    (l ? `; locks: ${l.redisGrants} Redis + ${l.localGrants} local grants, double ${l.doubleGrants}, wrongful releases ` +
-      `${l.wrongfulReleases}, errors ${l.errors}${l.overlapsAfterDataLoss ? `, overlaps after data loss ${l.overlapsAfterDataLoss}` : ''}` : '') +
-    `; stats ${JSON.stringify(f.clientStats)}; app event-loop delay max ${r1(f.loopDelayMaxMs)} ms; ${r1(f.elapsedMs / 1000)} s`)
+  t.diagnostic(
+    `${f.fault} — ${f.variant}: served ${r1(f.http.servedPct)}% (${f.http.ok}/${f.http.total}), ` +
+      `p50 ${f.http.p50} p99 ${f.http.p99} max ${f.http.max} ms, store call max ${r1(f.storeCallMaxMs)} ms` +
+      (c
+        ? `; increments: ${c.acknowledged} acked, counter ${c.counter}, duplicated ${c.duplicated}, lost ${c.lost}, ` +
+          `lost to data loss ${c.lostToDataLoss}, applied without ack ${c.appliedUnacked}`
+        : '') +
+      (l
+        ? `; locks: ${l.redisGrants} Redis + ${l.localGrants} local grants, double ${l.doubleGrants}, wrongful releases ` +
+          `${l.wrongfulReleases}, errors ${l.errors}${l.overlapsAfterDataLoss ? `, overlaps after data loss ${l.overlapsAfterDataLoss}` : ''}`
+        : '') +
+      `; stats ${JSON.stringify(f.clientStats)}; app event-loop delay max ${r1(f.loopDelayMaxMs)} ms; ${r1(f.elapsedMs / 1000)} s`,
+  )
   const n = f.notes || {}
   const extra = {}
-  for (const k of ['directProbe', 'probe', 'burst', 'healthDuring', 'recoveredMs', 'flushes', 'killed', 'newConnections', 'infoConnections', 'proxyAccepted']) {
+  for (const k of [
+    'directProbe',
+    'probe',
+    'burst',
+    'healthDuring',
+    'recoveredMs',
+    'flushes',
+    'killed',
+    'newConnections',
+    'infoConnections',
+    'proxyAccepted',
+  ]) {
     if (n[k] !== undefined) extra[k] = n[k]
   }
   if (f.attemptsPerMin !== undefined) extra.attemptsPerMinPerClient = r1(f.attemptsPerMin / CLIENTS_PER_APP)
@@ -76,7 +93,10 @@ function assertInvariants(f, { lockErrors = 0, recover = true } = {}) {
   if (f.counts) {
     assert.equal(f.counts.duplicated, 0, `${where}: increments counted twice: ${f.counts.dupKeys}`)
     assert.equal(f.counts.lost, 0, `${where}: acknowledged increments lost: ${f.counts.lostKeys}`)
-    assert.ok(f.counts.counter <= f.counts.acknowledged + f.counts.appliedUnacked, `${where}: counter above acknowledged + applied`)
+    assert.ok(
+      f.counts.counter <= f.counts.acknowledged + f.counts.appliedUnacked,
+      `${where}: counter above acknowledged + applied`,
+    )
   }
   if (f.locks) {
     assert.equal(f.locks.doubleGrants, 0, `${where}: lock double grants ${JSON.stringify(f.locks.examples)}`)
@@ -120,7 +140,11 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
     assert.ok(Math.max(...before.map((r) => r.ms)) <= MAX_REQUEST_MS, 'no request waited for Redis at start-up')
     const late = inWindow(f, f.marks.serverStarted + 3000, Infinity)
     assert.ok(late.length >= 10)
-    assert.equal(redisShare(f, late), late.length, 'every request 3 s after the server started is counted in Redis (scripts loaded on first use)')
+    assert.equal(
+      redisShare(f, late),
+      late.length,
+      'every request 3 s after the server started is counted in Redis (scripts loaded on first use)',
+    )
   })
 
   for (const how of ['shutdown-nosave', 'flushall']) {
@@ -128,8 +152,16 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
       const f = await F.dataLoss({ how })
       report(t, f)
       assertInvariants(f)
-      assert.deepEqual([f.notes.sharedBefore.totalHits, f.notes.sharedBefore.fromRedis], [3, true], 'a counter at 3 before the loss')
-      assert.deepEqual([f.notes.sharedAfter.totalHits, f.notes.sharedAfter.fromRedis], [1, true], 'the counter restarted, in Redis')
+      assert.deepEqual(
+        [f.notes.sharedBefore.totalHits, f.notes.sharedBefore.fromRedis],
+        [3, true],
+        'a counter at 3 before the loss',
+      )
+      assert.deepEqual(
+        [f.notes.sharedAfter.totalHits, f.notes.sharedAfter.fromRedis],
+        [1, true],
+        'the counter restarted, in Redis',
+      )
       const late = inWindow(f, f.marks.loss + 2000, Infinity)
       assert.equal(redisShare(f, late), late.length, 'counting in Redis again after the loss')
     })
@@ -140,10 +172,15 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
       const f = await F.hang({ how })
       report(t, f)
       assertInvariants(f)
-      assert.ok(f.notes.directProbe.ms <= DEADLINE_MS + 50,
-        `a call during the hang settles within the deadline + 50 ms (${r1(f.notes.directProbe.ms)} ms)`)
+      assert.ok(
+        f.notes.directProbe.ms <= DEADLINE_MS + 50,
+        `a call during the hang settles within the deadline + 50 ms (${r1(f.notes.directProbe.ms)} ms)`,
+      )
       assert.equal(f.notes.probe.fromRedis, false)
-      assert.ok(f.notes.burst.maxMs <= 2 * DEADLINE_MS + 250, `2000 calls at once during the hang all settle within ~a deadline (max ${r1(f.notes.burst.maxMs)} ms)`)
+      assert.ok(
+        f.notes.burst.maxMs <= 2 * DEADLINE_MS + 250,
+        `2000 calls at once during the hang all settle within ~a deadline (max ${r1(f.notes.burst.maxMs)} ms)`,
+      )
       assert.equal(f.notes.burst.fromRedis, 0)
       assert.notEqual(f.notes.healthDuring.status, 'healthy', 'the health check sees the hang')
       assert.ok(f.http.max <= MAX_REQUEST_MS, `no request waited for the hang (max ${f.http.max} ms)`)
@@ -175,7 +212,10 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
     assertInvariants(f)
     assert.equal(f.notes.healthDuring.status, 'unhealthy')
     assert.equal(f.notes.healthDuring.available, false)
-    assert.ok(f.notes.healthDuring.tookMs <= DEADLINE_MS + 250, `health check bounded (${r1(f.notes.healthDuring.tookMs)} ms)`)
+    assert.ok(
+      f.notes.healthDuring.tookMs <= DEADLINE_MS + 250,
+      `health check bounded (${r1(f.notes.healthDuring.tookMs)} ms)`,
+    )
     const dark = inWindow(f, f.marks.blackhole + DEADLINE_MS + 100, f.marks.pass)
     assert.equal(redisShare(f, dark), 0)
     assert.ok(f.notes.recoveredMs !== null, 'back on Redis after the blackhole ended')
@@ -230,9 +270,16 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
     assertInvariants(f, { lockErrors: 'expected' })
     assert.equal(f.httpFromRedis, f.http.total, 'the store works with the scoped user')
     assert.ok(f.locks.errors > 0)
-    assert.deepEqual(Object.keys(f.locks.errorCodes), ['ERR_REDIS_GUARD_AUTH'], 'NOPERM reaches the caller as an auth error')
+    assert.deepEqual(
+      Object.keys(f.locks.errorCodes),
+      ['ERR_REDIS_GUARD_AUTH'],
+      'NOPERM reaches the caller as an auth error',
+    )
     assert.equal(f.locks.grants, 0, 'no lock granted outside the ACL (no silent local fallback)')
-    assert.ok(f.notes.infoConnections <= CLIENTS_PER_APP + 1, `no reconnect loop (${f.notes.infoConnections} connections)`)
+    assert.ok(
+      f.notes.infoConnections <= CLIENTS_PER_APP + 1,
+      `no reconnect loop (${f.notes.infoConnections} connections)`,
+    )
     assert.doesNotMatch(f.logs, /unavailable|rejected/, 'the client stayed up: nothing logged but the connection')
   })
 
@@ -246,8 +293,10 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
     // Redis refuses writes while used_memory > maxmemory; its memory moves a little (client
     // buffers), so a rare write may be accepted in the window: that one is counted in Redis, the
     // refused ones fall back. Nearly all must have fallen back.
-    assert.ok(redisShare(f, oom) <= Math.max(2, Math.ceil(oom.length * 0.02)),
-      `increments refused by OOM fell back (${redisShare(f, oom)} of ${oom.length} went to Redis)`)
+    assert.ok(
+      redisShare(f, oom) <= Math.max(2, Math.ceil(oom.length * 0.02)),
+      `increments refused by OOM fell back (${redisShare(f, oom)} of ${oom.length} went to Redis)`,
+    )
     assert.ok(f.notes.newConnections <= 1, `no new connections (${f.notes.newConnections})`)
     assert.equal(f.clientStats.stateChanges, 1, 'the circuit never opened (only the first connect)')
   })
@@ -299,8 +348,10 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
 
   test('key flood in fallback: 1,000,000 distinct keys while Redis is down — memory under the cap, p99 flat', async (t) => {
     const f = await F.keyFlood()
-    t.diagnostic(`key flood: fallback ${f.fallbackSize}/${f.fallbackMaxKeys} keys, RSS ${r1(f.rssBeforeMb)} -> ${r1(f.rssAfterMb)} MB; ` +
-      `p99 per 100k: ${f.blocks.map((b) => r1(b.p99)).join(' ')} ms; RSS per 100k: ${f.blocks.map((b) => Math.round(b.rssMb)).join(' ')} MB`)
+    t.diagnostic(
+      `key flood: fallback ${f.fallbackSize}/${f.fallbackMaxKeys} keys, RSS ${r1(f.rssBeforeMb)} -> ${r1(f.rssAfterMb)} MB; ` +
+        `p99 per 100k: ${f.blocks.map((b) => r1(b.p99)).join(' ')} ms; RSS per 100k: ${f.blocks.map((b) => Math.round(b.rssMb)).join(' ')} MB`,
+    )
     assert.equal(f.keys, 1_000_000)
     assert.ok(f.fallbackSize <= f.fallbackMaxKeys, 'the fallback holds at most fallbackMaxKeys')
     const mid = f.blocks[Math.floor(f.blocks.length / 2) - 1].rssMb
@@ -318,7 +369,14 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
 
   test('paused lock holder (SIGSTOP past TTL; PEXPIRE 1 ms): larger fence, loss signalled, extend/release refused', async (t) => {
     const f = await F.pausedHolder()
-    t.diagnostic(JSON.stringify({ stop: { ...f.stop, check: undefined, helpers: undefined }, check: f.stop.check, helpers: f.stop.helpers, pexpire: f.pexpire }))
+    t.diagnostic(
+      JSON.stringify({
+        stop: { ...f.stop, check: undefined, helpers: undefined },
+        check: f.stop.check,
+        helpers: f.stop.helpers,
+        pexpire: f.pexpire,
+      }),
+    )
     assert.equal(f.grantedWhileHeld, false, 'not granted to another while the holder is within its TTL')
     assert.ok(f.stop.nextFence > f.stop.firstFence, 'the next grant has a larger fence')
     assert.equal(f.stop.nextSource, 'redis')
@@ -326,7 +384,11 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
     assert.equal(f.stop.check.lostCode, 'ERR_REDIS_GUARD_LOCK_LOST')
     assert.equal(f.stop.check.extend.code, 'ERR_REDIS_GUARD_LOCK_LOST', 'extend refused')
     assert.equal(f.stop.check.release.value, false, 'release refused')
-    assert.deepEqual([f.stop.helpers.extend.value, f.stop.helpers.release.value], [false, false], 'extendLock/releaseLock refused')
+    assert.deepEqual(
+      [f.stop.helpers.extend.value, f.stop.helpers.release.value],
+      [false, false],
+      'extendLock/releaseLock refused',
+    )
     assert.equal(f.stop.nextKeyIntact, true, "the new holder's lock survived")
     assert.equal(f.stop.helperKeyIntact, true)
     assert.equal(f.stop.nextRelease, true)
@@ -344,9 +406,22 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
 
   test('stalled grants (SIGSTOP mid-flight, SIGCONT): 0 locks left that nobody holds', async (t) => {
     const f = await F.stalledGrants()
-    t.diagnostic(JSON.stringify({ ...f, answers: undefined, leases: f.answers.leases.join(','), helpers: f.answers.helpers.join(',') }))
-    assert.ok(f.answers.leases.every((s) => s === 'local'), 'every lease answered by the local table')
-    assert.ok(f.answers.helpers.every((v) => v === true), 'every helper acquired (locally)')
+    t.diagnostic(
+      JSON.stringify({
+        ...f,
+        answers: undefined,
+        leases: f.answers.leases.join(','),
+        helpers: f.answers.helpers.join(','),
+      }),
+    )
+    assert.ok(
+      f.answers.leases.every((s) => s === 'local'),
+      'every lease answered by the local table',
+    )
+    assert.ok(
+      f.answers.helpers.every((v) => v === true),
+      'every helper acquired (locally)',
+    )
     assert.ok(f.answeredMs < MAX_REQUEST_MS, `answered in ${f.answeredMs} ms`)
     assert.equal(f.orphansLeft, 0, 'no lock left in Redis that nobody holds')
     assert.equal(f.otherGranted, 32, 'another instance gets every key')

@@ -11,13 +11,13 @@
  * @module __tests__/contracts
  */
 
-import { RedisClient } from '../../index.mjs';
-import client from './client.mjs';
-import lock from './lock.mjs';
-import store from './store.mjs';
+import { RedisClient } from '../../index.mjs'
+import client from './client.mjs'
+import lock from './lock.mjs'
+import store from './store.mjs'
 
 /** Every contract body, in the order they run. */
-export const CONTRACTS = [client, store, lock];
+export const CONTRACTS = [client, store, lock]
 
 /**
  * @typedef {object} ContractEnv  What a body gets. `name` and `topology` are known when tests
@@ -46,35 +46,39 @@ export const CONTRACTS = [client, store, lock];
  */
 export function registerContracts(t, topology, deployment, contracts = CONTRACTS) {
   const started = () => {
-    const d = deployment();
-    if (!d) throw new Error(`the ${topology.name} deployment did not start`);
-    return d;
-  };
-  const open = new Set();
+    const d = deployment()
+    if (!d) throw new Error(`the ${topology.name} deployment did not start`)
+    return d
+  }
+  const open = new Set()
   /** @type {ContractEnv} */
   const env = {
     name: topology.name,
     topology: topology.topology,
-    get url() { return started().url; },
-    get clientOptions() { return started().clientOptions; },
+    get url() {
+      return started().url
+    },
+    get clientOptions() {
+      return started().clientOptions
+    },
     makeClient(opts = {}) {
-      const c = new RedisClient({ ...started().clientOptions, logger: false, ...opts });
-      open.add(c);
-      return c;
+      const c = new RedisClient({ ...started().clientOptions, logger: false, ...opts })
+      open.add(c)
+      return c
     },
     cli: (...args) => started().cli(...args),
     scan: (pattern) => started().scan(pattern),
     primaries: () => started().primaries(),
     keyslot: (key) => {
-      const d = started();
-      if (!d.keyslot) throw new Error(`keyslot() on ${topology.name}: cluster topologies only`);
-      return d.keyslot(key);
+      const d = started()
+      if (!d.keyslot) throw new Error(`keyslot() on ${topology.name}: cluster topologies only`)
+      return d.keyslot(key)
     },
-  };
+  }
   t.afterEach(async () => {
-    const clients = [...open];
-    open.clear();
-    await Promise.all(clients.map((c) => c.close().catch(() => {})));
-  });
-  for (const body of contracts) body({ test: t.test, describe: t.describe }, env);
+    const clients = [...open]
+    open.clear()
+    await Promise.all(clients.map((c) => c.close().catch(() => {})))
+  })
+  for (const body of contracts) body({ test: t.test, describe: t.describe }, env)
 }

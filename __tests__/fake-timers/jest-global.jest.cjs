@@ -12,7 +12,13 @@ sc.load()
 let client
 
 test('fake timers were on before redis-guard loaded', async () => {
-  expect(fakedAtLoad).toMatchObject({ setTimeout: true, setImmediate: true, queueMicrotask: true, nextTick: true, Date: true })
+  expect(fakedAtLoad).toMatchObject({
+    setTimeout: true,
+    setImmediate: true,
+    queueMicrotask: true,
+    nextTick: true,
+    Date: true,
+  })
   await sc.fakesOn(ctx)
   client = sc.newClient(ctx)
 })

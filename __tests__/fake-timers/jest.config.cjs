@@ -8,6 +8,11 @@ const base = { rootDir: __dirname, testEnvironment: 'node', transform: {}, testT
 module.exports = {
   projects: [
     { ...base, displayName: 'default-fakes', testMatch: ['<rootDir>/jest-default.jest.cjs'] },
-    { ...base, displayName: 'enable-globally', testMatch: ['<rootDir>/jest-global.jest.cjs'], fakeTimers: { enableGlobally: true } },
+    {
+      ...base,
+      displayName: 'enable-globally',
+      testMatch: ['<rootDir>/jest-global.jest.cjs'],
+      fakeTimers: { enableGlobally: true },
+    },
   ],
 }

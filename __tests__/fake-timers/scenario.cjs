@@ -83,7 +83,16 @@ async function check(ctx, name, fn) {
     const data = (await fn()) || {}
     emit({ runner: ctx.runner, check: name, ok: true, realMs: since(t0), ...data })
   } catch (e) {
-    emit({ runner: ctx.runner, check: name, ok: false, realMs: since(t0), error: String((e && e.stack) || e).split('\n').slice(0, 4).join(' | ') })
+    emit({
+      runner: ctx.runner,
+      check: name,
+      ok: false,
+      realMs: since(t0),
+      error: String((e && e.stack) || e)
+        .split('\n')
+        .slice(0, 4)
+        .join(' | '),
+    })
     throw e
   }
 }
@@ -142,8 +151,14 @@ async function store(ctx, client) {
     const both = await ctx.within(Promise.all([a, b]), 'store.increment while a batch is in flight')
     assert.deepEqual(both.map((r) => r.totalHits).sort(), [1, 2])
 
-    const many = await ctx.within(Promise.all(Array.from({ length: 20 }, () => s.increment('many'))), '20 concurrent increments')
-    assert.deepEqual(many.map((r) => r.totalHits).sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i + 1))
+    const many = await ctx.within(
+      Promise.all(Array.from({ length: 20 }, () => s.increment('many'))),
+      '20 concurrent increments',
+    )
+    assert.deepEqual(
+      many.map((r) => r.totalHits).sort((x, y) => x - y),
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    )
   })
 }
 
@@ -159,11 +174,19 @@ async function httpControl(ctx) {
   await check(ctx, 'http-control', async () => {
     const server = http.createServer((req, res) => res.end('ok'))
     server.listen(0, '127.0.0.1')
-    const listens = await ctx.within(new Promise((resolve) => server.once('listening', () => resolve(true))), 'plain http listen', 1000).catch(() => false)
+    const listens = await ctx
+      .within(new Promise((resolve) => server.once('listening', () => resolve(true))), 'plain http listen', 1000)
+      .catch(() => false)
     if (listens) {
       const url = `http://127.0.0.1:${server.address().port}/`
-      out.nodeHttp = await ctx.within(httpGet(url), 'plain http GET', 1000).then((r) => r.body === 'ok', () => false)
-      out.fetch = await ctx.within(fetchGet(url), 'plain fetch', 1000).then((r) => r.body === 'ok', () => false)
+      out.nodeHttp = await ctx.within(httpGet(url), 'plain http GET', 1000).then(
+        (r) => r.body === 'ok',
+        () => false,
+      )
+      out.fetch = await ctx.within(fetchGet(url), 'plain fetch', 1000).then(
+        (r) => r.body === 'ok',
+        () => false,
+      )
     }
     server.closeAllConnections()
     server.close()
@@ -178,7 +201,9 @@ function httpGet(url) {
     const req = http.get(url, { agent: false }, (res) => {
       const chunks = []
       res.on('data', (c) => chunks.push(c))
-      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }))
+      res.on('end', () =>
+        resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString() }),
+      )
       res.on('error', reject)
     })
     req.on('error', reject)
@@ -200,25 +225,33 @@ async function express(ctx, client, how = 'http') {
     const expressFn = require('express')
     const { rateLimit } = require('express-rate-limit')
     const app = expressFn()
-    app.use(rateLimit({
-      windowMs: 60000,
-      limit: 5,
-      standardHeaders: 'draft-7',
-      legacyHeaders: false,
-      store: new RedisStore({ client, prefix: ctx.key(`express-${how}`) + ':' }),
-    }))
+    app.use(
+      rateLimit({
+        windowMs: 60000,
+        limit: 5,
+        standardHeaders: 'draft-7',
+        legacyHeaders: false,
+        store: new RedisStore({ client, prefix: ctx.key(`express-${how}`) + ':' }),
+      }),
+    )
     app.get('/', (req, res) => res.send('ok'))
     const server = app.listen(0, '127.0.0.1')
-    await ctx.within(new Promise((resolve, reject) => {
-      server.once('listening', resolve)
-      server.once('error', reject)
-    }), 'app.listen(0)')
+    await ctx.within(
+      new Promise((resolve, reject) => {
+        server.once('listening', resolve)
+        server.once('error', reject)
+      }),
+      'app.listen(0)',
+    )
     const url = `http://127.0.0.1:${server.address().port}/`
     const get = how === 'fetch' ? fetchGet : httpGet
     try {
       // Three at once: the later ones arrive while the first batch is in flight.
       const first = await ctx.within(Promise.all([get(url), get(url), get(url)]), `3 concurrent requests (${how})`)
-      assert.deepEqual(first.map((r) => r.status), [200, 200, 200])
+      assert.deepEqual(
+        first.map((r) => r.status),
+        [200, 200, 200],
+      )
       const statuses = first.map((r) => r.status)
       for (let i = 4; i <= 6; i++) {
         const r = await ctx.within(get(url), `request #${i} (${how})`)
@@ -241,7 +274,11 @@ async function helpers(ctx, client) {
     assert.equal(await ctx.within(client.acquireLock(k, 10), 'acquireLock'), true, 'first acquireLock')
     assert.equal(await ctx.within(client.acquireLock(k, 10), 'second acquireLock'), false, 'second acquireLock')
     assert.equal(await ctx.within(client.releaseLock(k), 'releaseLock'), true, 'releaseLock')
-    assert.equal(await ctx.within(client.acquireLock(k, 10), 'acquireLock after release'), true, 'acquireLock after release')
+    assert.equal(
+      await ctx.within(client.acquireLock(k, 10), 'acquireLock after release'),
+      true,
+      'acquireLock after release',
+    )
     assert.equal(await ctx.within(client.releaseLock(k), 'releaseLock'), true, 'second releaseLock')
   })
 }
@@ -259,7 +296,10 @@ async function lease(ctx, client) {
     assert.equal(l.held, true, 'lease.held after 150 ms')
     // Held: a second lock() with waitMs retries (sleeping between tries) and gives up in ~300 ms.
     const t0 = perfNow()
-    const other = await ctx.within(client.lock(k, { ttlMs: 5000, waitMs: 300, retryDelayMs: 20 }), 'client.lock({ waitMs: 300 }) on a held key')
+    const other = await ctx.within(
+      client.lock(k, { ttlMs: 5000, waitMs: 300, retryDelayMs: 20 }),
+      'client.lock({ waitMs: 300 }) on a held key',
+    )
     const waited = since(t0)
     assert.equal(other, null, 'a held key is not granted twice')
     assert.equal(await ctx.within(l.release(), 'lease.release()'), true, 'lease.release()')
@@ -275,7 +315,11 @@ async function leaseExpiry(ctx, client) {
     const signal = l.signal
     assert.equal(signal.aborted, false)
     await ctx.sleep(700)
-    assert.equal(signal.aborted, true, 'lease.signal did not abort 700 real ms into a 200 ms lease (expiry timer on fake time?)')
+    assert.equal(
+      signal.aborted,
+      true,
+      'lease.signal did not abort 700 real ms into a 200 ms lease (expiry timer on fake time?)',
+    )
     assert.equal(signal.reason && signal.reason.code, 'ERR_REDIS_GUARD_LOCK_LOST')
     assert.equal(l.held, false, 'lease.held after expiry')
     assert.equal(await ctx.within(l.release(), 'release of an expired lease'), false)
@@ -287,11 +331,14 @@ async function withLock(ctx, client) {
   await check(ctx, 'withLock', async () => {
     const k = ctx.key('withlock')
     let ran = false
-    const v = await ctx.within(client.withLock(k, { ttlMs: 5000 }, async (signal) => {
-      ran = true
-      assert.equal(signal.aborted, false)
-      return 42
-    }), 'client.withLock')
+    const v = await ctx.within(
+      client.withLock(k, { ttlMs: 5000 }, async (signal) => {
+        ran = true
+        assert.equal(signal.aborted, false)
+        return 42
+      }),
+      'client.withLock',
+    )
     assert.equal(ran, true, 'fn ran')
     assert.equal(v, 42, "withLock resolves with fn's value")
     // Released: the key can be taken again at once.
@@ -302,13 +349,21 @@ async function withLock(ctx, client) {
     // ttlMs 600: extended every 200 real ms, so 1000 ms into fn the lock is still held (without
     // the extensions it would have expired at 600 ms and the probe below would get it).
     const k2 = ctx.key('withlock-extend')
-    const stillHeld = await ctx.within(client.withLock(k2, { ttlMs: 600 }, async (signal) => {
-      await ctx.sleep(1000)
-      const probe = await ctx.within(client.lock(k2, { ttlMs: 1000 }), 'probe lock() inside withLock')
-      if (probe) await probe.release()
-      return { aborted: signal.aborted, probeGranted: !!probe }
-    }), 'client.withLock({ ttlMs: 600 }) with a 1000 ms fn', SETTLE_MS + 1000)
-    assert.deepEqual(stillHeld, { aborted: false, probeGranted: false }, 'withLock did not keep its 600 ms lease for 1000 real ms')
+    const stillHeld = await ctx.within(
+      client.withLock(k2, { ttlMs: 600 }, async (signal) => {
+        await ctx.sleep(1000)
+        const probe = await ctx.within(client.lock(k2, { ttlMs: 1000 }), 'probe lock() inside withLock')
+        if (probe) await probe.release()
+        return { aborted: signal.aborted, probeGranted: !!probe }
+      }),
+      'client.withLock({ ttlMs: 600 }) with a 1000 ms fn',
+      SETTLE_MS + 1000,
+    )
+    assert.deepEqual(
+      stillHeld,
+      { aborted: false, probeGranted: false },
+      'withLock did not keep its 600 ms lease for 1000 real ms',
+    )
   })
 }
 
@@ -326,4 +381,19 @@ async function close(ctx, client) {
 /** The checks, in order (close last). */
 const CHECKS = { store, express, helpers, lease, leaseExpiry, withLock }
 
-module.exports = { ENTRY, MARK, SETTLE_MS, load, context, fakedApis, fakesOn, httpControl, newClient, ready, close, check, emit, ...CHECKS }
+module.exports = {
+  ENTRY,
+  MARK,
+  SETTLE_MS,
+  load,
+  context,
+  fakedApis,
+  fakesOn,
+  httpControl,
+  newClient,
+  ready,
+  close,
+  check,
+  emit,
+  ...CHECKS,
+}

@@ -114,7 +114,10 @@ app.get('/', (req, res) => {
 app.use((err, req, res, next) => {
   httpErrors++
   if (surfaced.length < 50) surfaced.push(String(err && err.message))
-  res.status(500).type('text/plain').send(`store error: ${err && err.code}`)
+  res
+    .status(500)
+    .type('text/plain')
+    .send(`store error: ${err && err.code}`)
 })
 
 const server = app.listen(0, '127.0.0.1', () => {
@@ -158,7 +161,18 @@ async function lockWorker(w, c) {
       released = `error:${e.code}`
       if (surfaced.length < 50) surfaced.push(String(e.message))
     }
-    lockEvents.push({ w, source: lease.source, fence: lease.fence, tReq, tGrant, tRelReq, tRelDone: now(), released, lost, ttl: LOCK_TTL_MS })
+    lockEvents.push({
+      w,
+      source: lease.source,
+      fence: lease.fence,
+      tReq,
+      tGrant,
+      tRelReq,
+      tRelDone: now(),
+      released,
+      lost,
+      ttl: LOCK_TTL_MS,
+    })
     await sleep(Math.random() * 10)
   }
 }
@@ -217,11 +231,13 @@ const handlers = {
   /** `n` increments at once on distinct keys: { maxMs, p50Ms, fromRedis }. */
   async burst({ n, prefix }) {
     const t = now()
-    const ds = await Promise.all(Array.from({ length: n }, async (_, i) => {
-      const t1 = now()
-      await store.increment(`${prefix}${i}`)
-      return now() - t1
-    }))
+    const ds = await Promise.all(
+      Array.from({ length: n }, async (_, i) => {
+        const t1 = now()
+        await store.increment(`${prefix}${i}`)
+        return now() - t1
+      }),
+    )
     ds.sort((a, b) => a - b)
     let fromRedis = 0
     for (let i = 0; i < n; i++) if (acked.has(`${prefix}${i}`)) fromRedis++

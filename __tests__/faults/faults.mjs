@@ -10,7 +10,17 @@ import { createRequire } from 'node:module'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { freePort, makeCerts, parseInfo, startProxy, startRedis } from '../helpers/redis.mjs'
 import {
-  DEADLINE_MS, accountIncrements, analyseLocks, at, findSecrets, forkChild, httpLoad, redisValues, startApp, summarize, until,
+  DEADLINE_MS,
+  accountIncrements,
+  analyseLocks,
+  at,
+  findSecrets,
+  forkChild,
+  httpLoad,
+  redisValues,
+  startApp,
+  summarize,
+  until,
 } from './lib.mjs'
 
 const require = createRequire(import.meta.url)
@@ -77,7 +87,12 @@ export async function scenario(o) {
       },
     }
     const [records] = await Promise.all([
-      httpLoad(app.url, { total: o.total ?? 200, durationMs: o.durationMs ?? 3000, timeoutMs: o.timeoutMs ?? 5000, idPrefix: 'r' }),
+      httpLoad(app.url, {
+        total: o.total ?? 200,
+        durationMs: o.durationMs ?? 3000,
+        timeoutMs: o.timeoutMs ?? 5000,
+        idPrefix: 'r',
+      }),
       (o.drive ?? (async () => {}))(ctx),
     ])
     figures.loadEndMs = Date.now() - t0
@@ -110,7 +125,11 @@ export async function scenario(o) {
     const countOn = typeof o.count === 'function' ? o.count() : o.count
     if (countOn && countOn.running) {
       const values = await redisValues(countOn)
-      const sent = [...records.map((r) => r.key), ...Array.from({ length: bgSent }, (_, i) => `bg:${i}`), ...ctx.extraKeys]
+      const sent = [
+        ...records.map((r) => r.key),
+        ...Array.from({ length: bgSent }, (_, i) => `bg:${i}`),
+        ...ctx.extraKeys,
+      ]
       figures.counts = accountIncrements(sent, stats.acked, values, { dataLoss: ctx.dataLoss })
       figures.httpFromRedis = records.filter((r) => stats.acked.some(([k]) => k === r.key)).length
     }
@@ -121,8 +140,15 @@ export async function scenario(o) {
     closed = await app.close()
     figures.exitedCleanly = closed.clean
     figures.logs = app.logs()
-    figures.secretsFound = findSecrets(o.secrets ?? [], figures.logs, stats.surfaced, stats.health, stats.unhandledReasons,
-      records.map((r) => r.body).join('\n'), figures.locks?.examples ?? '')
+    figures.secretsFound = findSecrets(
+      o.secrets ?? [],
+      figures.logs,
+      stats.surfaced,
+      stats.health,
+      stats.unhandledReasons,
+      records.map((r) => r.body).join('\n'),
+      figures.locks?.examples ?? '',
+    )
   } finally {
     if (!closed) {
       const e = app.exited()
@@ -150,7 +176,17 @@ export async function baseline({ kind = 'redis-guard', total = 200, durationMs =
   const proxy = viaProxy ? await startProxy(server.port) : null
   try {
     const url = urlOf(proxy ? proxy.port : server.port, password)
-    return await scenario({ fault: 'baseline', variant: viaProxy ? 'no fault, via the proxy' : 'no fault', kind, clientOptions: { url }, url, secrets: [password], total, durationMs, count: server })
+    return await scenario({
+      fault: 'baseline',
+      variant: viaProxy ? 'no fault, via the proxy' : 'no fault',
+      kind,
+      clientOptions: { url },
+      url,
+      secrets: [password],
+      total,
+      durationMs,
+      count: server,
+    })
   } finally {
     await proxy?.close()
     await server.stop()
@@ -161,14 +197,29 @@ export async function baseline({ kind = 'redis-guard', total = 200, durationMs =
 // Redis killed under load
 // ---------------------------------------------------------------------------------------------
 
-export async function killUnderLoad({ kind = 'redis-guard', total = 200, durationMs = 4500, timeoutMs = 5000, killAt = 1000, downMs = 800 } = {}) {
+export async function killUnderLoad({
+  kind = 'redis-guard',
+  total = 200,
+  durationMs = 4500,
+  timeoutMs = 5000,
+  killAt = 1000,
+  downMs = 800,
+} = {}) {
   const password = secret()
   const server = await startRedis({ password })
   try {
     const url = urlOf(server.port, password)
     return await scenario({
-      fault: 'Redis killed under load', variant: `kill -9, restarted ${downMs} ms later`, kind, clientOptions: { url }, url, secrets: [password],
-      total, durationMs, timeoutMs, count: server,
+      fault: 'Redis killed under load',
+      variant: `kill -9, restarted ${downMs} ms later`,
+      kind,
+      clientOptions: { url },
+      url,
+      secrets: [password],
+      total,
+      durationMs,
+      timeoutMs,
+      count: server,
       drive: async (ctx) => {
         await ctx.at(killAt)
         ctx.mark('kill')
@@ -188,7 +239,13 @@ export async function killUnderLoad({ kind = 'redis-guard', total = 200, duratio
 // ---------------------------------------------------------------------------------------------
 
 /** `delayMs: null`: the server never starts (Redis unreachable for the whole run). */
-export async function downAtStartup({ kind = 'redis-guard', delayMs = 5000, total = 200, durationMs = (delayMs ?? 1000) + 4000, timeoutMs = 5000 } = {}) {
+export async function downAtStartup({
+  kind = 'redis-guard',
+  delayMs = 5000,
+  total = 200,
+  durationMs = (delayMs ?? 1000) + 4000,
+  timeoutMs = 5000,
+} = {}) {
   const password = secret()
   const port = await freePort()
   let server
@@ -197,9 +254,19 @@ export async function downAtStartup({ kind = 'redis-guard', delayMs = 5000, tota
     const never = delayMs === null
     return await scenario({
       fault: never ? 'Redis unreachable' : 'down at start-up',
-      variant: never ? 'nothing listens on the port, for the whole run' : `server started ${delayMs / 1000} s after the app`,
-      kind, clientOptions: { url }, url, secrets: [password],
-      total, durationMs, timeoutMs, waitReady: false, count: () => server, recover: !never,
+      variant: never
+        ? 'nothing listens on the port, for the whole run'
+        : `server started ${delayMs / 1000} s after the app`,
+      kind,
+      clientOptions: { url },
+      url,
+      secrets: [password],
+      total,
+      durationMs,
+      timeoutMs,
+      waitReady: false,
+      count: () => server,
+      recover: !never,
       recoverTimeoutMs: 15_000,
       drive: async (ctx) => {
         if (never) return
@@ -223,8 +290,13 @@ export async function dataLoss({ how = 'shutdown-nosave', total = 200, durationM
   try {
     const url = urlOf(server.port, password)
     return await scenario({
-      fault: 'restart with data loss', variant: how === 'flushall' ? 'FLUSHALL' : 'SHUTDOWN NOSAVE + start', clientOptions: { url }, secrets: [password],
-      total, durationMs, count: server,
+      fault: 'restart with data loss',
+      variant: how === 'flushall' ? 'FLUSHALL' : 'SHUTDOWN NOSAVE + start',
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs,
+      count: server,
       drive: async (ctx) => {
         // A shared counter before the loss.
         for (let i = 0; i < 3; i++) ctx.notes.sharedBefore = await ctx.app.ask('probe', { key: 'shared' })
@@ -266,7 +338,15 @@ const HANGS = {
  * the hang began (its duration is the hard bound); notes.burst: 2000 increments at once in the
  * middle of the hang (the queue stays bounded: they all settle within about one deadline).
  */
-export async function hang({ how = 'sigstop', kind = 'redis-guard', total = 200, durationMs = 3500, timeoutMs = 5000, hangMs, startAt = 800 } = {}) {
+export async function hang({
+  how = 'sigstop',
+  kind = 'redis-guard',
+  total = 200,
+  durationMs = 3500,
+  timeoutMs = 5000,
+  hangMs,
+  startAt = 800,
+} = {}) {
   const password = secret()
   const server = await startRedis({ password })
   const h = HANGS[how]
@@ -281,8 +361,16 @@ export async function hang({ how = 'sigstop', kind = 'redis-guard', total = 200,
   try {
     if (guard) await probeClient.ready(5000)
     return await scenario({
-      fault: 'hang', variant: how === 'sigstop' && ms !== 1000 ? `kill -STOP / -CONT (${ms / 1000} s)` : h.label, kind, clientOptions: { url }, url, secrets: [password],
-      total, durationMs: Math.max(durationMs, startAt + ms + 1500), timeoutMs, count: server,
+      fault: 'hang',
+      variant: how === 'sigstop' && ms !== 1000 ? `kill -STOP / -CONT (${ms / 1000} s)` : h.label,
+      kind,
+      clientOptions: { url },
+      url,
+      secrets: [password],
+      total,
+      durationMs: Math.max(durationMs, startAt + ms + 1500),
+      timeoutMs,
+      count: server,
       drive: async (ctx) => {
         await ctx.at(startAt)
         ctx.mark('hang')
@@ -291,7 +379,11 @@ export async function hang({ how = 'sigstop', kind = 'redis-guard', total = 200,
         if (guard) {
           const tp = performance.now()
           const r = await probeStore.increment('hang')
-          ctx.notes.directProbe = { ms: performance.now() - tp, totalHits: r.totalHits, available: probeClient.isAvailable() }
+          ctx.notes.directProbe = {
+            ms: performance.now() - tp,
+            totalHits: r.totalHits,
+            available: probeClient.isAvailable(),
+          }
           ctx.notes.probe = await ctx.app.ask('probe', { key: 'probe:hang' })
           await ctx.at(startAt + Math.min(400, ms / 2))
           ctx.notes.burst = await ctx.app.ask('burst', { n: 2000, prefix: 'burst:' })
@@ -322,8 +414,13 @@ export async function slowReplies({ latencyMs = 30, total = 200, durationMs, fro
   try {
     const url = urlOf(proxy.port, password)
     return await scenario({
-      fault: 'slow replies', variant: `proxy +${latencyMs} ms each way (RTT ${2 * latencyMs} ms ${2 * latencyMs < DEADLINE_MS ? '<' : '>'} deadline)`,
-      clientOptions: { url }, secrets: [password], total, durationMs: durationMs ?? from + forMs + 1500, count: server,
+      fault: 'slow replies',
+      variant: `proxy +${latencyMs} ms each way (RTT ${2 * latencyMs} ms ${2 * latencyMs < DEADLINE_MS ? '<' : '>'} deadline)`,
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs: durationMs ?? from + forMs + 1500,
+      count: server,
       drive: async (ctx) => {
         await ctx.at(from)
         ctx.mark('slow')
@@ -352,8 +449,14 @@ export async function blackhole({ total = 200, from = 800, forMs = 2000, duratio
   try {
     const url = urlOf(proxy.port, password)
     return await scenario({
-      fault: 'blackhole (no RST)', variant: `proxy swallows bytes for ${forMs / 1000} s`, clientOptions: { url }, secrets: [password],
-      total, durationMs: durationMs ?? from + forMs + 2000, count: server, recoverTimeoutMs: 10_000,
+      fault: 'blackhole (no RST)',
+      variant: `proxy swallows bytes for ${forMs / 1000} s`,
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs: durationMs ?? from + forMs + 2000,
+      count: server,
+      recoverTimeoutMs: 10_000,
       drive: async (ctx) => {
         await ctx.at(from)
         ctx.mark('blackhole')
@@ -365,7 +468,8 @@ export async function blackhole({ total = 200, from = 800, forMs = 2000, duratio
         ctx.mark('pass')
         ctx.notes.recoveredMs = null
         const tp = Date.now()
-        if (await until(() => ctx.app.ask('available'), { timeout: 8000, interval: 50 })) ctx.notes.recoveredMs = Date.now() - tp
+        if (await until(() => ctx.app.ask('available'), { timeout: 8000, interval: 50 }))
+          ctx.notes.recoveredMs = Date.now() - tp
       },
     })
   } finally {
@@ -385,8 +489,13 @@ export async function connectionReset({ how = 'proxy', total = 200, durationMs =
   try {
     const url = urlOf(proxy ? proxy.port : server.port, password)
     return await scenario({
-      fault: 'connection reset', variant: proxy ? "proxy 'reset' (RST both ways) for 300 ms" : 'CLIENT KILL TYPE normal x5',
-      clientOptions: { url }, secrets: [password], total, durationMs, count: server,
+      fault: 'connection reset',
+      variant: proxy ? "proxy 'reset' (RST both ways) for 300 ms" : 'CLIENT KILL TYPE normal x5',
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs,
+      count: server,
       drive: async (ctx) => {
         await ctx.at(800)
         ctx.mark('reset')
@@ -425,7 +534,15 @@ async function misconfigured({ fault, variant, server, clientOptions, secrets, t
     const t = Date.now()
     let accepted0
     const f = await scenario({
-      fault, variant, clientOptions: clientOptions(proxy.port), secrets, total, durationMs, waitReady: false, recover: false, count: server,
+      fault,
+      variant,
+      clientOptions: clientOptions(proxy.port),
+      secrets,
+      total,
+      durationMs,
+      waitReady: false,
+      recover: false,
+      count: server,
       drive: async (ctx) => {
         accepted0 = proxy.accepted
         ctx.notes.healthDuring = await ctx.app.ask('health')
@@ -451,12 +568,26 @@ export async function tlsFailure({ how = 'wrong-ca', total = 200, durationMs = 4
   const server = await startRedis({ password, tls: how !== 'tls-to-plain' })
   try {
     const variants = {
-      'wrong-ca': ['rediss:// with a CA that did not sign the server', (port) => ({ url: urlOf(port, password, { scheme: 'rediss' }), tls: { ca: certs.wrongCa } })],
+      'wrong-ca': [
+        'rediss:// with a CA that did not sign the server',
+        (port) => ({ url: urlOf(port, password, { scheme: 'rediss' }), tls: { ca: certs.wrongCa } }),
+      ],
       'plain-to-tls': ['redis:// (plaintext) to the TLS port', (port) => ({ url: urlOf(port, password) })],
-      'tls-to-plain': ['rediss:// to a plaintext server (no downgrade)', (port) => ({ url: urlOf(port, password, { scheme: 'rediss' }), tls: { ca: certs.ca } })],
+      'tls-to-plain': [
+        'rediss:// to a plaintext server (no downgrade)',
+        (port) => ({ url: urlOf(port, password, { scheme: 'rediss' }), tls: { ca: certs.ca } }),
+      ],
     }
     const [variant, clientOptions] = variants[how]
-    return await misconfigured({ fault: 'TLS failure', variant, server, clientOptions, secrets: [password], total, durationMs })
+    return await misconfigured({
+      fault: 'TLS failure',
+      variant,
+      server,
+      clientOptions,
+      secrets: [password],
+      total,
+      durationMs,
+    })
   } finally {
     await server.stop()
   }
@@ -468,9 +599,25 @@ export async function authFailure({ how = 'wrong-password', total = 200, duratio
   const server = await startRedis({ password })
   try {
     if (how === 'wrong-password') {
-      return await misconfigured({ fault: 'auth', variant: 'requirepass, wrong password (WRONGPASS)', server, clientOptions: (port) => ({ url: urlOf(port, wrong) }), secrets: [password, wrong], total, durationMs })
+      return await misconfigured({
+        fault: 'auth',
+        variant: 'requirepass, wrong password (WRONGPASS)',
+        server,
+        clientOptions: (port) => ({ url: urlOf(port, wrong) }),
+        secrets: [password, wrong],
+        total,
+        durationMs,
+      })
     }
-    return await misconfigured({ fault: 'auth', variant: 'requirepass, no password (NOAUTH)', server, clientOptions: (port) => ({ url: urlOf(port) }), secrets: [password], total, durationMs })
+    return await misconfigured({
+      fault: 'auth',
+      variant: 'requirepass, no password (NOAUTH)',
+      server,
+      clientOptions: (port) => ({ url: urlOf(port) }),
+      secrets: [password],
+      total,
+      durationMs,
+    })
   } finally {
     await server.stop()
   }
@@ -484,14 +631,22 @@ export async function authFailure({ how = 'wrong-password', total = 200, duratio
 export async function aclNoperm({ total = 200, durationMs = 3000 } = {}) {
   const admin = secret('admin')
   const pw = secret('limiter')
-  const server = await startRedis({ password: admin, users: [{ name: 'limiter', password: pw, rules: 'on ~rl:* +@read +@write +@scripting' }] })
+  const server = await startRedis({
+    password: admin,
+    users: [{ name: 'limiter', password: pw, rules: 'on ~rl:* +@read +@write +@scripting' }],
+  })
   try {
     const info0 = await connectionsReceived(server)
     const t = Date.now()
     const url = urlOf(server.port, pw, { user: 'limiter' })
     const f = await scenario({
-      fault: 'auth', variant: 'ACL user ~rl:* +@read +@write +@scripting; lock key outside: NOPERM',
-      clientOptions: { url }, secrets: [admin, pw], total, durationMs, count: server,
+      fault: 'auth',
+      variant: 'ACL user ~rl:* +@read +@write +@scripting; lock key outside: NOPERM',
+      clientOptions: { url },
+      secrets: [admin, pw],
+      total,
+      durationMs,
+      count: server,
       after: async (ctx) => {
         ctx.notes.windowMs = Date.now() - t
         ctx.notes.infoConnections = (await connectionsReceived(server)) - info0 - 1
@@ -515,7 +670,13 @@ export async function outOfMemory({ total = 200, durationMs = 3500 } = {}) {
     const url = urlOf(server.port, password)
     let info0
     return await scenario({
-      fault: 'out of memory', variant: 'maxmemory 1mb, noeviction, filled', clientOptions: { url }, secrets: [password], total, durationMs, count: server,
+      fault: 'out of memory',
+      variant: 'maxmemory 1mb, noeviction, filled',
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs,
+      count: server,
       drive: async (ctx) => {
         info0 = await connectionsReceived(server)
         await ctx.at(800)
@@ -547,7 +708,13 @@ export async function noscript({ total = 200, durationMs = 2500 } = {}) {
   try {
     const url = urlOf(server.port, password)
     return await scenario({
-      fault: 'NOSCRIPT', variant: 'SCRIPT FLUSH every 100 ms under load', clientOptions: { url }, secrets: [password], total, durationMs, count: server,
+      fault: 'NOSCRIPT',
+      variant: 'SCRIPT FLUSH every 100 ms under load',
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs,
+      count: server,
       drive: async (ctx) => {
         ctx.notes.flushes = 0
         for (let t = 200; t < durationMs - 200; t += 100) {
@@ -575,8 +742,13 @@ export async function busy({ total = 200, busyMs = 2000, durationMs } = {}) {
   try {
     const url = urlOf(server.port, password)
     return await scenario({
-      fault: 'BUSY', variant: `looping EVAL for ${busyMs / 1000} s, busy-reply-threshold 100`, clientOptions: { url }, secrets: [password],
-      total, durationMs: durationMs ?? busyMs + 2500, count: server,
+      fault: 'BUSY',
+      variant: `looping EVAL for ${busyMs / 1000} s, busy-reply-threshold 100`,
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs: durationMs ?? busyMs + 2500,
+      count: server,
       drive: async (ctx) => {
         await ctx.at(800)
         ctx.mark('busy')
@@ -599,22 +771,33 @@ export async function busy({ total = 200, busyMs = 2000, durationMs } = {}) {
  */
 export async function loading({ keys = 15_000, keyLoadDelayUs = 15, total = 200, durationMs = 4500 } = {}) {
   const password = secret()
-  const server = await startRedis({ password, args: ['--key-load-delay', String(keyLoadDelayUs), '--loading-process-events-interval-bytes', '1024'] })
+  const server = await startRedis({
+    password,
+    args: ['--key-load-delay', String(keyLoadDelayUs), '--loading-process-events-interval-bytes', '1024'],
+  })
   try {
     await server.cli('DEBUG', 'POPULATE', String(keys), 'big:', '32', { timeout: 60_000 })
     await server.cli('SAVE', { timeout: 60_000 })
     const url = urlOf(server.port, password)
     const pingSays = () => server.cli('PING', { timeout: 2000 }).catch((e) => e.message)
     return await scenario({
-      fault: 'LOADING', variant: `kill -9, restart on an RDB of ${keys.toLocaleString('en')} keys loaded slowly`, clientOptions: { url }, secrets: [password],
-      total, durationMs, count: server, recoverTimeoutMs: 30_000,
+      fault: 'LOADING',
+      variant: `kill -9, restart on an RDB of ${keys.toLocaleString('en')} keys loaded slowly`,
+      clientOptions: { url },
+      secrets: [password],
+      total,
+      durationMs,
+      count: server,
+      recoverTimeoutMs: 30_000,
       drive: async (ctx) => {
         await ctx.at(800)
         ctx.mark('restart')
         // kill -9: the RDB holds the big dataset, not the increments made after SAVE.
         await ctx.lose(() => server.kill())
         const restarted = server.restart()
-        ctx.notes.loadingSeen = Boolean(await until(async () => /LOADING/.test(await pingSays()), { timeout: 10_000, interval: 20 }))
+        ctx.notes.loadingSeen = Boolean(
+          await until(async () => /LOADING/.test(await pingSays()), { timeout: 10_000, interval: 20 }),
+        )
         ctx.mark('loading')
         await until(async () => (await pingSays()) === 'PONG', { timeout: 30_000, interval: 20 })
         ctx.mark('loaded')
@@ -634,11 +817,21 @@ export async function loading({ keys = 15_000, keyLoadDelayUs = 15, total = 200,
 export async function keyFlood({ keys = 1_000_000, blocks = 10 } = {}) {
   const port = await freePort() // nothing listens there
   const password = secret()
-  const child = await forkChild('flood.mjs', { clientOptions: { url: urlOf(port, password) }, keys, blocks }, { readyTimeoutMs: 15_000 })
+  const child = await forkChild(
+    'flood.mjs',
+    { clientOptions: { url: urlOf(port, password) }, keys, blocks },
+    { readyTimeoutMs: 15_000 },
+  )
   try {
     const r = await child.ask('run', {}, 300_000)
     const closed = await child.close()
-    return { fault: 'key flood in fallback', variant: `${keys.toLocaleString('en')} distinct keys while Redis is down`, ...r, crashes: closed.clean ? 0 : 1, secretsFound: findSecrets([password], child.logs()) }
+    return {
+      fault: 'key flood in fallback',
+      variant: `${keys.toLocaleString('en')} distinct keys while Redis is down`,
+      ...r,
+      crashes: closed.clean ? 0 : 1,
+      secretsFound: findSecrets([password], child.logs()),
+    }
   } finally {
     child.kill()
   }
@@ -661,7 +854,12 @@ export async function pausedHolder({ ttlMs = 600, pauseMs = 1500 } = {}) {
   const { RedisClient } = require('../../index.js')
   const other = new RedisClient({ url, logger: false })
   const holder = await forkChild('holder.mjs', { clientOptions: { url } })
-  const out = { fault: 'paused lock holder', variant: `kill -STOP the holder ${pauseMs} ms past a ${ttlMs} ms TTL; PEXPIRE 1 ms`, wrongfulReleases: 0, doubleGrants: 0 }
+  const out = {
+    fault: 'paused lock holder',
+    variant: `kill -STOP the holder ${pauseMs} ms past a ${ttlMs} ms TTL; PEXPIRE 1 ms`,
+    wrongfulReleases: 0,
+    doubleGrants: 0,
+  }
   try {
     await holder.ask('ready')
     await other.ready(5000)
@@ -683,7 +881,13 @@ export async function pausedHolder({ ttlMs = 600, pauseMs = 1500 } = {}) {
       process.kill(holder.pid, 'SIGCONT')
     }
     await sleep(50)
-    out.stop = { firstFence: first.fence, nextFence: next && next.fence, nextSource: next && next.source, helperFirst: helperOk, helperNext }
+    out.stop = {
+      firstFence: first.fence,
+      nextFence: next && next.fence,
+      nextSource: next && next.source,
+      helperFirst: helperOk,
+      helperNext,
+    }
     out.stop.check = await holder.ask('check', { key: 'job:1', ttlMs: 5000 })
     out.stop.helpers = await holder.ask('checkHelpers', { key: 'job:2' })
     out.stop.nextKeyIntact = (await server.cli('GET', 'lock:job:1')) === next.token
@@ -760,12 +964,18 @@ export async function stalledGrants({ n = 16, ttlMs = 30_000, stallMs = 1000, se
     const tResume = performance.now()
     out.answers = answers
     // Until another instance can take every key (the cleanup removed what Redis applied).
-    const keys = [...Array.from({ length: n }, (_, i) => `stall:lease-${i}`), ...Array.from({ length: n }, (_, i) => `stall:helper-${i}`)]
+    const keys = [
+      ...Array.from({ length: n }, (_, i) => `stall:lease-${i}`),
+      ...Array.from({ length: n }, (_, i) => `stall:helper-${i}`),
+    ]
     const free = new Set()
-    await until(async () => {
-      for (const k of keys) if (!free.has(k) && (await server.cli('EXISTS', `lock:${k}`)) === '0') free.add(k)
-      return free.size === keys.length
-    }, { timeout: settleMs, interval: 50 })
+    await until(
+      async () => {
+        for (const k of keys) if (!free.has(k) && (await server.cli('EXISTS', `lock:${k}`)) === '0') free.add(k)
+        return free.size === keys.length
+      },
+      { timeout: settleMs, interval: 50 },
+    )
     out.allFreeAfterMs = free.size === keys.length ? performance.now() - tResume : null
     await sleep(Math.max(0, settleMs - (performance.now() - tResume)))
     out.orphansLeft = (await lockKeys()).length
@@ -809,7 +1019,12 @@ export function badConfig() {
     } catch (e) {
       threw = e
     }
-    return { name, threw: Boolean(threw), code: threw && threw.code, leak: Boolean(threw && findSecrets([pw], threw.message, threw.stack ?? '').length) }
+    return {
+      name,
+      threw: Boolean(threw),
+      code: threw && threw.code,
+      leak: Boolean(threw && findSecrets([pw], threw.message, threw.stack ?? '').length),
+    }
   })
   return { fault: 'bad config', variant: `${rows.length} bad inputs (full table: __tests__/config.test.mjs)`, rows }
 }
@@ -823,8 +1038,19 @@ export async function hostileKeys() {
     await client.ready(5000)
     const store = new RedisStore({ client })
     store.init({ windowMs: 60_000, limit: 1000 })
-    const keys = { mib: 'x'.repeat(1 << 20), nul: 'a\u0000b', emoji: '😀', lone: 'a\ud800b', tag: '{pin}x', plain: '10.0.0.1' }
-    const out = { fault: 'hostile keys', variant: '1 MiB, NUL, emoji, lone surrogate, {tag} (full: __tests__/store.test.mjs)', keys: {} }
+    const keys = {
+      mib: 'x'.repeat(1 << 20),
+      nul: 'a\u0000b',
+      emoji: '😀',
+      lone: 'a\ud800b',
+      tag: '{pin}x',
+      plain: '10.0.0.1',
+    }
+    const out = {
+      fault: 'hostile keys',
+      variant: '1 MiB, NUL, emoji, lone surrogate, {tag} (full: __tests__/store.test.mjs)',
+      keys: {},
+    }
     for (const [name, k] of Object.entries(keys)) {
       const t = Date.now()
       const a = await store.increment(k)

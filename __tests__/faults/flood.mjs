@@ -30,16 +30,24 @@ async function run() {
     const t0 = performance.now()
     for (let i = 0; i < per; i += CONCURRENCY) {
       const m = Math.min(CONCURRENCY, per - i)
-      await Promise.all(Array.from({ length: m }, (_, j) => {
-        const t = performance.now()
-        return store.increment(`flood:${n++}`).then(() => {
-          lat[i + j] = performance.now() - t
-        })
-      }))
+      await Promise.all(
+        Array.from({ length: m }, (_, j) => {
+          const t = performance.now()
+          return store.increment(`flood:${n++}`).then(() => {
+            lat[i + j] = performance.now() - t
+          })
+        }),
+      )
     }
     const ms = performance.now() - t0
     lat.sort()
-    blocks.push({ p50: pct(lat, 0.5), p99: pct(lat, 0.99), max: lat[lat.length - 1], ms, rssMb: process.memoryUsage().rss / 1048576 })
+    blocks.push({
+      p50: pct(lat, 0.5),
+      p99: pct(lat, 0.99),
+      max: lat[lat.length - 1],
+      ms,
+      rssMb: process.memoryUsage().rss / 1048576,
+    })
   }
   return {
     keys: n,

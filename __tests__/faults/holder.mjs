@@ -57,7 +57,9 @@ const handlers = {
   async grantMany({ prefix, n, ttlMs }) {
     const [leasesOut, helpersOut] = await Promise.all([
       Promise.all(Array.from({ length: n }, (_, i) => settle(() => client.lock(`${prefix}lease-${i}`, { ttlMs })))),
-      Promise.all(Array.from({ length: n }, (_, i) => settle(() => client.acquireLock(`${prefix}helper-${i}`, ttlMs / 1000)))),
+      Promise.all(
+        Array.from({ length: n }, (_, i) => settle(() => client.acquireLock(`${prefix}helper-${i}`, ttlMs / 1000))),
+      ),
     ])
     leasesOut.forEach((r, i) => r.value && leases.set(`${prefix}lease-${i}`, { lease: r.value, info: {} }))
     return {

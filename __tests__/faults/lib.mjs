@@ -48,13 +48,15 @@ export function forkChild(script, params, { readyTimeoutMs = 15_000 } = {}) {
     child.stdout.setEncoding('utf8').on('data', keep)
     child.stderr.setEncoding('utf8').on('data', keep)
     let exitInfo = null
-    const exit = new Promise((r) => child.once('exit', (code, signal) => {
-      exitInfo = { code, signal }
-      live.delete(child)
-      for (const w of pending.values()) w.reject(new Error(`child exited (${code ?? signal}) during ${w.cmd}`))
-      pending.clear()
-      r(exitInfo)
-    }))
+    const exit = new Promise((r) =>
+      child.once('exit', (code, signal) => {
+        exitInfo = { code, signal }
+        live.delete(child)
+        for (const w of pending.values()) w.reject(new Error(`child exited (${code ?? signal}) during ${w.cmd}`))
+        pending.clear()
+        r(exitInfo)
+      }),
+    )
     const pending = new Map()
     let seq = 0
     const timer = setTimeout(() => {
@@ -146,7 +148,14 @@ export async function httpLoad(url, { total = 200, durationMs = 3000, timeoutMs 
       return { i, key, start, ms: Date.now() - start, status: res.status, body }
     } catch (e) {
       const timeout = e && (e.name === 'TimeoutError' || e.name === 'AbortError')
-      return { i, key, start, ms: Date.now() - start, status: timeout ? 'timeout' : 'error', body: String(e && e.message) }
+      return {
+        i,
+        key,
+        start,
+        ms: Date.now() - start,
+        status: timeout ? 'timeout' : 'error',
+        body: String(e && e.message),
+      }
     }
   }
   return Promise.all(Array.from({ length: total }, (_, i) => one(i)))
@@ -182,7 +191,8 @@ export function summarize(rs) {
 // Redis-side counting
 // ---------------------------------------------------------------------------------------------
 
-const DUMP = "local out = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do out[#out + 1] = k; out[#out + 1] = redis.call('GET', k) end return out"
+const DUMP =
+  "local out = {} for _, k in ipairs(redis.call('KEYS', ARGV[1])) do out[#out + 1] = k; out[#out + 1] = redis.call('GET', k) end return out"
 
 /** { key: value } of every key matching `pattern` (KEYS: test servers only). */
 export async function redisValues(server, pattern = 'rl:*') {
@@ -236,7 +246,17 @@ export function accountIncrements(sentKeys, acked, values, { prefix = 'rl:', dat
     }
     if (t === undefined && v >= 1) appliedUnacked++
   }
-  return { sent: new Set(sentKeys).size, acknowledged, counter, duplicated, lost, lostToDataLoss, appliedUnacked, dupKeys, lostKeys }
+  return {
+    sent: new Set(sentKeys).size,
+    acknowledged,
+    counter,
+    duplicated,
+    lost,
+    lostToDataLoss,
+    appliedUnacked,
+    dupKeys,
+    lostKeys,
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -273,7 +293,8 @@ export function analyseLocks({ events = [], errors = [] } = {}, dataLoss = []) {
         }
       }
     }
-    if (a.released === true && redis.some((b) => b !== a && b.tReq >= a.tGrant && b.tGrant <= a.tRelReq)) wrongfulReleases++
+    if (a.released === true && redis.some((b) => b !== a && b.tReq >= a.tGrant && b.tGrant <= a.tRelReq))
+      wrongfulReleases++
   }
   const codes = {}
   for (const e of errors) codes[e.code] = (codes[e.code] || 0) + 1

@@ -20,57 +20,69 @@
  * @module __tests__/helpers/redis
  */
 
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import tls from 'node:tls';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import tls from 'node:tls'
+import { setTimeout as sleep } from 'node:timers/promises'
 
-const HOST = '127.0.0.1';
-const TMP_PREFIX = 'redis-guard-test-';
+const HOST = '127.0.0.1'
+const TMP_PREFIX = 'redis-guard-test-'
 /** Ports we must never hand out (a developer's own Redis, its cluster bus). */
-const FORBIDDEN_PORTS = new Set([6379, 16379, 26379]);
+const FORBIDDEN_PORTS = new Set([6379, 16379, 26379])
 
 // ---------------------------------------------------------------------------
 // Global registry + synchronous cleanup at process exit
 // ---------------------------------------------------------------------------
 
 /** @type {Set<import('node:child_process').ChildProcess>} every live child we spawned */
-const liveProcs = new Set();
+const liveProcs = new Set()
 /** @type {Set<string>} every temp dir we created and have not removed yet */
-const liveDirs = new Set();
-let cleanupInstalled = false;
+const liveDirs = new Set()
+let cleanupInstalled = false
 
 /** Kill every registered child and remove every temp dir, synchronously. */
 function cleanupSync() {
   for (const child of liveProcs) {
-    if (child.exitCode !== null || child.signalCode !== null || !child.pid) continue;
-    try { process.kill(child.pid, 'SIGCONT'); } catch { /* already gone */ }
-    try { process.kill(child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    if (child.exitCode !== null || child.signalCode !== null || !child.pid) continue
+    try {
+      process.kill(child.pid, 'SIGCONT')
+    } catch {
+      /* already gone */
+    }
+    try {
+      process.kill(child.pid, 'SIGKILL')
+    } catch {
+      /* already gone */
+    }
   }
-  liveProcs.clear();
+  liveProcs.clear()
   for (const dir of liveDirs) {
-    try { fs.rmSync(dir, { recursive: true, force: true }); } catch { /* best effort */ }
+    try {
+      fs.rmSync(dir, { recursive: true, force: true })
+    } catch {
+      /* best effort */
+    }
   }
-  liveDirs.clear();
+  liveDirs.clear()
 }
 
 function installCleanup() {
-  if (cleanupInstalled) return;
-  cleanupInstalled = true;
-  process.on('exit', cleanupSync);
+  if (cleanupInstalled) return
+  cleanupInstalled = true
+  process.on('exit', cleanupSync)
   // 'exit' does not fire when Node is killed by a signal (e.g. the test runner
   // timing a file out with SIGTERM, or Ctrl-C). Clean up, then re-raise the
   // signal so the default behaviour (terminate) still happens — unless
   // somebody else also listens for it, in which case we leave it to them.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.once(sig, () => {
-      cleanupSync();
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
-    });
+      cleanupSync()
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
+    })
   }
 }
 
@@ -81,27 +93,27 @@ function installCleanup() {
  * @param {import('node:child_process').SpawnOptions} options
  */
 function spawnTracked(cmd, args, options) {
-  installCleanup();
-  const child = spawn(cmd, args, options);
-  if (child.pid) liveProcs.add(child);
-  const forget = () => liveProcs.delete(child);
-  child.once('exit', forget);
-  child.once('error', forget);
-  return child;
+  installCleanup()
+  const child = spawn(cmd, args, options)
+  if (child.pid) liveProcs.add(child)
+  const forget = () => liveProcs.delete(child)
+  child.once('exit', forget)
+  child.once('error', forget)
+  return child
 }
 
 /** Create a fresh temp dir `redis-guard-test-*` under os.tmpdir(). */
 async function makeTempDir(extraPrefix = '') {
-  installCleanup();
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), TMP_PREFIX + extraPrefix));
-  liveDirs.add(dir);
-  return dir;
+  installCleanup()
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), TMP_PREFIX + extraPrefix))
+  liveDirs.add(dir)
+  return dir
 }
 
 async function removeDir(dir) {
-  if (!dir) return;
-  await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
-  liveDirs.delete(dir);
+  if (!dir) return
+  await fsp.rm(dir, { recursive: true, force: true }).catch(() => {})
+  liveDirs.delete(dir)
 }
 
 // ---------------------------------------------------------------------------
@@ -119,22 +131,23 @@ async function removeDir(dir) {
  * @returns {Promise<T>}
  */
 export async function waitFor(fn, { timeout = 10_000, interval = 100, what = 'condition' } = {}) {
-  const deadline = Date.now() + timeout;
-  let lastErr;
+  const deadline = Date.now() + timeout
+  let lastErr
   for (;;) {
     try {
-      const v = await fn();
-      if (v) return v;
+      const v = await fn()
+      if (v) return v
     } catch (err) {
-      lastErr = err;
+      lastErr = err
     }
     if (Date.now() >= deadline) {
-      const e = new Error(`timed out after ${timeout} ms waiting for ${what}` +
-        (lastErr ? ` (last error: ${lastErr.message})` : ''));
-      e.cause = lastErr;
-      throw e;
+      const e = new Error(
+        `timed out after ${timeout} ms waiting for ${what}` + (lastErr ? ` (last error: ${lastErr.message})` : ''),
+      )
+      e.cause = lastErr
+      throw e
     }
-    await sleep(interval);
+    await sleep(interval)
   }
 }
 
@@ -147,52 +160,57 @@ function run(cmd, args, { timeout = 10_000, input, cwd } = {}) {
     const child = spawnTracked(cmd, args, {
       cwd,
       stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    })
+    let stdout = ''
+    let stderr = ''
+    let timedOut = false
+    child.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d
+    })
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d
+    })
     const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeout);
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeout)
     child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err.code === 'ENOENT' ? new Error(`${cmd} not found on PATH`, { cause: err }) : err);
-    });
+      clearTimeout(timer)
+      reject(err.code === 'ENOENT' ? new Error(`${cmd} not found on PATH`, { cause: err }) : err)
+    })
     child.once('close', (code, signal) => {
-      clearTimeout(timer);
+      clearTimeout(timer)
       if (timedOut) {
-        const e = new Error(`${cmd} ${args.join(' ')} timed out after ${timeout} ms`);
-        Object.assign(e, { stdout, stderr });
-        reject(e);
+        const e = new Error(`${cmd} ${args.join(' ')} timed out after ${timeout} ms`)
+        Object.assign(e, { stdout, stderr })
+        reject(e)
       } else {
-        resolve({ code, signal, stdout, stderr });
+        resolve({ code, signal, stdout, stderr })
       }
-    });
-    if (input !== undefined) child.stdin.end(input);
-  });
+    })
+    if (input !== undefined) child.stdin.end(input)
+  })
 }
 
 /** Like run(), but rejects on non-zero exit and returns trimmed stdout. */
 async function runOk(cmd, args, opts) {
-  const r = await run(cmd, args, opts);
+  const r = await run(cmd, args, opts)
   if (r.code !== 0) {
-    const e = new Error(`${cmd} ${args.join(' ')} exited with ${r.code ?? r.signal}: ` +
-      `${(r.stderr || r.stdout).trim()}`);
-    Object.assign(e, r);
-    throw e;
+    const e = new Error(
+      `${cmd} ${args.join(' ')} exited with ${r.code ?? r.signal}: ` + `${(r.stderr || r.stdout).trim()}`,
+    )
+    Object.assign(e, r)
+    throw e
   }
-  return r.stdout.trim();
+  return r.stdout.trim()
 }
 
 /** Last `n` lines of a file ('' if missing) — used in startup error messages. */
 function tail(file, n = 15) {
   try {
-    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-n).join('\n');
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-n).join('\n')
   } catch {
-    return '';
+    return ''
   }
 }
 
@@ -201,19 +219,19 @@ function tail(file, n = 15) {
 // ---------------------------------------------------------------------------
 
 /** Ports handed out by freePort() in this process (avoid double hand-out races). */
-const handedOut = new Set();
+const handedOut = new Set()
 
 /** Try to listen on 127.0.0.1:port; resolves the bound port or null. */
 function probeListen(port) {
   return new Promise((resolve) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.once('error', () => resolve(null));
+    const srv = net.createServer()
+    srv.unref()
+    srv.once('error', () => resolve(null))
     srv.listen({ host: HOST, port, exclusive: true }, () => {
-      const bound = srv.address().port;
-      srv.close(() => resolve(bound));
-    });
-  });
+      const bound = srv.address().port
+      srv.close(() => resolve(bound))
+    })
+  })
 }
 
 /**
@@ -227,18 +245,18 @@ function probeListen(port) {
  */
 export async function freePort({ bus = false } = {}) {
   for (let attempt = 0; attempt < 500; attempt++) {
-    const port = await probeListen(0);
-    if (!port || FORBIDDEN_PORTS.has(port) || handedOut.has(port)) continue;
+    const port = await probeListen(0)
+    if (!port || FORBIDDEN_PORTS.has(port) || handedOut.has(port)) continue
     if (bus) {
-      const busPort = port + 10_000;
-      if (busPort > 65_535 || FORBIDDEN_PORTS.has(busPort) || handedOut.has(busPort)) continue;
-      if (!(await probeListen(busPort))) continue;
-      handedOut.add(busPort);
+      const busPort = port + 10_000
+      if (busPort > 65_535 || FORBIDDEN_PORTS.has(busPort) || handedOut.has(busPort)) continue
+      if (!(await probeListen(busPort))) continue
+      handedOut.add(busPort)
     }
-    handedOut.add(port);
-    return port;
+    handedOut.add(port)
+    return port
   }
-  throw new Error(`freePort: could not find a free port${bus ? ' (with free bus port)' : ''}`);
+  throw new Error(`freePort: could not find a free port${bus ? ' (with free bus port)' : ''}`)
 }
 
 // ---------------------------------------------------------------------------
@@ -258,7 +276,7 @@ export async function freePort({ bus = false } = {}) {
  */
 
 /** @type {Map<string, Promise<Certs>>} */
-const certCache = new Map();
+const certCache = new Map()
 
 const REQ_CNF = `[req]
 distinguished_name = dn
@@ -268,51 +286,96 @@ basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid:always
-`;
+`
 const SERVER_EXT = `basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth, clientAuth
 subjectAltName = IP:127.0.0.1, DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
-`;
+`
 const CLIENT_EXT = `basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 subjectAltName = DNS:redis-guard-client
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid, issuer
-`;
-const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-const DAYS = '3';
+`
+const EC_KEY = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+const DAYS = '3'
 
 async function generateCerts(dir) {
-  const f = (name) => path.join(dir, name);
-  await fsp.writeFile(f('req.cnf'), REQ_CNF);
-  await fsp.writeFile(f('server.ext'), SERVER_EXT);
-  await fsp.writeFile(f('client.ext'), CLIENT_EXT);
-  const ossl = (...args) => runOk('openssl', args, { cwd: dir, timeout: 20_000 });
+  const f = (name) => path.join(dir, name)
+  await fsp.writeFile(f('req.cnf'), REQ_CNF)
+  await fsp.writeFile(f('server.ext'), SERVER_EXT)
+  await fsp.writeFile(f('client.ext'), CLIENT_EXT)
+  const ossl = (...args) => runOk('openssl', args, { cwd: dir, timeout: 20_000 })
 
-  const makeCa = (key, crt, cn) => ossl('req', '-x509', '-new', ...EC_KEY,
-    '-keyout', f(key), '-out', f(crt), '-days', DAYS, '-sha256',
-    '-subj', `/CN=${cn}`, '-config', f('req.cnf'), '-extensions', 'v3_ca');
+  const makeCa = (key, crt, cn) =>
+    ossl(
+      'req',
+      '-x509',
+      '-new',
+      ...EC_KEY,
+      '-keyout',
+      f(key),
+      '-out',
+      f(crt),
+      '-days',
+      DAYS,
+      '-sha256',
+      '-subj',
+      `/CN=${cn}`,
+      '-config',
+      f('req.cnf'),
+      '-extensions',
+      'v3_ca',
+    )
 
   const makeLeaf = async (name, cn, ext) => {
-    await ossl('req', '-new', ...EC_KEY, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`),
-      '-subj', `/CN=${cn}`, '-config', f('req.cnf'));
-    await ossl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'),
-      '-CAcreateserial', '-CAserial', f(`${name}.srl`), '-out', f(`${name}.crt`),
-      '-days', DAYS, '-sha256', '-extfile', f(ext));
-  };
+    await ossl(
+      'req',
+      '-new',
+      ...EC_KEY,
+      '-keyout',
+      f(`${name}.key`),
+      '-out',
+      f(`${name}.csr`),
+      '-subj',
+      `/CN=${cn}`,
+      '-config',
+      f('req.cnf'),
+    )
+    await ossl(
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      '-CA',
+      f('ca.crt'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-CAserial',
+      f(`${name}.srl`),
+      '-out',
+      f(`${name}.crt`),
+      '-days',
+      DAYS,
+      '-sha256',
+      '-extfile',
+      f(ext),
+    )
+  }
 
   await Promise.all([
     makeCa('ca.key', 'ca.crt', 'redis-guard test CA'),
     makeCa('wrong-ca.key', 'wrong-ca.crt', 'redis-guard WRONG test CA'),
-  ]);
+  ])
   await Promise.all([
     makeLeaf('server', 'localhost', 'server.ext'),
     makeLeaf('client', 'redis-guard-client', 'client.ext'),
-  ]);
+  ])
   // Keys must be readable by redis-server (same user here) — 0600 is fine.
   return {
     dir,
@@ -323,7 +386,7 @@ async function generateCerts(dir) {
     clientCert: f('client.crt'),
     clientKey: f('client.key'),
     wrongCa: f('wrong-ca.crt'),
-  };
+  }
 }
 
 /**
@@ -341,19 +404,19 @@ async function generateCerts(dir) {
  * @returns {Promise<Certs>}
  */
 export function makeCerts(dir) {
-  const key = dir ? path.resolve(dir) : '';
-  let p = certCache.get(key);
+  const key = dir ? path.resolve(dir) : ''
+  let p = certCache.get(key)
   if (!p) {
     p = (async () => {
-      let target = key;
-      if (target) await fsp.mkdir(target, { recursive: true });
-      else target = await makeTempDir('certs-');
-      return generateCerts(target);
-    })();
-    p.catch(() => certCache.delete(key));
-    certCache.set(key, p);
+      let target = key
+      if (target) await fsp.mkdir(target, { recursive: true })
+      else target = await makeTempDir('certs-')
+      return generateCerts(target)
+    })()
+    p.catch(() => certCache.delete(key))
+    certCache.set(key, p)
   }
-  return p;
+  return p
 }
 
 // ---------------------------------------------------------------------------
@@ -391,7 +454,7 @@ export function makeCerts(dir) {
  * @property {string} [input]      data written to redis-cli's stdin (for `-x`)
  */
 
-let serverSeq = 0;
+let serverSeq = 0
 
 /**
  * A redis-server (or sentinel) process started by this harness.
@@ -407,127 +470,148 @@ class RedisServer {
    * @param {(dir: string) => string} [init.sentinelConf] sentinel.conf content factory
    */
   constructor({ kind, port, opts, certs, sentinelConf }) {
-    this.id = ++serverSeq;
+    this.id = ++serverSeq
     /** @type {'redis' | 'sentinel'} */
-    this.kind = kind;
-    this.host = HOST;
+    this.kind = kind
+    this.host = HOST
     /** @type {number} */
-    this.port = port;
+    this.port = port
     /** @type {StartOptions} */
-    this.opts = opts;
-    this.password = opts.password;
-    this.tls = Boolean(opts.tls);
+    this.opts = opts
+    this.password = opts.password
+    this.tls = Boolean(opts.tls)
     /** @type {Certs | undefined} */
-    this.certs = certs;
+    this.certs = certs
     /** @type {string | undefined} temp dir of the current incarnation */
-    this.dir = undefined;
+    this.dir = undefined
     /** @type {import('node:child_process').ChildProcess | undefined} */
-    this.proc = undefined;
-    this.paused = false;
-    this._sentinelConf = sentinelConf;
-    this._exit = undefined; // Promise resolved on process exit
-    this._exited = true; // no process yet
-    this._stopping = undefined; // Promise of an in-flight stop()
+    this.proc = undefined
+    this.paused = false
+    this._sentinelConf = sentinelConf
+    this._exit = undefined // Promise resolved on process exit
+    this._exited = true // no process yet
+    this._stopping = undefined // Promise of an in-flight stop()
   }
 
   /** `redis://[:pw@]127.0.0.1:P` or `rediss://...` for TLS. */
   get url() {
-    const auth = this.password ? `:${encodeURIComponent(this.password)}@` : '';
-    return `${this.tls ? 'rediss' : 'redis'}://${auth}${this.host}:${this.port}`;
+    const auth = this.password ? `:${encodeURIComponent(this.password)}@` : ''
+    return `${this.tls ? 'rediss' : 'redis'}://${auth}${this.host}:${this.port}`
   }
 
   /** PID of the current process (undefined before start). */
   get pid() {
-    return this.proc?.pid;
+    return this.proc?.pid
   }
 
   /** True while the process is running (possibly paused). */
   get running() {
-    return Boolean(this.proc) && !this._exited;
+    return Boolean(this.proc) && !this._exited
   }
 
   get logFile() {
-    return this.dir && path.join(this.dir, this.kind === 'sentinel' ? 'sentinel.log' : 'redis.log');
+    return this.dir && path.join(this.dir, this.kind === 'sentinel' ? 'sentinel.log' : 'redis.log')
   }
 
   /** Full redis-server argv for the current incarnation. */
   _serverArgs() {
-    const o = this.opts;
-    const a = [];
-    if (this.kind === 'sentinel') a.push(path.join(this.dir, 'sentinel.conf'), '--sentinel');
+    const o = this.opts
+    const a = []
+    if (this.kind === 'sentinel') a.push(path.join(this.dir, 'sentinel.conf'), '--sentinel')
     if (this.tls) {
-      const c = this.certs;
-      const ac = typeof o.tls === 'object' ? o.tls.authClients : undefined;
-      const authClients = ac === true ? 'yes' : ac === 'optional' ? 'optional' : 'no';
-      a.push('--port', '0', '--tls-port', String(this.port),
-        '--tls-cert-file', c.serverCert, '--tls-key-file', c.serverKey,
-        '--tls-ca-cert-file', c.ca, '--tls-auth-clients', authClients);
+      const c = this.certs
+      const ac = typeof o.tls === 'object' ? o.tls.authClients : undefined
+      const authClients = ac === true ? 'yes' : ac === 'optional' ? 'optional' : 'no'
+      a.push(
+        '--port',
+        '0',
+        '--tls-port',
+        String(this.port),
+        '--tls-cert-file',
+        c.serverCert,
+        '--tls-key-file',
+        c.serverKey,
+        '--tls-ca-cert-file',
+        c.ca,
+        '--tls-auth-clients',
+        authClients,
+      )
     } else {
-      a.push('--port', String(this.port));
+      a.push('--port', String(this.port))
     }
-    a.push('--bind', HOST, '--dir', this.dir, '--daemonize', 'no', '--logfile', this.logFile);
+    a.push('--bind', HOST, '--dir', this.dir, '--daemonize', 'no', '--logfile', this.logFile)
     if (this.kind === 'redis') {
-      a.push('--save', '', '--appendonly', 'no',
+      a.push(
+        '--save',
+        '',
+        '--appendonly',
+        'no',
         // Allow DEBUG SLEEP etc. from loopback — handy to simulate slow servers.
-        '--enable-debug-command', 'local',
+        '--enable-debug-command',
+        'local',
         // Replicas sync immediately instead of waiting 5 s (diskless default).
-        '--repl-diskless-sync-delay', '0');
-      if (o.password) a.push('--requirepass', o.password, '--masterauth', o.password);
+        '--repl-diskless-sync-delay',
+        '0',
+      )
+      if (o.password) a.push('--requirepass', o.password, '--masterauth', o.password)
       for (const u of o.users ?? []) {
-        const rules = (u.rules ?? 'on ~* &* +@all').trim().split(/\s+/);
-        a.push('--user', u.name, ...rules, ...(u.password !== undefined ? [`>${u.password}`] : []));
+        const rules = (u.rules ?? 'on ~* &* +@all').trim().split(/\s+/)
+        a.push('--user', u.name, ...rules, ...(u.password !== undefined ? [`>${u.password}`] : []))
       }
     }
-    a.push(...(o.args ?? []));
-    return a;
+    a.push(...(o.args ?? []))
+    return a
   }
 
   /** Spawn the process in a (new or kept) temp dir and wait until it answers PING. */
   async _start({ timeout = 10_000 } = {}) {
-    if (!this.dir) this.dir = await makeTempDir();
+    if (!this.dir) this.dir = await makeTempDir()
     if (this.kind === 'sentinel') {
-      const conf = path.join(this.dir, 'sentinel.conf');
+      const conf = path.join(this.dir, 'sentinel.conf')
       // On restart keep the file: sentinel rewrites it with its current view.
-      if (!fs.existsSync(conf)) await fsp.writeFile(conf, this._sentinelConf(this.dir));
+      if (!fs.existsSync(conf)) await fsp.writeFile(conf, this._sentinelConf(this.dir))
     }
-    const outFile = path.join(this.dir, 'stdout.log');
-    const out = fs.openSync(outFile, 'a');
-    let child;
+    const outFile = path.join(this.dir, 'stdout.log')
+    const out = fs.openSync(outFile, 'a')
+    let child
     try {
-      child = spawnTracked('redis-server', this._serverArgs(), { stdio: ['ignore', out, out] });
+      child = spawnTracked('redis-server', this._serverArgs(), { stdio: ['ignore', out, out] })
     } finally {
-      fs.closeSync(out);
+      fs.closeSync(out)
     }
-    this.proc = child;
-    this.paused = false;
-    this._stopping = undefined;
-    this._exited = false;
+    this.proc = child
+    this.paused = false
+    this._stopping = undefined
+    this._exited = false
     this._exit = new Promise((resolve) => {
       const done = (info) => {
-        this._exited = true;
-        resolve(info);
-      };
-      child.once('exit', (code, signal) => done({ code, signal }));
-      child.once('error', (err) => done({ code: null, signal: null, error: err }));
-    });
-    child.unref(); // never keep the test process alive just for a server
+        this._exited = true
+        resolve(info)
+      }
+      child.once('exit', (code, signal) => done({ code, signal }))
+      child.once('error', (err) => done({ code: null, signal: null, error: err }))
+    })
+    child.unref() // never keep the test process alive just for a server
 
-    const deadline = Date.now() + timeout;
+    const deadline = Date.now() + timeout
     for (;;) {
       if (!this.running) {
-        const ex = await this._exit;
-        const why = ex.error?.code === 'ENOENT' ? 'redis-server not found on PATH'
-          : `exited with ${ex.code ?? ex.signal ?? ex.error?.message}`;
-        throw new Error(`${this.kind} on port ${this.port} failed to start (${why}).\n` +
-          `${tail(this.logFile)}\n${tail(outFile)}`.trimEnd());
+        const ex = await this._exit
+        const why =
+          ex.error?.code === 'ENOENT'
+            ? 'redis-server not found on PATH'
+            : `exited with ${ex.code ?? ex.signal ?? ex.error?.message}`
+        throw new Error(
+          `${this.kind} on port ${this.port} failed to start (${why}).\n` +
+            `${tail(this.logFile)}\n${tail(outFile)}`.trimEnd(),
+        )
       }
-      if (await this._probe()) return this;
+      if (await this._probe()) return this
       if (Date.now() > deadline) {
-        await this.kill();
-        throw new Error(`${this.kind} on port ${this.port} not ready after ${timeout} ms.\n` +
-          tail(this.logFile));
+        await this.kill()
+        throw new Error(`${this.kind} on port ${this.port} not ready after ${timeout} ms.\n` + tail(this.logFile))
       }
-      await sleep(50);
+      await sleep(50)
     }
   }
 
@@ -537,37 +621,41 @@ class RedisServer {
    */
   _probe() {
     return new Promise((resolve) => {
-      let sock;
-      let buf = '';
+      let sock
+      let buf = ''
       const done = (ok) => {
-        clearTimeout(timer);
-        sock.destroy();
-        resolve(ok);
-      };
-      const timer = setTimeout(() => done(false), 1000);
-      const onConnect = () => sock.write('PING\r\n');
-      if (this.tls) {
-        sock = tls.connect({
-          host: this.host, port: this.port,
-          ca: fs.readFileSync(this.certs.ca),
-          cert: fs.readFileSync(this.certs.clientCert),
-          key: fs.readFileSync(this.certs.clientKey),
-        }, onConnect);
-      } else {
-        sock = net.connect({ host: this.host, port: this.port }, onConnect);
+        clearTimeout(timer)
+        sock.destroy()
+        resolve(ok)
       }
-      sock.setEncoding('utf8');
+      const timer = setTimeout(() => done(false), 1000)
+      const onConnect = () => sock.write('PING\r\n')
+      if (this.tls) {
+        sock = tls.connect(
+          {
+            host: this.host,
+            port: this.port,
+            ca: fs.readFileSync(this.certs.ca),
+            cert: fs.readFileSync(this.certs.clientCert),
+            key: fs.readFileSync(this.certs.clientKey),
+          },
+          onConnect,
+        )
+      } else {
+        sock = net.connect({ host: this.host, port: this.port }, onConnect)
+      }
+      sock.setEncoding('utf8')
       sock.on('data', (d) => {
-        buf += d;
-        const i = buf.indexOf('\r\n');
+        buf += d
+        const i = buf.indexOf('\r\n')
         if (i >= 0) {
-          const line = buf.slice(0, i);
-          done(line === '+PONG' || line.startsWith('-NOAUTH'));
+          const line = buf.slice(0, i)
+          done(line === '+PONG' || line.startsWith('-NOAUTH'))
         }
-      });
-      sock.on('error', () => done(false));
-      sock.on('close', () => done(false));
-    });
+      })
+      sock.on('error', () => done(false))
+      sock.on('close', () => done(false))
+    })
   }
 
   /**
@@ -575,17 +663,17 @@ class RedisServer {
    * @param {CliOptions} [o]
    */
   cliArgs(o = {}) {
-    const a = ['-h', this.host, '-p', String(this.port)];
+    const a = ['-h', this.host, '-p', String(this.port)]
     if (this.tls && o.tls !== false) {
-      a.push('--tls', '--cacert', o.cacert ?? this.certs.ca);
-      if (o.clientCert !== false) a.push('--cert', this.certs.clientCert, '--key', this.certs.clientKey);
+      a.push('--tls', '--cacert', o.cacert ?? this.certs.ca)
+      if (o.clientCert !== false) a.push('--cert', this.certs.clientCert, '--key', this.certs.clientKey)
     }
     if (o.auth !== false) {
-      if (o.user) a.push('--user', o.user, '--pass', o.password ?? '');
-      else if (o.password ?? this.password) a.push('-a', o.password ?? this.password);
+      if (o.user) a.push('--user', o.user, '--pass', o.password ?? '')
+      else if (o.password ?? this.password) a.push('-a', o.password ?? this.password)
     }
-    a.push('--no-auth-warning');
-    return a;
+    a.push('--no-auth-warning')
+    return a
   }
 
   /**
@@ -601,45 +689,47 @@ class RedisServer {
    * @example await server.cli('PING', { user: 'app', password: 'pw' });
    */
   cli(...args) {
-    let o = {};
+    let o = {}
     if (args.length && typeof args[args.length - 1] === 'object' && args[args.length - 1] !== null) {
-      o = args.pop();
+      o = args.pop()
     }
-    return runOk('redis-cli', [...this.cliArgs(o), '-e', ...args.map(String)],
-      { timeout: o.timeout ?? 10_000, input: o.input });
+    return runOk('redis-cli', [...this.cliArgs(o), '-e', ...args.map(String)], {
+      timeout: o.timeout ?? 10_000,
+      input: o.input,
+    })
   }
 
   /** Wait for exit while holding a ref'd timer (the child itself is unref'd). */
   async _waitExit() {
-    if (!this._exit) return;
-    const keepAlive = setInterval(() => {}, 1000);
+    if (!this._exit) return
+    const keepAlive = setInterval(() => {}, 1000)
     try {
-      await this._exit;
+      await this._exit
     } finally {
-      clearInterval(keepAlive);
+      clearInterval(keepAlive)
     }
   }
 
   _signal(sig) {
-    if (!this.running) return false;
+    if (!this.running) return false
     try {
-      return this.proc.kill(sig);
+      return this.proc.kill(sig)
     } catch {
-      return false;
+      return false
     }
   }
 
   /** SIGCONT + SIGTERM, SIGKILL after `graceMs`; resolves once the process exited. */
   async _terminate(graceMs = 3000) {
-    if (!this.running) return this._waitExit();
-    this._signal('SIGCONT');
-    this.paused = false;
-    this._signal('SIGTERM');
-    const timer = setTimeout(() => this._signal('SIGKILL'), graceMs);
+    if (!this.running) return this._waitExit()
+    this._signal('SIGCONT')
+    this.paused = false
+    this._signal('SIGTERM')
+    const timer = setTimeout(() => this._signal('SIGKILL'), graceMs)
     try {
-      await this._waitExit();
+      await this._waitExit()
     } finally {
-      clearTimeout(timer);
+      clearTimeout(timer)
     }
   }
 
@@ -651,11 +741,11 @@ class RedisServer {
    */
   stop() {
     this._stopping ??= (async () => {
-      await this._terminate();
-      await removeDir(this.dir);
-      this.dir = undefined;
-    })();
-    return this._stopping;
+      await this._terminate()
+      await removeDir(this.dir)
+      this.dir = undefined
+    })()
+    return this._stopping
   }
 
   /**
@@ -664,18 +754,18 @@ class RedisServer {
    * @returns {Promise<void>}
    */
   async kill() {
-    this._signal('SIGKILL');
-    await this._waitExit();
+    this._signal('SIGKILL')
+    await this._waitExit()
   }
 
   /** Freeze the process with SIGSTOP (connections stay open, nothing answers). */
   pause() {
-    if (this._signal('SIGSTOP')) this.paused = true;
+    if (this._signal('SIGSTOP')) this.paused = true
   }
 
   /** Continue a paused process (SIGCONT). */
   resume() {
-    if (this._signal('SIGCONT')) this.paused = false;
+    if (this._signal('SIGCONT')) this.paused = false
   }
 
   /**
@@ -686,9 +776,9 @@ class RedisServer {
    * @returns {Promise<this>}
    */
   async restart() {
-    await (this._stopping ?? this._terminate());
-    await this._start();
-    return this;
+    await (this._stopping ?? this._terminate())
+    await this._start()
+    return this
   }
 }
 
@@ -705,26 +795,26 @@ class RedisServer {
  *   pause(), resume(), restart() }`
  */
 export async function startRedis(opts = {}) {
-  return startProcess('redis', opts);
+  return startProcess('redis', opts)
 }
 
 async function startProcess(kind, opts, sentinelConf) {
   if (opts.port !== undefined && FORBIDDEN_PORTS.has(opts.port)) {
-    throw new Error(`refusing to use port ${opts.port}`);
+    throw new Error(`refusing to use port ${opts.port}`)
   }
-  const certs = opts.tls ? await makeCerts() : undefined;
-  const bus = (opts.args ?? []).includes('--cluster-enabled');
+  const certs = opts.tls ? await makeCerts() : undefined
+  const bus = (opts.args ?? []).includes('--cluster-enabled')
   // With an auto-picked port, retry on a new one if we lost a bind race.
-  const attempts = opts.port === undefined ? 3 : 1;
+  const attempts = opts.port === undefined ? 3 : 1
   for (let i = 1; ; i++) {
-    const port = opts.port ?? await freePort({ bus });
-    const server = new RedisServer({ kind, port, opts: { ...opts }, certs, sentinelConf });
+    const port = opts.port ?? (await freePort({ bus }))
+    const server = new RedisServer({ kind, port, opts: { ...opts }, certs, sentinelConf })
     try {
-      return await server._start();
+      return await server._start()
     } catch (err) {
-      await server.stop().catch(() => {});
-      const bindRace = /Address already in use|Could not create server TCP/i.test(err.message);
-      if (!bindRace || i >= attempts) throw err;
+      await server.stop().catch(() => {})
+      const bindRace = /Address already in use|Could not create server TCP/i.test(err.message)
+      if (!bindRace || i >= attempts) throw err
     }
   }
 }
@@ -739,12 +829,12 @@ async function startProcess(kind, opts, sentinelConf) {
  * @returns {Record<string, string>}
  */
 export function parseInfo(text) {
-  const out = {};
+  const out = {}
   for (const line of text.split(/\r?\n/)) {
-    const i = line.indexOf(':');
-    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1).trim();
+    const i = line.indexOf(':')
+    if (i > 0 && !line.startsWith('#')) out[line.slice(0, i)] = line.slice(i + 1).trim()
   }
-  return out;
+  return out
 }
 
 /**
@@ -764,50 +854,75 @@ export function parseInfo(text) {
  *   `cli(...)` runs `redis-cli -c` (follows MOVED/ASK) against nodes[0].
  */
 export async function startCluster({ primaries = 3, replicas = 0, password, args = [] } = {}) {
-  if (primaries < 3) throw new Error('a Redis Cluster needs at least 3 primaries');
-  const total = primaries * (1 + replicas);
-  const nodeArgs = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
-    '--cluster-node-timeout', '2000', ...args];
+  if (primaries < 3) throw new Error('a Redis Cluster needs at least 3 primaries')
+  const total = primaries * (1 + replicas)
+  const nodeArgs = [
+    '--cluster-enabled',
+    'yes',
+    '--cluster-config-file',
+    'nodes.conf',
+    '--cluster-node-timeout',
+    '2000',
+    ...args,
+  ]
   const settled = await Promise.allSettled(
-    Array.from({ length: total }, () => startRedis({ password, args: nodeArgs })));
-  const nodes = settled.filter((s) => s.status === 'fulfilled').map((s) => s.value);
-  const stop = async () => { await Promise.all(nodes.map((n) => n.stop())); };
+    Array.from({ length: total }, () => startRedis({ password, args: nodeArgs })),
+  )
+  const nodes = settled.filter((s) => s.status === 'fulfilled').map((s) => s.value)
+  const stop = async () => {
+    await Promise.all(nodes.map((n) => n.stop()))
+  }
   try {
-    const failed = settled.find((s) => s.status === 'rejected');
-    if (failed) throw failed.reason;
+    const failed = settled.find((s) => s.status === 'rejected')
+    if (failed) throw failed.reason
 
-    const createArgs = ['--cluster', 'create', ...nodes.map((n) => `${n.host}:${n.port}`),
-      '--cluster-replicas', String(replicas), '--cluster-yes'];
-    if (password) createArgs.push('-a', password, '--no-auth-warning');
-    await runOk('redis-cli', createArgs, { timeout: 30_000 });
+    const createArgs = [
+      '--cluster',
+      'create',
+      ...nodes.map((n) => `${n.host}:${n.port}`),
+      '--cluster-replicas',
+      String(replicas),
+      '--cluster-yes',
+    ]
+    if (password) createArgs.push('-a', password, '--no-auth-warning')
+    await runOk('redis-cli', createArgs, { timeout: 30_000 })
 
-    await waitFor(async () => {
-      for (const n of nodes) {
-        const info = parseInfo(await n.cli('CLUSTER', 'INFO', { timeout: 2000 }));
-        if (info.cluster_state !== 'ok' || Number(info.cluster_known_nodes) !== total ||
-            Number(info.cluster_slots_assigned) !== 16384) return false;
-        // Every node's view: all nodes connected, the right number of
-        // primaries and replicas (replica roles propagate by gossip).
-        const view = (await n.cli('CLUSTER', 'NODES', { timeout: 2000 })).split('\n')
-          .filter(Boolean).map((l) => l.split(' '));
-        if (view.length !== total) return false;
-        if (view.some(([, , flags, , , , , link]) =>
-          /fail|handshake|noaddr/.test(flags) || link !== 'connected')) return false;
-        const masters = view.filter(([, , flags]) => flags.split(',').includes('master')).length;
-        if (masters !== primaries) return false;
-        const repl = parseInfo(await n.cli('INFO', 'replication', { timeout: 2000 }));
-        if (repl.role === 'slave' && repl.master_link_status !== 'up') return false;
-      }
-      return true;
-    }, { timeout: 20_000, interval: 200, what: 'cluster_state:ok on all nodes' });
+    await waitFor(
+      async () => {
+        for (const n of nodes) {
+          const info = parseInfo(await n.cli('CLUSTER', 'INFO', { timeout: 2000 }))
+          if (
+            info.cluster_state !== 'ok' ||
+            Number(info.cluster_known_nodes) !== total ||
+            Number(info.cluster_slots_assigned) !== 16384
+          )
+            return false
+          // Every node's view: all nodes connected, the right number of
+          // primaries and replicas (replica roles propagate by gossip).
+          const view = (await n.cli('CLUSTER', 'NODES', { timeout: 2000 }))
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => l.split(' '))
+          if (view.length !== total) return false
+          if (view.some(([, , flags, , , , , link]) => /fail|handshake|noaddr/.test(flags) || link !== 'connected'))
+            return false
+          const masters = view.filter(([, , flags]) => flags.split(',').includes('master')).length
+          if (masters !== primaries) return false
+          const repl = parseInfo(await n.cli('INFO', 'replication', { timeout: 2000 }))
+          if (repl.role === 'slave' && repl.master_link_status !== 'up') return false
+        }
+        return true
+      },
+      { timeout: 20_000, interval: 200, what: 'cluster_state:ok on all nodes' },
+    )
   } catch (err) {
-    await stop();
-    throw err;
+    await stop()
+    throw err
   }
 
-  const [first, ...rest] = nodes;
-  const auth = password ? `:${encodeURIComponent(password)}@` : '';
-  const query = rest.map((n) => `node=${n.host}:${n.port}`).join('&');
+  const [first, ...rest] = nodes
+  const auth = password ? `:${encodeURIComponent(password)}@` : ''
+  const query = rest.map((n) => `node=${n.host}:${n.port}`).join('&')
   return {
     nodes,
     url: `redis-cluster://${auth}${first.host}:${first.port}${query ? `?${query}` : ''}`,
@@ -815,7 +930,7 @@ export async function startCluster({ primaries = 3, replicas = 0, password, args
     password,
     cli: (...a) => first.cli('-c', ...a),
     stop,
-  };
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -824,9 +939,9 @@ export async function startCluster({ primaries = 3, replicas = 0, password, args
 
 /** Parse a raw (redis-cli, non-tty) flat key/value array reply into an object. */
 function parsePairs(lines) {
-  const out = {};
-  for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i]] = lines[i + 1];
-  return out;
+  const out = {}
+  for (let i = 0; i + 1 < lines.length; i += 2) out[lines[i]] = lines[i + 1]
+  return out
 }
 
 /**
@@ -853,69 +968,75 @@ function parsePairs(lines) {
  *   `primary`/`replica` are the INITIAL roles; after a failover use currentPrimaryPort().
  */
 export async function startSentinel({ password } = {}) {
-  const serviceName = 'mymaster';
-  const started = [];
-  const sentinels = [];
+  const serviceName = 'mymaster'
+  const started = []
+  const sentinels = []
   const stop = async () => {
     // Sentinels first, so they do not start a failover during teardown.
-    await Promise.all(sentinels.map((s) => s.stop()));
-    await Promise.all(started.map((s) => s.stop()));
-  };
+    await Promise.all(sentinels.map((s) => s.stop()))
+    await Promise.all(started.map((s) => s.stop()))
+  }
   try {
-    const primary = await startRedis({ password });
-    started.push(primary);
-    const replica = await startRedis({ password, args: ['--replicaof', HOST, String(primary.port)] });
-    started.push(replica);
-    await waitFor(async () =>
-      parseInfo(await replica.cli('INFO', 'replication')).master_link_status === 'up' &&
-      Number(parseInfo(await primary.cli('INFO', 'replication')).connected_slaves) === 1,
-    { timeout: 10_000, what: 'replica to sync with primary' });
+    const primary = await startRedis({ password })
+    started.push(primary)
+    const replica = await startRedis({ password, args: ['--replicaof', HOST, String(primary.port)] })
+    started.push(replica)
+    await waitFor(
+      async () =>
+        parseInfo(await replica.cli('INFO', 'replication')).master_link_status === 'up' &&
+        Number(parseInfo(await primary.cli('INFO', 'replication')).connected_slaves) === 1,
+      { timeout: 10_000, what: 'replica to sync with primary' },
+    )
 
-    const conf = (dir) => [
-      `dir ${JSON.stringify(dir)}`,
-      'sentinel resolve-hostnames no',
-      `sentinel monitor ${serviceName} ${HOST} ${primary.port} 2`,
-      `sentinel down-after-milliseconds ${serviceName} 1000`,
-      `sentinel failover-timeout ${serviceName} 5000`,
-      ...(password ? [`sentinel auth-pass ${serviceName} ${JSON.stringify(password)}`] : []),
-      '',
-    ].join('\n');
-    const results = await Promise.allSettled([0, 1, 2].map(() => startProcess('sentinel', {}, conf)));
-    for (const r of results) if (r.status === 'fulfilled') sentinels.push(r.value);
-    const failed = results.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    const conf = (dir) =>
+      [
+        `dir ${JSON.stringify(dir)}`,
+        'sentinel resolve-hostnames no',
+        `sentinel monitor ${serviceName} ${HOST} ${primary.port} 2`,
+        `sentinel down-after-milliseconds ${serviceName} 1000`,
+        `sentinel failover-timeout ${serviceName} 5000`,
+        ...(password ? [`sentinel auth-pass ${serviceName} ${JSON.stringify(password)}`] : []),
+        '',
+      ].join('\n')
+    const results = await Promise.allSettled([0, 1, 2].map(() => startProcess('sentinel', {}, conf)))
+    for (const r of results) if (r.status === 'fulfilled') sentinels.push(r.value)
+    const failed = results.find((r) => r.status === 'rejected')
+    if (failed) throw failed.reason
 
-    await waitFor(async () => {
-      for (const s of sentinels) {
-        const m = parsePairs((await s.cli('SENTINEL', 'master', serviceName, { timeout: 2000 })).split('\n'));
-        if (m.flags !== 'master' || Number(m['num-slaves']) !== 1 ||
-            Number(m['num-other-sentinels']) !== 2) return false;
-        const r = parsePairs((await s.cli('SENTINEL', 'replicas', serviceName, { timeout: 2000 })).split('\n'));
-        if (Number(r.port) !== replica.port || r.flags !== 'slave') return false;
-      }
-      return true;
-    }, { timeout: 20_000, interval: 200, what: 'sentinels to discover replica and each other' });
+    await waitFor(
+      async () => {
+        for (const s of sentinels) {
+          const m = parsePairs((await s.cli('SENTINEL', 'master', serviceName, { timeout: 2000 })).split('\n'))
+          if (m.flags !== 'master' || Number(m['num-slaves']) !== 1 || Number(m['num-other-sentinels']) !== 2)
+            return false
+          const r = parsePairs((await s.cli('SENTINEL', 'replicas', serviceName, { timeout: 2000 })).split('\n'))
+          if (Number(r.port) !== replica.port || r.flags !== 'slave') return false
+        }
+        return true
+      },
+      { timeout: 20_000, interval: 200, what: 'sentinels to discover replica and each other' },
+    )
 
-    const [first, ...rest] = sentinels;
-    const auth = password ? `:${encodeURIComponent(password)}@` : '';
-    const query = [...rest.map((s) => `node=${s.host}:${s.port}`), `service_name=${serviceName}`].join('&');
+    const [first, ...rest] = sentinels
+    const auth = password ? `:${encodeURIComponent(password)}@` : ''
+    const query = [...rest.map((s) => `node=${s.host}:${s.port}`), `service_name=${serviceName}`].join('&')
 
     /** Ask the sentinels (first that answers) for the current primary's port. */
     const currentPrimaryPort = async () => {
-      let lastErr;
+      let lastErr
       for (const s of sentinels) {
-        if (!s.running || s.paused) continue;
+        if (!s.running || s.paused) continue
         try {
-          const out = await s.cli('SENTINEL', 'get-master-addr-by-name', serviceName, { timeout: 2000 });
-          const port = Number(out.split('\n')[1]);
-          if (Number.isInteger(port) && port > 0) return port;
-          lastErr = new Error(`unexpected reply: ${out}`);
+          const out = await s.cli('SENTINEL', 'get-master-addr-by-name', serviceName, { timeout: 2000 })
+          const port = Number(out.split('\n')[1])
+          if (Number.isInteger(port) && port > 0) return port
+          lastErr = new Error(`unexpected reply: ${out}`)
         } catch (err) {
-          lastErr = err;
+          lastErr = err
         }
       }
-      throw lastErr ?? new Error('no sentinel running');
-    };
+      throw lastErr ?? new Error('no sentinel running')
+    }
 
     return {
       primary,
@@ -927,14 +1048,14 @@ export async function startSentinel({ password } = {}) {
       currentPrimaryPort,
       /** The data-node Server object currently acting as primary (per sentinels). */
       currentPrimary: async () => {
-        const port = await currentPrimaryPort();
-        return started.find((s) => s.port === port);
+        const port = await currentPrimaryPort()
+        return started.find((s) => s.port === port)
       },
       stop,
-    };
+    }
   } catch (err) {
-    await stop();
-    throw err;
+    await stop()
+    throw err
   }
 }
 
@@ -942,15 +1063,15 @@ export async function startSentinel({ password } = {}) {
 // Fault-injection TCP proxy
 // ---------------------------------------------------------------------------
 
-const PROXY_MODES = new Set(['pass', 'latency', 'blackhole', 'refuse', 'reset']);
+const PROXY_MODES = new Set(['pass', 'latency', 'blackhole', 'refuse', 'reset'])
 
 /** Send an RST (falls back to a plain destroy). Never throws. */
 function hardReset(sock) {
-  if (!sock || sock.destroyed) return;
+  if (!sock || sock.destroyed) return
   try {
-    sock.resetAndDestroy();
+    sock.resetAndDestroy()
   } catch {
-    sock.destroy();
+    sock.destroy()
   }
 }
 
@@ -960,74 +1081,74 @@ function hardReset(sock) {
  */
 class Pipe {
   constructor(proxy, src, dst) {
-    this.proxy = proxy;
-    this.src = src;
-    this.dst = dst;
+    this.proxy = proxy
+    this.src = src
+    this.dst = dst
     /** @type {{ chunk: Buffer, at: number }[]} */
-    this.queue = [];
-    this.lastAt = 0;
-    this.timer = undefined;
-    this.srcEnded = false;
-    this.dstEnded = false;
-    this.awaitingDrain = false;
+    this.queue = []
+    this.lastAt = 0
+    this.timer = undefined
+    this.srcEnded = false
+    this.dstEnded = false
+    this.awaitingDrain = false
   }
 
   onData(chunk) {
-    const { mode, arg } = this.proxy;
-    if (mode === 'blackhole') return; // swallowed silently
-    const now = Date.now();
-    const delay = mode === 'latency' ? Number(arg) || 0 : 0;
-    const at = Math.max(now + delay, this.lastAt);
-    this.lastAt = at;
-    this.queue.push({ chunk, at });
-    this.flush();
+    const { mode, arg } = this.proxy
+    if (mode === 'blackhole') return // swallowed silently
+    const now = Date.now()
+    const delay = mode === 'latency' ? Number(arg) || 0 : 0
+    const at = Math.max(now + delay, this.lastAt)
+    this.lastAt = at
+    this.queue.push({ chunk, at })
+    this.flush()
   }
 
   onEnd() {
-    this.srcEnded = true;
-    this.flush();
+    this.srcEnded = true
+    this.flush()
   }
 
   /** Write every due chunk; propagate FIN once drained (not in blackhole). */
   flush() {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    const now = Date.now();
+    clearTimeout(this.timer)
+    this.timer = undefined
+    const now = Date.now()
     while (this.queue.length && this.queue[0].at <= now) {
-      const { chunk } = this.queue.shift();
-      if (this.dst.destroyed || this.dst.writableEnded) continue;
+      const { chunk } = this.queue.shift()
+      if (this.dst.destroyed || this.dst.writableEnded) continue
       if (!this.dst.write(chunk) && !this.awaitingDrain) {
         // Backpressure: stop reading the source until the destination drains.
-        this.awaitingDrain = true;
-        this.src.pause();
+        this.awaitingDrain = true
+        this.src.pause()
         this.dst.once('drain', () => {
-          this.awaitingDrain = false;
-          this.src.resume();
-        });
+          this.awaitingDrain = false
+          this.src.resume()
+        })
       }
     }
     if (this.queue.length) {
-      this.timer = setTimeout(() => this.flush(), this.queue[0].at - now);
+      this.timer = setTimeout(() => this.flush(), this.queue[0].at - now)
     } else if (this.srcEnded && !this.dstEnded && this.proxy.mode !== 'blackhole') {
-      this.dstEnded = true;
-      if (!this.dst.destroyed) this.dst.end();
+      this.dstEnded = true
+      if (!this.dst.destroyed) this.dst.end()
     }
   }
 
   /** Mode changed: blackhole drops what is queued; otherwise re-flush. */
   onModeChange() {
     if (this.proxy.mode === 'blackhole') {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-      this.queue.length = 0;
+      clearTimeout(this.timer)
+      this.timer = undefined
+      this.queue.length = 0
     } else {
-      this.flush();
+      this.flush()
     }
   }
 
   dispose() {
-    clearTimeout(this.timer);
-    this.queue.length = 0;
+    clearTimeout(this.timer)
+    this.queue.length = 0
   }
 }
 
@@ -1068,11 +1189,11 @@ class Pipe {
  * @returns {Promise<Proxy>}
  */
 export async function startProxy(targetPort, targetHost = HOST) {
-  if (FORBIDDEN_PORTS.has(targetPort)) throw new Error(`refusing to proxy to port ${targetPort}`);
+  if (FORBIDDEN_PORTS.has(targetPort)) throw new Error(`refusing to proxy to port ${targetPort}`)
   /** @type {Set<{ client: net.Socket, upstream: net.Socket, up: Pipe, down: Pipe }>} */
-  const pairs = new Set();
-  let accepted = 0;
-  let closed = false;
+  const pairs = new Set()
+  let accepted = 0
+  let closed = false
 
   const proxy = {
     host: HOST,
@@ -1081,12 +1202,12 @@ export async function startProxy(targetPort, targetHost = HOST) {
     mode: 'pass',
     arg: undefined,
     get connections() {
-      let n = 0;
-      for (const p of pairs) if (!p.client.destroyed) n++;
-      return n;
+      let n = 0
+      for (const p of pairs) if (!p.client.destroyed) n++
+      return n
     },
     get accepted() {
-      return accepted;
+      return accepted
     },
     /**
      * Switch mode; applies immediately to existing connections.
@@ -1094,88 +1215,88 @@ export async function startProxy(targetPort, targetHost = HOST) {
      * @param {number} [arg] latency in ms for 'latency'
      */
     setMode(mode, arg) {
-      if (!PROXY_MODES.has(mode)) throw new Error(`unknown proxy mode ${mode}`);
-      if (mode === 'latency' && !(Number(arg) >= 0)) throw new Error('latency mode needs arg = ms');
-      proxy.mode = mode;
-      proxy.arg = arg;
+      if (!PROXY_MODES.has(mode)) throw new Error(`unknown proxy mode ${mode}`)
+      if (mode === 'latency' && !(Number(arg) >= 0)) throw new Error('latency mode needs arg = ms')
+      proxy.mode = mode
+      proxy.arg = arg
       for (const p of [...pairs]) {
         if (mode === 'reset') {
-          destroyPair(p, true);
+          destroyPair(p, true)
         } else {
-          p.up.onModeChange();
-          p.down.onModeChange();
+          p.up.onModeChange()
+          p.down.onModeChange()
           // Upstream failed while blackholed: surface it now.
-          if (mode !== 'blackhole' && p.upstreamFailed) destroyPair(p, true);
+          if (mode !== 'blackhole' && p.upstreamFailed) destroyPair(p, true)
         }
       }
     },
     /** Destroy every connection and stop listening. */
     async close() {
-      if (closed) return;
-      closed = true;
-      for (const p of [...pairs]) destroyPair(p, false);
-      await new Promise((resolve) => server.close(() => resolve()));
+      if (closed) return
+      closed = true
+      for (const p of [...pairs]) destroyPair(p, false)
+      await new Promise((resolve) => server.close(() => resolve()))
     },
-  };
+  }
 
   function destroyPair(p, reset) {
-    pairs.delete(p);
-    p.up.dispose();
-    p.down.dispose();
+    pairs.delete(p)
+    p.up.dispose()
+    p.down.dispose()
     if (reset) {
-      hardReset(p.client);
-      hardReset(p.upstream);
+      hardReset(p.client)
+      hardReset(p.upstream)
     } else {
-      p.client.destroy();
-      p.upstream.destroy();
+      p.client.destroy()
+      p.upstream.destroy()
     }
   }
 
   const server = net.createServer((client) => {
-    accepted++;
-    client.on('error', () => {});
+    accepted++
+    client.on('error', () => {})
     if (closed || proxy.mode === 'refuse' || proxy.mode === 'reset') {
-      hardReset(client);
-      return;
+      hardReset(client)
+      return
     }
-    const upstream = net.connect({ host: targetHost, port: targetPort });
-    upstream.on('error', () => {});
-    const p = { client, upstream, upstreamFailed: false };
-    p.up = new Pipe(proxy, client, upstream);
-    p.down = new Pipe(proxy, upstream, client);
-    pairs.add(p);
+    const upstream = net.connect({ host: targetHost, port: targetPort })
+    upstream.on('error', () => {})
+    const p = { client, upstream, upstreamFailed: false }
+    p.up = new Pipe(proxy, client, upstream)
+    p.down = new Pipe(proxy, upstream, client)
+    pairs.add(p)
 
-    client.on('data', (d) => p.up.onData(d));
-    upstream.on('data', (d) => p.down.onData(d));
-    client.on('end', () => p.up.onEnd());
-    upstream.on('end', () => p.down.onEnd());
+    client.on('data', (d) => p.up.onData(d))
+    upstream.on('data', (d) => p.down.onData(d))
+    client.on('end', () => p.up.onEnd())
+    upstream.on('end', () => p.down.onEnd())
     client.on('close', (hadError) => {
-      if (!pairs.has(p)) return;
+      if (!pairs.has(p)) return
       // Client gone: abort the target side if it was abrupt, else let the
       // pending FIN (up.onEnd) close it gracefully, then drop the pair.
-      if (hadError) destroyPair(p, true);
-      else if (upstream.destroyed) pairs.delete(p);
-    });
+      if (hadError) destroyPair(p, true)
+      else if (upstream.destroyed) pairs.delete(p)
+    })
     upstream.on('close', (hadError) => {
-      if (!pairs.has(p)) return;
+      if (!pairs.has(p)) return
       if (proxy.mode === 'blackhole') {
         // Keep the client connection open and silent.
-        p.upstreamFailed = true;
-        return;
+        p.upstreamFailed = true
+        return
       }
-      if (hadError) destroyPair(p, true);
-      else if (client.destroyed) pairs.delete(p);
-    });
-  });
-  server.on('error', () => {});
+      if (hadError) destroyPair(p, true)
+      else if (client.destroyed) pairs.delete(p)
+    })
+  })
+  server.on('error', () => {})
   await new Promise((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', reject)
     server.listen({ host: HOST, port: 0 }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  server.unref(); // a forgotten proxy must not keep the test process alive
-  proxy.port = server.address().port;
-  return proxy;
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  server.unref() // a forgotten proxy must not keep the test process alive
+  proxy.port = server.address().port
+  return proxy
 }

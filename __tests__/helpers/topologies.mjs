@@ -15,18 +15,18 @@
  * @module __tests__/helpers/topologies
  */
 
-import fs from 'node:fs';
+import fs from 'node:fs'
 
-import Redis from 'ioredis';
+import Redis from 'ioredis'
 
-import { startCluster, startRedis, startSentinel } from './redis.mjs';
-import { startTlsCluster } from './topology.mjs';
+import { startCluster, startRedis, startSentinel } from './redis.mjs'
+import { startTlsCluster } from './topology.mjs'
 
 /** The ACL user (not `default`) the `cluster-acl` variant logs in as, and its password. */
-export const ACL_USER = 'guard';
-export const ACL_PASSWORD = `acl-${process.pid}-pw`;
+export const ACL_USER = 'guard'
+export const ACL_PASSWORD = `acl-${process.pid}-pw`
 /** The data nodes' password of the `sentinel-auth` variant (its sentinels have none). */
-export const DATA_PASSWORD = `data-${process.pid}-pw`;
+export const DATA_PASSWORD = `data-${process.pid}-pw`
 
 /**
  * @typedef {object} TopologyEnv  What `start()` resolves.
@@ -57,29 +57,29 @@ export const DATA_PASSWORD = `data-${process.pid}-pw`;
 
 /** An ioredis Cluster connected to `seeds`, resolved once it is ready. */
 async function clusterReader(seeds, redisOptions) {
-  const r = new Redis.Cluster(seeds, { redisOptions: { maxRetriesPerRequest: 3, ...redisOptions } });
+  const r = new Redis.Cluster(seeds, { redisOptions: { maxRetriesPerRequest: 3, ...redisOptions } })
   await new Promise((resolve, reject) => {
-    r.once('ready', resolve);
-    r.once('error', reject);
-  });
-  return r;
+    r.once('ready', resolve)
+    r.once('error', reject)
+  })
+  return r
 }
 
 /** `scan` over `servers()`: redis-cli --scan on each, keys concatenated. */
 function scanner(servers) {
   return async (pattern) => {
-    const out = [];
+    const out = []
     for (const s of await servers()) {
-      out.push(...(await s.cli('--scan', '--pattern', pattern)).split('\n').filter(Boolean));
+      out.push(...(await s.cli('--scan', '--pattern', pattern)).split('\n').filter(Boolean))
     }
-    return out;
-  };
+    return out
+  }
 }
 
 /** A standalone server (plaintext, or TLS-only with the harness's CA). */
 async function standaloneEnv(name, { tls = false } = {}) {
-  const s = await startRedis(tls ? { tls: true } : {});
-  const tlsOptions = tls ? { ca: s.certs.ca } : undefined; // a file path; PEM text works too
+  const s = await startRedis(tls ? { tls: true } : {})
+  const tlsOptions = tls ? { ca: s.certs.ca } : undefined // a file path; PEM text works too
   return {
     name,
     topology: 'standalone',
@@ -89,18 +89,21 @@ async function standaloneEnv(name, { tls = false } = {}) {
     scan: scanner(async () => [s]),
     primaries: async () => [s],
     keyslot: undefined,
-    reader: async () => new Redis({
-      host: s.host, port: s.port, maxRetriesPerRequest: 1,
-      ...(tls ? { tls: { ca: fs.readFileSync(s.certs.ca) } } : {}),
-    }),
+    reader: async () =>
+      new Redis({
+        host: s.host,
+        port: s.port,
+        maxRetriesPerRequest: 1,
+        ...(tls ? { tls: { ca: fs.readFileSync(s.certs.ca) } } : {}),
+      }),
     raw: s,
     stop: () => s.stop(),
-  };
+  }
 }
 
 /** A 3-primary cluster (no replicas: every node is a primary). */
 async function clusterEnv(name, opts = {}) {
-  const c = await startCluster({ primaries: 3, ...opts });
+  const c = await startCluster({ primaries: 3, ...opts })
   return {
     name,
     topology: 'cluster',
@@ -113,13 +116,13 @@ async function clusterEnv(name, opts = {}) {
     reader: () => clusterReader(c.seeds, {}),
     raw: c,
     stop: () => c.stop(),
-  };
+  }
 }
 
 /** A primary, a replica and 3 sentinels; the client finds the primary through the sentinels. */
 async function sentinelEnv(name, { password } = {}) {
-  const s = await startSentinel(password ? { password } : {});
-  const primary = async () => s.currentPrimary();
+  const s = await startSentinel(password ? { password } : {})
+  const primary = async () => s.currentPrimary()
   return {
     name,
     topology: 'sentinel',
@@ -129,10 +132,11 @@ async function sentinelEnv(name, { password } = {}) {
     scan: scanner(async () => [await primary()]),
     primaries: async () => [await primary()],
     keyslot: undefined,
-    reader: async () => new Redis({ host: '127.0.0.1', port: await s.currentPrimaryPort(), password, maxRetriesPerRequest: 1 }),
+    reader: async () =>
+      new Redis({ host: '127.0.0.1', port: await s.currentPrimaryPort(), password, maxRetriesPerRequest: 1 }),
     raw: s,
     stop: () => s.stop(),
-  };
+  }
 }
 
 /** @type {Topology[]} The four deployments every contract runs on. */
@@ -142,7 +146,7 @@ export const TOPOLOGIES = [
   { name: 'sentinel', topology: 'sentinel', start: () => sentinelEnv('sentinel') },
   /** A TLS-only standalone server, verified against the test CA (`rediss://` + `tls.ca`). */
   { name: 'tls', topology: 'standalone', start: () => standaloneEnv('tls', { tls: true }) },
-];
+]
 
 /** @type {Topology[]} Authentication and TLS variants of the cluster and sentinel deployments. */
 export const VARIANTS = [
@@ -154,14 +158,17 @@ export const VARIANTS = [
       const env = await clusterEnv('cluster-acl', {
         password: `default-${process.pid}`,
         args: ['--user', ACL_USER, 'on', `>${ACL_PASSWORD}`, '~*', '&*', '+@all'],
-      });
-      const url = env.url.replace(/^redis-cluster:\/\/[^@]*@/, `redis-cluster://${ACL_USER}:${encodeURIComponent(ACL_PASSWORD)}@`);
+      })
+      const url = env.url.replace(
+        /^redis-cluster:\/\/[^@]*@/,
+        `redis-cluster://${ACL_USER}:${encodeURIComponent(ACL_PASSWORD)}@`,
+      )
       return {
         ...env,
         url,
         clientOptions: { url },
         reader: () => clusterReader(env.raw.seeds, { username: ACL_USER, password: ACL_PASSWORD }),
-      };
+      }
     },
   },
   {
@@ -175,8 +182,8 @@ export const VARIANTS = [
     name: 'cluster-tls',
     topology: 'cluster',
     async start() {
-      const c = await startTlsCluster();
-      const [first] = c.nodes;
+      const c = await startTlsCluster()
+      const [first] = c.nodes
       return {
         name: 'cluster-tls',
         topology: 'cluster',
@@ -189,7 +196,7 @@ export const VARIANTS = [
         reader: () => clusterReader(c.seeds, { tls: { ca: fs.readFileSync(c.certs.ca) } }),
         raw: c,
         stop: () => c.stop(),
-      };
+      }
     },
   },
-];
+]

@@ -7,7 +7,7 @@
  * @module __tests__/helpers/topology
  */
 
-import { run } from './utils.mjs';
+import { run } from './utils.mjs'
 
 // ---------------------------------------------------------------------------
 // Key slots
@@ -15,12 +15,12 @@ import { run } from './utils.mjs';
 
 /** CRC16/XMODEM, the checksum Redis Cluster hashes keys with. */
 function crc16(buf) {
-  let crc = 0;
+  let crc = 0
   for (const b of buf) {
-    crc ^= b << 8;
-    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    crc ^= b << 8
+    for (let i = 0; i < 8; i++) crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff
   }
-  return crc;
+  return crc
 }
 
 /**
@@ -30,13 +30,13 @@ function crc16(buf) {
  * @returns {number} 0..16383
  */
 export function keySlot(key) {
-  const buf = Buffer.from(key, 'utf8');
-  const open = buf.indexOf(0x7b); // '{'
+  const buf = Buffer.from(key, 'utf8')
+  const open = buf.indexOf(0x7b) // '{'
   if (open >= 0) {
-    const close = buf.indexOf(0x7d, open + 1); // '}'
-    if (close > open + 1) return crc16(buf.subarray(open + 1, close)) % 16384;
+    const close = buf.indexOf(0x7d, open + 1) // '}'
+    if (close > open + 1) return crc16(buf.subarray(open + 1, close)) % 16384
   }
-  return crc16(buf) % 16384;
+  return crc16(buf) % 16384
 }
 
 // ---------------------------------------------------------------------------
@@ -51,11 +51,13 @@ export function keySlot(key) {
  * @param {{ timeout?: number }} [opts]
  */
 export async function runCommand(cmd, args, { timeout = 30_000 } = {}) {
-  const r = await run(cmd, args, { timeout });
+  const r = await run(cmd, args, { timeout })
   if (r.timedOut) {
-    throw new Error(`${cmd} ${args.join(' ')} timed out after ${timeout} ms\n${r.stdout.slice(-2000)}${r.stderr.slice(-2000)}`);
+    throw new Error(
+      `${cmd} ${args.join(' ')} timed out after ${timeout} ms\n${r.stdout.slice(-2000)}${r.stderr.slice(-2000)}`,
+    )
   }
-  return r;
+  return r
 }
 
 // ---------------------------------------------------------------------------
@@ -76,15 +78,19 @@ export async function runCommand(cmd, args, { timeout = 30_000 } = {}) {
  * @returns {ClusterNodeInfo[]}
  */
 export function parseClusterNodes(text) {
-  return text.split('\n').filter(Boolean).map((line) => {
-    const f = line.trim().split(' ');
-    const port = Number(f[1].split('@')[0].split(':').pop());
-    const ranges = f.slice(8)
-      .filter((s) => !s.startsWith('['))
-      .map((s) => s.split('-').map(Number))
-      .map(([a, b]) => [a, b ?? a]);
-    return { id: f[0], port, primary: f[2].split(',').includes('master'), ranges };
-  });
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const f = line.trim().split(' ')
+      const port = Number(f[1].split('@')[0].split(':').pop())
+      const ranges = f
+        .slice(8)
+        .filter((s) => !s.startsWith('['))
+        .map((s) => s.split('-').map(Number))
+        .map(([a, b]) => [a, b ?? a])
+      return { id: f[0], port, primary: f[2].split(',').includes('master'), ranges }
+    })
 }
 
 /**
@@ -93,9 +99,9 @@ export function parseClusterNodes(text) {
  * @returns {Int32Array} port per slot (0 when unassigned)
  */
 export function slotOwners(nodes) {
-  const owners = new Int32Array(16384);
-  for (const n of nodes) for (const [a, b] of n.ranges) for (let s = a; s <= b; s++) owners[s] = n.port;
-  return owners;
+  const owners = new Int32Array(16384)
+  for (const n of nodes) for (const [a, b] of n.ranges) for (let s = a; s <= b; s++) owners[s] = n.port
+  return owners
 }
 
 /**
@@ -103,9 +109,22 @@ export function slotOwners(nodes) {
  * the node at `port` (no confirmation prompt). Resolves `{ code, stdout, stderr, ms }`.
  */
 export function reshard({ port, fromId, toId, slots, timeout = 60_000 }) {
-  return runCommand('redis-cli', ['--cluster', 'reshard', `127.0.0.1:${port}`,
-    '--cluster-from', fromId, '--cluster-to', toId, '--cluster-slots', String(slots),
-    '--cluster-yes'], { timeout });
+  return runCommand(
+    'redis-cli',
+    [
+      '--cluster',
+      'reshard',
+      `127.0.0.1:${port}`,
+      '--cluster-from',
+      fromId,
+      '--cluster-to',
+      toId,
+      '--cluster-slots',
+      String(slots),
+      '--cluster-yes',
+    ],
+    { timeout },
+  )
 }
 
 // ---------------------------------------------------------------------------
@@ -121,37 +140,68 @@ export function reshard({ port, fromId, toId, slots, timeout = 60_000 }) {
  *   stop: () => Promise<void> }>}  `url` is `rediss-cluster://127.0.0.1:P1?node=...`
  */
 export async function startTlsCluster() {
-  const { makeCerts, parseInfo, startRedis, waitFor } = await import('./redis.mjs');
-  const certs = await makeCerts();
-  const args = ['--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
-    '--cluster-node-timeout', '2000', '--tls-cluster', 'yes', '--tls-replication', 'yes'];
-  const settled = await Promise.allSettled([0, 1, 2].map(() => startRedis({ tls: true, args })));
-  const nodes = settled.filter((r) => r.status === 'fulfilled').map((r) => r.value);
-  const stop = async () => { await Promise.all(nodes.map((n) => n.stop())); };
-  try {
-    const failed = settled.find((r) => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    const r = await runCommand('redis-cli', ['--tls', '--cacert', certs.ca, '--cert', certs.clientCert,
-      '--key', certs.clientKey, '--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`),
-      '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30_000 });
-    if (r.code !== 0) throw new Error(`cluster create failed: ${r.stdout}${r.stderr}`);
-    await waitFor(async () => {
-      for (const n of nodes) {
-        const info = parseInfo(await n.cli('CLUSTER', 'INFO', { timeout: 2000 }));
-        if (info.cluster_state !== 'ok' || Number(info.cluster_known_nodes) !== 3) return false;
-      }
-      return true;
-    }, { timeout: 20_000, interval: 200, what: 'TLS cluster_state:ok on all nodes' });
-  } catch (err) {
-    await stop();
-    throw err;
+  const { makeCerts, parseInfo, startRedis, waitFor } = await import('./redis.mjs')
+  const certs = await makeCerts()
+  const args = [
+    '--cluster-enabled',
+    'yes',
+    '--cluster-config-file',
+    'nodes.conf',
+    '--cluster-node-timeout',
+    '2000',
+    '--tls-cluster',
+    'yes',
+    '--tls-replication',
+    'yes',
+  ]
+  const settled = await Promise.allSettled([0, 1, 2].map(() => startRedis({ tls: true, args })))
+  const nodes = settled.filter((r) => r.status === 'fulfilled').map((r) => r.value)
+  const stop = async () => {
+    await Promise.all(nodes.map((n) => n.stop()))
   }
-  const [first, ...rest] = nodes;
+  try {
+    const failed = settled.find((r) => r.status === 'rejected')
+    if (failed) throw failed.reason
+    const r = await runCommand(
+      'redis-cli',
+      [
+        '--tls',
+        '--cacert',
+        certs.ca,
+        '--cert',
+        certs.clientCert,
+        '--key',
+        certs.clientKey,
+        '--cluster',
+        'create',
+        ...nodes.map((n) => `127.0.0.1:${n.port}`),
+        '--cluster-replicas',
+        '0',
+        '--cluster-yes',
+      ],
+      { timeout: 30_000 },
+    )
+    if (r.code !== 0) throw new Error(`cluster create failed: ${r.stdout}${r.stderr}`)
+    await waitFor(
+      async () => {
+        for (const n of nodes) {
+          const info = parseInfo(await n.cli('CLUSTER', 'INFO', { timeout: 2000 }))
+          if (info.cluster_state !== 'ok' || Number(info.cluster_known_nodes) !== 3) return false
+        }
+        return true
+      },
+      { timeout: 20_000, interval: 200, what: 'TLS cluster_state:ok on all nodes' },
+    )
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  const [first, ...rest] = nodes
   return {
     nodes,
     certs,
     url: `rediss-cluster://127.0.0.1:${first.port}?${rest.map((n) => `node=127.0.0.1:${n.port}`).join('&')}`,
     seeds: nodes.map((n) => ({ host: n.host, port: n.port })),
     stop,
-  };
+  }
 }

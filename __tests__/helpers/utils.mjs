@@ -10,61 +10,73 @@
  * @module __tests__/helpers/utils
  */
 
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { spawn } from 'node:child_process'
+import fs from 'node:fs'
+import fsp from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 
 /** The repository's root directory. */
-export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 /** The CommonJS entry point (`require(INDEX_JS)`). */
-export const INDEX_JS = path.join(ROOT, 'index.js');
+export const INDEX_JS = path.join(ROOT, 'index.js')
 /** The ES module entry point, as a file: URL (`import ... from INDEX_MJS_URL`). */
-export const INDEX_MJS_URL = pathToFileURL(path.join(ROOT, 'index.mjs')).href;
+export const INDEX_MJS_URL = pathToFileURL(path.join(ROOT, 'index.mjs')).href
 
 // ---------------------------------------------------------------------------------------------
 // Process-exit cleanup
 // ---------------------------------------------------------------------------------------------
 
 /** @type {Set<import('node:child_process').ChildProcess>} children still running */
-const liveChildren = new Set();
+const liveChildren = new Set()
 /** @type {Set<string>} temp dirs not removed yet */
-const liveDirs = new Set();
-let exitHooked = false;
+const liveDirs = new Set()
+let exitHooked = false
 
 function hookExit() {
-  if (exitHooked) return;
-  exitHooked = true;
+  if (exitHooked) return
+  exitHooked = true
   process.on('exit', () => {
     for (const c of liveChildren) {
-      if (c.exitCode !== null || c.signalCode !== null || !c.pid) continue;
-      try { process.kill(c.pid, 'SIGCONT'); } catch { /* gone */ }
-      try { process.kill(c.pid, 'SIGKILL'); } catch { /* gone */ }
+      if (c.exitCode !== null || c.signalCode !== null || !c.pid) continue
+      try {
+        process.kill(c.pid, 'SIGCONT')
+      } catch {
+        /* gone */
+      }
+      try {
+        process.kill(c.pid, 'SIGKILL')
+      } catch {
+        /* gone */
+      }
     }
     for (const d of liveDirs) {
-      try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ }
+      try {
+        fs.rmSync(d, { recursive: true, force: true })
+      } catch {
+        /* best effort */
+      }
     }
-  });
+  })
 }
 
 /** `spawn`, with the child registered for the kill at process exit. */
 function spawnTracked(cmd, args, options) {
-  hookExit();
-  const child = spawn(cmd, args, options);
-  if (child.pid) liveChildren.add(child);
-  const forget = () => liveChildren.delete(child);
-  child.once('exit', forget);
-  child.once('error', forget);
-  return child;
+  hookExit()
+  const child = spawn(cmd, args, options)
+  if (child.pid) liveChildren.add(child)
+  const forget = () => liveChildren.delete(child)
+  child.once('exit', forget)
+  child.once('error', forget)
+  return child
 }
 
 // ---------------------------------------------------------------------------------------------
 // Keys and time
 // ---------------------------------------------------------------------------------------------
 
-let prefixSeq = 0;
+let prefixSeq = 0
 
 /**
  * A key prefix no other test (of this process or of a concurrent one) uses:
@@ -74,7 +86,7 @@ let prefixSeq = 0;
  * @returns {string}
  */
 export function uniquePrefix(name = 'k') {
-  return `rg-${process.pid}-${++prefixSeq}-${String(name).replace(/[^A-Za-z0-9_.:-]/g, '_')}:`;
+  return `rg-${process.pid}-${++prefixSeq}-${String(name).replace(/[^A-Za-z0-9_.:-]/g, '_')}:`
 }
 
 /**
@@ -85,12 +97,12 @@ export function uniquePrefix(name = 'k') {
  *   `ms` from `performance.now()`
  */
 export async function timed(fnOrPromise) {
-  const t0 = performance.now();
+  const t0 = performance.now()
   try {
-    const value = await (typeof fnOrPromise === 'function' ? fnOrPromise() : fnOrPromise);
-    return { ms: performance.now() - t0, value };
+    const value = await (typeof fnOrPromise === 'function' ? fnOrPromise() : fnOrPromise)
+    return { ms: performance.now() - t0, value }
   } catch (error) {
-    return { ms: performance.now() - t0, error };
+    return { ms: performance.now() - t0, error }
   }
 }
 
@@ -104,21 +116,21 @@ export async function timed(fnOrPromise) {
  * @param {string} [tag]
  */
 export async function makeTempDir(tag = 'tmp') {
-  hookExit();
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `redis-guard-test-${tag}-`));
-  liveDirs.add(dir);
-  return dir;
+  hookExit()
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `redis-guard-test-${tag}-`))
+  liveDirs.add(dir)
+  return dir
 }
 
 /** Remove a directory made by `makeTempDir` (never throws). */
 export async function removeTempDir(dir) {
-  if (!dir) return;
-  await fsp.rm(dir, { recursive: true, force: true }).catch(() => {});
-  liveDirs.delete(dir);
+  if (!dir) return
+  await fsp.rm(dir, { recursive: true, force: true }).catch(() => {})
+  liveDirs.delete(dir)
 }
 
-let scriptDir;
-let scriptSeq = 0;
+let scriptDir
+let scriptSeq = 0
 
 /**
  * Write `source` to a file of its own in a process-wide temp dir (removed at exit); returns its
@@ -128,10 +140,10 @@ let scriptSeq = 0;
  * @param {{ name?: string, type?: 'module' | 'commonjs' }} [opts]
  */
 export async function writeScript(source, { name = 'script', type = 'module' } = {}) {
-  scriptDir ??= await makeTempDir('scripts');
-  const file = path.join(scriptDir, `${name}-${++scriptSeq}.${type === 'commonjs' ? 'cjs' : 'mjs'}`);
-  await fsp.writeFile(file, source);
-  return file;
+  scriptDir ??= await makeTempDir('scripts')
+  const file = path.join(scriptDir, `${name}-${++scriptSeq}.${type === 'commonjs' ? 'cjs' : 'mjs'}`)
+  await fsp.writeFile(file, source)
+  return file
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,35 +173,39 @@ export async function writeScript(source, { name = 'script', type = 'module' } =
  */
 export function run(cmd, args, { cwd, env, input, timeout = 30_000 } = {}) {
   return new Promise((resolve, reject) => {
-    const t0 = Date.now();
+    const t0 = Date.now()
     const child = spawnTracked(cmd, args, {
       cwd,
       env,
       stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    })
+    let stdout = ''
+    let stderr = ''
+    let timedOut = false
+    child.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d
+    })
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d
+    })
     const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeout);
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeout)
     child.once('error', (err) => {
-      clearTimeout(timer);
-      reject(err.code === 'ENOENT' ? new Error(`${cmd} not found on PATH`, { cause: err }) : err);
-    });
+      clearTimeout(timer)
+      reject(err.code === 'ENOENT' ? new Error(`${cmd} not found on PATH`, { cause: err }) : err)
+    })
     child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      const exitedAt = Date.now();
-      resolve({ code, signal, timedOut, stdout, stderr, ms: exitedAt - t0, exitedAt });
-    });
+      clearTimeout(timer)
+      const exitedAt = Date.now()
+      resolve({ code, signal, timedOut, stdout, stderr, ms: exitedAt - t0, exitedAt })
+    })
     if (input !== undefined) {
-      child.stdin.on('error', () => {});
-      child.stdin.end(input);
+      child.stdin.on('error', () => {})
+      child.stdin.end(input)
     }
-  });
+  })
 }
 
 /**
@@ -201,12 +217,12 @@ export function run(cmd, args, { cwd, env, input, timeout = 30_000 } = {}) {
  * @returns {Promise<RunResult>}
  */
 export async function runOk(cmd, args, opts) {
-  const r = await run(cmd, args, opts);
+  const r = await run(cmd, args, opts)
   if (r.code !== 0 || r.timedOut) {
-    const how = r.timedOut ? `timed out after ${opts?.timeout ?? 30_000} ms` : `exited with ${r.code ?? r.signal}`;
-    throw Object.assign(new Error(`${cmd} ${args.join(' ')} ${how}:\n${r.stdout}${r.stderr}`), r);
+    const how = r.timedOut ? `timed out after ${opts?.timeout ?? 30_000} ms` : `exited with ${r.code ?? r.signal}`
+    throw Object.assign(new Error(`${cmd} ${args.join(' ')} ${how}:\n${r.stdout}${r.stderr}`), r)
   }
-  return r;
+  return r
 }
 
 /**
@@ -215,8 +231,8 @@ export async function runOk(cmd, args, opts) {
  * @param {string} [marker]
  */
 export function resultLine(stdout, marker = 'RESULT ') {
-  const line = stdout.split('\n').find((l) => l.startsWith(marker));
-  return line === undefined ? undefined : JSON.parse(line.slice(marker.length));
+  const line = stdout.split('\n').find((l) => l.startsWith(marker))
+  return line === undefined ? undefined : JSON.parse(line.slice(marker.length))
 }
 
 /**
@@ -230,9 +246,9 @@ export function resultLine(stdout, marker = 'RESULT ') {
  * @returns {Promise<RunResult & { result: any }>}
  */
 export async function runNode(source, { args = [], nodeArgs = [], type, name = 'snippet', ...opts } = {}) {
-  const file = typeof source === 'string' ? await writeScript(source, { name, type }) : source.file;
-  const r = await run(process.execPath, [...nodeArgs, file, ...args], opts);
-  return { ...r, result: resultLine(r.stdout) };
+  const file = typeof source === 'string' ? await writeScript(source, { name, type }) : source.file
+  const r = await run(process.execPath, [...nodeArgs, file, ...args], opts)
+  return { ...r, result: resultLine(r.stdout) }
 }
 
 /**
@@ -260,84 +276,108 @@ export async function runNode(source, { args = [], nodeArgs = [], type, name = '
  * @returns {Promise<NodeChild>}
  */
 export async function spawnNode(script, args = [], { nodeArgs = [], cwd, env } = {}) {
-  const file = typeof script === 'string' ? script : await writeScript(script.source, script);
-  const child = spawnTracked(process.execPath, [...nodeArgs, file, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] });
-  const lines = [];
-  let waiters = [];
+  const file = typeof script === 'string' ? script : await writeScript(script.source, script)
+  const child = spawnTracked(process.execPath, [...nodeArgs, file, ...args], {
+    cwd,
+    env,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  })
+  const lines = []
+  let waiters = []
   const wake = () => {
-    const w = waiters;
-    waiters = [];
-    for (const f of w) f();
-  };
-  let buf = '';
-  let stdout = '';
-  let stderr = '';
+    const w = waiters
+    waiters = []
+    for (const f of w) f()
+  }
+  let buf = ''
+  let stdout = ''
+  let stderr = ''
   child.stdout.setEncoding('utf8').on('data', (d) => {
-    stdout += d;
-    buf += d;
-    let i;
+    stdout += d
+    buf += d
+    let i
     while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
+      const line = buf.slice(0, i)
+      buf = buf.slice(i + 1)
       try {
-        lines.push(JSON.parse(line));
+        lines.push(JSON.parse(line))
       } catch {
-        lines.push({ text: line });
+        lines.push({ text: line })
       }
     }
-    wake();
-  });
-  child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
-  child.stdin.on('error', () => {});
-  let exitInfo = null;
+    wake()
+  })
+  child.stderr.setEncoding('utf8').on('data', (d) => {
+    stderr += d
+  })
+  child.stdin.on('error', () => {})
+  let exitInfo = null
   const exited = new Promise((resolve) => {
     child.once('exit', (code, signal) => {
-      exitInfo = { code, signal };
-      resolve(exitInfo);
-      wake();
-    });
-  });
+      exitInfo = { code, signal }
+      resolve(exitInfo)
+      wake()
+    })
+  })
   return {
     child,
     exited,
     lines,
-    get stdout() { return stdout; },
-    get stderr() { return stderr; },
+    get stdout() {
+      return stdout
+    },
+    get stderr() {
+      return stderr
+    },
     write(data) {
-      child.stdin.write(data);
+      child.stdin.write(data)
     },
     async next(pred, timeout = 10_000) {
-      const deadline = Date.now() + timeout;
+      const deadline = Date.now() + timeout
       for (;;) {
-        const i = lines.findIndex(pred);
-        if (i >= 0) return lines.splice(i, 1)[0];
-        if (exitInfo) throw new Error(`child exited (${JSON.stringify(exitInfo)}) before the expected line; stderr:\n${stderr}`);
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`timed out waiting for a line from the child; stderr:\n${stderr}`);
+        const i = lines.findIndex(pred)
+        if (i >= 0) return lines.splice(i, 1)[0]
+        if (exitInfo)
+          throw new Error(`child exited (${JSON.stringify(exitInfo)}) before the expected line; stderr:\n${stderr}`)
+        const left = deadline - Date.now()
+        if (left <= 0) throw new Error(`timed out waiting for a line from the child; stderr:\n${stderr}`)
         await new Promise((resolve) => {
-          const t = setTimeout(resolve, left);
+          const t = setTimeout(resolve, left)
           waiters.push(() => {
-            clearTimeout(t);
-            resolve();
-          });
-        });
+            clearTimeout(t)
+            resolve()
+          })
+        })
       }
     },
     async waitExit(timeout) {
-      let t;
-      const r = await Promise.race([exited, new Promise((resolve) => { t = setTimeout(() => resolve(null), timeout); })]);
-      clearTimeout(t);
-      if (!r) throw new Error(`child did not exit within ${timeout} ms; stderr:\n${stderr}`);
-      return r;
+      let t
+      const r = await Promise.race([
+        exited,
+        new Promise((resolve) => {
+          t = setTimeout(() => resolve(null), timeout)
+        }),
+      ])
+      clearTimeout(t)
+      if (!r) throw new Error(`child did not exit within ${timeout} ms; stderr:\n${stderr}`)
+      return r
     },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
-        try { process.kill(child.pid, 'SIGCONT'); } catch { /* gone */ }
-        try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
+        try {
+          process.kill(child.pid, 'SIGCONT')
+        } catch {
+          /* gone */
+        }
+        try {
+          process.kill(child.pid, 'SIGKILL')
+        } catch {
+          /* gone */
+        }
       }
-      await exited;
+      await exited
     },
-  };
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,16 +390,17 @@ export async function spawnNode(script, args = [], { nodeArgs = [], cwd, env } =
  */
 export async function listen(app) {
   const server = await new Promise((resolve, reject) => {
-    const s = app.listen(0, '127.0.0.1', (err) => (err ? reject(err) : resolve(s)));
-    s.once('error', reject);
-  });
-  const { port } = server.address();
+    const s = app.listen(0, '127.0.0.1', (err) => (err ? reject(err) : resolve(s)))
+    s.once('error', reject)
+  })
+  const { port } = server.address()
   return {
     url: `http://127.0.0.1:${port}`,
     port,
-    close: () => new Promise((resolve) => {
-      server.close(() => resolve());
-      server.closeAllConnections();
-    }),
-  };
+    close: () =>
+      new Promise((resolve) => {
+        server.close(() => resolve())
+        server.closeAllConnections()
+      }),
+  }
 }

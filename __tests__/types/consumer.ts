@@ -35,10 +35,23 @@ app.use(
     store: new RedisStore({ client, prefix: 'login:', onUnavailable: 'deny', blockOverLimit: false }),
   }),
 )
-app.use(slowDown({ windowMs: 60_000, delayAfter: 5, delayMs: (used: number) => (used - 5) * 100, store: new RedisStore({ url: 'redis://127.0.0.1:6380', prefix: 'sd:' }) }))
+app.use(
+  slowDown({
+    windowMs: 60_000,
+    delayAfter: 5,
+    delayMs: (used: number) => (used - 5) * 100,
+    store: new RedisStore({ url: 'redis://127.0.0.1:6380', prefix: 'sd:' }),
+  }),
+)
 
 // Assignable to express-rate-limit's Store type as a value, too.
-const options: RedisStoreOptions = { client, prefix: 'x:', onUnavailable: 'memory', resetExpiryOnChange: false, fallbackMaxKeys: 1000 }
+const options: RedisStoreOptions = {
+  client,
+  prefix: 'x:',
+  onUnavailable: 'memory',
+  resetExpiryOnChange: false,
+  fallbackMaxKeys: 1000,
+}
 const store: Store = new RedisStore(options)
 const plain = new RedisStore()
 
