@@ -1,7 +1,7 @@
 //! Every failure redis-guard reports, mapped to a stable code.
 //!
 //! napi cannot attach `.code` to the rejection of an `async fn`, so the code travels in the
-//! message as a `[CODE] ` prefix and `index.js` turns it into a `RedisGuardError` with `.code`
+//! message as a `[CODE] ` prefix and `lib/errors.js` turns it into a `RedisGuardError` with `.code`
 //! (the libsql-js way). Messages never contain a secret: callers pass masked text only.
 
 use std::fmt;

@@ -1,5 +1,5 @@
 //! Logging: redis-guard emits `tracing` events (target `redis_guard`, with a `client` field); a
-//! global layer forwards them to the JS logger registered by that client. `index.js` supplies a
+//! global layer forwards them to the JS logger registered by that client. `lib/client.js` supplies a
 //! default logger (one line per state change) and lets the app plug in its own or silence it.
 //! Every message and field is masked by the client before it is emitted.
 

@@ -504,7 +504,7 @@ impl ClientInner {
     }
   }
 
-  /// While the circuit is not closed: PING every `probe_interval` once fred is connected.
+  /// While the circuit is open (Redis not known to answer): PING every `probe_interval` once fred is connected.
   fn spawn_probe(self: &Arc<Self>) {
     if self.probing.swap(true, Ordering::AcqRel) {
       return;
@@ -639,7 +639,7 @@ impl ClientInner {
     let ge = from_fred(e, &|t| self.settings.mask(t));
     if crate::redis::scripts::is_redirect(e) {
       // A cluster slot that kept moving for the whole retry budget: this call falls back, the
-      // circuit stays closed (the cluster answers; the next call finds the slot's new owner).
+      // circuit stays up (the cluster answers; the next call finds the slot's new owner).
       return GuardError::new(Code::Unavailable, ge.message);
     }
     if ge.message.contains("READONLY")
@@ -707,7 +707,7 @@ pub struct HealthResult {
   pub error: Option<String>,
 }
 
-/// The native half of `RedisClient` (`index.js` wraps it). Holds one connection to Redis.
+/// The native half of `RedisClient` (`lib/client.js` wraps it). Holds one connection to Redis.
 #[napi]
 pub struct NativeClient {
   pub(crate) inner: Arc<ClientInner>,

@@ -2,7 +2,7 @@
 //! once at construction into a validated [`Settings`]. Every error is a `Code::Config`
 //! `GuardError` whose message never contains the password.
 //!
-//! The rest of the crate never reads the environment: `index.js` passes the relevant variables.
+//! The rest of the crate never reads the environment: `lib/client.js` passes the relevant variables.
 
 use std::collections::HashMap;
 use std::time::Duration;
