@@ -41,6 +41,7 @@ import express4 from 'express4'
 import { rateLimit } from 'express-rate-limit'
 
 import { freePort, startRedis, waitFor } from './helpers/redis.mjs'
+import { listen, uniquePrefix } from './helpers/utils.mjs'
 import { RedisClient, RedisStore } from '../index.mjs'
 
 const EXPRESSES = [
@@ -51,9 +52,6 @@ const MINUTE = 60_000
 /** The short window of the tests that wait for a reset. */
 const W = 500
 
-let seq = 0
-/** A key prefix of this test run only. */
-const uniquePrefix = (name) => `rgcf-${process.pid}-${++seq}-${name}:`
 const newClient = (url, opts = {}) => new RedisClient({ url, logger: false, ...opts })
 
 /** No window of this file is longer than this: a reset time further ahead is a failure, not a wait. */
@@ -130,24 +128,6 @@ function makeApp(express, middleware, { onHang } = {}) {
   app.get('/hang', (req) => onHang?.(req))
   app.use((err, _req, res, _next) => res.status(500).send(String(err?.code ?? err?.message ?? err)))
   return { app, seen, last: () => seen[seen.length - 1] }
-}
-
-/** Listen on 127.0.0.1:0; resolves `{ url, port, close }`. */
-async function listen(app) {
-  const server = await new Promise((resolve, reject) => {
-    const s = app.listen(0, '127.0.0.1', (err) => (err ? reject(err) : resolve(s)))
-    s.once('error', reject)
-  })
-  const { port } = server.address()
-  return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve())
-        server.closeAllConnections()
-      }),
-  }
 }
 
 /** GET `path`; resolves `{ status, headers, body }` (body parsed as JSON when it is JSON). */

@@ -20,101 +20,20 @@
  * @module __tests__/helpers/redis
  */
 
-import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
 import net from 'node:net'
-import os from 'node:os'
 import path from 'node:path'
 import tls from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
 
+import { makeTempDir as makeDir, removeTempDir as removeDir, run as runCommand, spawnTracked } from './utils.mjs'
+
 const HOST = '127.0.0.1'
-const TMP_PREFIX = 'redis-guard-test-'
+/** A fresh temp dir `redis-guard-test-<extra>*` (utils.mjs removes it at exit). */
+const makeTempDir = (extra = '') => makeDir(extra ? extra.replace(/-$/, '') : 'redis')
 /** Ports we must never hand out (a developer's own Redis, its cluster bus). */
 const FORBIDDEN_PORTS = new Set([6379, 16379, 26379])
-
-// ---------------------------------------------------------------------------
-// Global registry + synchronous cleanup at process exit
-// ---------------------------------------------------------------------------
-
-/** @type {Set<import('node:child_process').ChildProcess>} every live child we spawned */
-const liveProcs = new Set()
-/** @type {Set<string>} every temp dir we created and have not removed yet */
-const liveDirs = new Set()
-let cleanupInstalled = false
-
-/** Kill every registered child and remove every temp dir, synchronously. */
-function cleanupSync() {
-  for (const child of liveProcs) {
-    if (child.exitCode !== null || child.signalCode !== null || !child.pid) continue
-    try {
-      process.kill(child.pid, 'SIGCONT')
-    } catch {
-      /* already gone */
-    }
-    try {
-      process.kill(child.pid, 'SIGKILL')
-    } catch {
-      /* already gone */
-    }
-  }
-  liveProcs.clear()
-  for (const dir of liveDirs) {
-    try {
-      fs.rmSync(dir, { recursive: true, force: true })
-    } catch {
-      /* best effort */
-    }
-  }
-  liveDirs.clear()
-}
-
-function installCleanup() {
-  if (cleanupInstalled) return
-  cleanupInstalled = true
-  process.on('exit', cleanupSync)
-  // 'exit' does not fire when Node is killed by a signal (e.g. the test runner
-  // timing a file out with SIGTERM, or Ctrl-C). Clean up, then re-raise the
-  // signal so the default behaviour (terminate) still happens — unless
-  // somebody else also listens for it, in which case we leave it to them.
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-    process.once(sig, () => {
-      cleanupSync()
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
-    })
-  }
-}
-
-/**
- * Spawn a child process and put it in the registry (removed again on exit).
- * @param {string} cmd
- * @param {string[]} args
- * @param {import('node:child_process').SpawnOptions} options
- */
-function spawnTracked(cmd, args, options) {
-  installCleanup()
-  const child = spawn(cmd, args, options)
-  if (child.pid) liveProcs.add(child)
-  const forget = () => liveProcs.delete(child)
-  child.once('exit', forget)
-  child.once('error', forget)
-  return child
-}
-
-/** Create a fresh temp dir `redis-guard-test-*` under os.tmpdir(). */
-async function makeTempDir(extraPrefix = '') {
-  installCleanup()
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), TMP_PREFIX + extraPrefix))
-  liveDirs.add(dir)
-  return dir
-}
-
-async function removeDir(dir) {
-  if (!dir) return
-  await fsp.rm(dir, { recursive: true, force: true }).catch(() => {})
-  liveDirs.delete(dir)
-}
 
 // ---------------------------------------------------------------------------
 // Small utilities
@@ -152,44 +71,15 @@ export async function waitFor(fn, { timeout = 10_000, interval = 100, what = 'co
 }
 
 /**
- * Run a command, collect its output. Resolves `{ code, signal, stdout, stderr }`
- * (never rejects on a non-zero exit; rejects on spawn failure or timeout).
+ * Run a command, collect its output. Resolves `{ code, signal, stdout, stderr }` (never rejects
+ * on a non-zero exit; rejects on spawn failure or timeout).
  */
-function run(cmd, args, { timeout = 10_000, input, cwd } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawnTracked(cmd, args, {
-      cwd,
-      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    })
-    let stdout = ''
-    let stderr = ''
-    let timedOut = false
-    child.stdout.setEncoding('utf8').on('data', (d) => {
-      stdout += d
-    })
-    child.stderr.setEncoding('utf8').on('data', (d) => {
-      stderr += d
-    })
-    const timer = setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, timeout)
-    child.once('error', (err) => {
-      clearTimeout(timer)
-      reject(err.code === 'ENOENT' ? new Error(`${cmd} not found on PATH`, { cause: err }) : err)
-    })
-    child.once('close', (code, signal) => {
-      clearTimeout(timer)
-      if (timedOut) {
-        const e = new Error(`${cmd} ${args.join(' ')} timed out after ${timeout} ms`)
-        Object.assign(e, { stdout, stderr })
-        reject(e)
-      } else {
-        resolve({ code, signal, stdout, stderr })
-      }
-    })
-    if (input !== undefined) child.stdin.end(input)
-  })
+async function run(cmd, args, { timeout = 10_000, input, cwd } = {}) {
+  const r = await runCommand(cmd, args, { timeout, input, cwd })
+  if (r.timedOut) {
+    throw Object.assign(new Error(`${cmd} ${args.join(' ')} timed out after ${timeout} ms`), r)
+  }
+  return r
 }
 
 /** Like run(), but rejects on non-zero exit and returns trimmed stdout. */

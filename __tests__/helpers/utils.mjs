@@ -28,45 +28,64 @@ export const INDEX_MJS_URL = pathToFileURL(path.join(ROOT, 'index.mjs')).href
 // Process-exit cleanup
 // ---------------------------------------------------------------------------------------------
 
-/** @type {Set<import('node:child_process').ChildProcess>} children still running */
-const liveChildren = new Set()
-/** @type {Set<string>} temp dirs not removed yet */
+/** @type {Set<import('node:child_process').ChildProcess>} every live child spawned here */
+const liveProcs = new Set()
+/** @type {Set<string>} every temp dir made here and not removed yet */
 const liveDirs = new Set()
-let exitHooked = false
+let cleanupInstalled = false
 
-function hookExit() {
-  if (exitHooked) return
-  exitHooked = true
-  process.on('exit', () => {
-    for (const c of liveChildren) {
-      if (c.exitCode !== null || c.signalCode !== null || !c.pid) continue
-      try {
-        process.kill(c.pid, 'SIGCONT')
-      } catch {
-        /* gone */
-      }
-      try {
-        process.kill(c.pid, 'SIGKILL')
-      } catch {
-        /* gone */
-      }
+/** Kill every registered child and remove every temp dir, synchronously. */
+function cleanupSync() {
+  for (const child of liveProcs) {
+    if (child.exitCode !== null || child.signalCode !== null || !child.pid) continue
+    try {
+      process.kill(child.pid, 'SIGCONT')
+    } catch {
+      /* already gone */
     }
-    for (const d of liveDirs) {
-      try {
-        fs.rmSync(d, { recursive: true, force: true })
-      } catch {
-        /* best effort */
-      }
+    try {
+      process.kill(child.pid, 'SIGKILL')
+    } catch {
+      /* already gone */
     }
-  })
+  }
+  liveProcs.clear()
+  for (const dir of liveDirs) {
+    try {
+      fs.rmSync(dir, { recursive: true, force: true })
+    } catch {
+      /* best effort */
+    }
+  }
+  liveDirs.clear()
 }
 
-/** `spawn`, with the child registered for the kill at process exit. */
-function spawnTracked(cmd, args, options) {
-  hookExit()
+function installCleanup() {
+  if (cleanupInstalled) return
+  cleanupInstalled = true
+  process.on('exit', cleanupSync)
+  // 'exit' does not fire when Node is killed by a signal (e.g. the test runner timing a file
+  // out with SIGTERM, or Ctrl-C). Clean up, then re-raise the signal so the default behaviour
+  // (terminate) still happens — unless somebody else also listens for it.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(sig, () => {
+      cleanupSync()
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig)
+    })
+  }
+}
+
+/**
+ * `spawn`, with the child registered for the kill at process exit (removed again on its exit).
+ * @param {string} cmd
+ * @param {string[]} args
+ * @param {import('node:child_process').SpawnOptions} options
+ */
+export function spawnTracked(cmd, args, options) {
+  installCleanup()
   const child = spawn(cmd, args, options)
-  if (child.pid) liveChildren.add(child)
-  const forget = () => liveChildren.delete(child)
+  if (child.pid) liveProcs.add(child)
+  const forget = () => liveProcs.delete(child)
   child.once('exit', forget)
   child.once('error', forget)
   return child
@@ -116,7 +135,7 @@ export async function timed(fnOrPromise) {
  * @param {string} [tag]
  */
 export async function makeTempDir(tag = 'tmp') {
-  hookExit()
+  installCleanup()
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `redis-guard-test-${tag}-`))
   liveDirs.add(dir)
   return dir
