@@ -230,4 +230,4 @@ class RedisClient {
   }
 }
 
-module.exports = { RedisClient, sendHealth }
+module.exports = { RedisClient }
