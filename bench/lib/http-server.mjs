@@ -24,10 +24,10 @@ const diag = { batches: 0, items: 0 }
 const native = p.store.startsWith('redis-guard') && s.store && s.store._batch && s.store._batch.native
 if (native && typeof native.submit === 'function') {
   const submit = native.submit
-  native.submit = (id, ops, keys) => {
+  native.submit = (id, ops, keys, ...rest) => {
     diag.batches++
     diag.items += keys.length
-    return submit(id, ops, keys)
+    return submit.call(native, id, ops, keys, ...rest)
   }
 }
 

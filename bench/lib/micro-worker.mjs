@@ -69,10 +69,10 @@ async function main(p) {
     const native = s.store && s.store._batch && s.store._batch.native
     if (contender.startsWith('redis-guard') && native && typeof native.submit === 'function') {
       const submit = native.submit
-      native.submit = (id, ops, ks) => {
+      native.submit = (id, ops, ks, ...rest) => {
         diag.batches++
         diag.items += ks.length
-        return submit(id, ops, ks)
+        return submit.call(native, id, ops, ks, ...rest)
       }
     }
     const keys = Array.from({ length: DISTINCT_KEYS }, (_, i) => `k${i}`)
