@@ -9,22 +9,14 @@ import { after, before, describe, test } from 'node:test'
 
 import Redis from 'ioredis'
 
-import { parseInfo, startRedis, waitFor } from './helpers/redis.mjs'
+import { CLUSTER_NODE_ARGS, parseInfo, startRedis, waitFor } from './helpers/redis.mjs'
 import { RedisClient, RedisStore } from '../index.mjs'
 
 /** One cluster-enabled redis-server owning every slot, as a user starts it by hand. */
 async function startOneNodeCluster({ tls = false } = {}) {
   const node = await startRedis({
     tls,
-    args: [
-      '--cluster-enabled',
-      'yes',
-      '--cluster-config-file',
-      'nodes.conf',
-      '--cluster-node-timeout',
-      '2000',
-      ...(tls ? ['--tls-cluster', 'yes'] : []),
-    ],
+    args: [...CLUSTER_NODE_ARGS, ...(tls ? ['--tls-cluster', 'yes'] : [])],
   })
   try {
     assert.equal(await node.cli('CLUSTER', 'ADDSLOTSRANGE', '0', '16383'), 'OK')

@@ -727,6 +727,16 @@ export function parseInfo(text) {
   return out
 }
 
+/** The redis-server arguments of a cluster node (its config file in its own temp dir). */
+export const CLUSTER_NODE_ARGS = [
+  '--cluster-enabled',
+  'yes',
+  '--cluster-config-file',
+  'nodes.conf',
+  '--cluster-node-timeout',
+  '2000',
+]
+
 /**
  * Start a Redis Cluster: `primaries * (1 + replicas)` nodes with
  * `--cluster-enabled yes --cluster-config-file nodes.conf` (inside each
@@ -746,15 +756,7 @@ export function parseInfo(text) {
 export async function startCluster({ primaries = 3, replicas = 0, password, args = [] } = {}) {
   if (primaries < 3) throw new Error('a Redis Cluster needs at least 3 primaries')
   const total = primaries * (1 + replicas)
-  const nodeArgs = [
-    '--cluster-enabled',
-    'yes',
-    '--cluster-config-file',
-    'nodes.conf',
-    '--cluster-node-timeout',
-    '2000',
-    ...args,
-  ]
+  const nodeArgs = [...CLUSTER_NODE_ARGS, ...args]
   const settled = await Promise.allSettled(
     Array.from({ length: total }, () => startRedis({ password, args: nodeArgs })),
   )

@@ -140,20 +140,9 @@ export function reshard({ port, fromId, toId, slots, timeout = 60_000 }) {
  *   stop: () => Promise<void> }>}  `url` is `rediss-cluster://127.0.0.1:P1?node=...`
  */
 export async function startTlsCluster() {
-  const { makeCerts, parseInfo, startRedis, waitFor } = await import('./redis.mjs')
+  const { CLUSTER_NODE_ARGS, makeCerts, parseInfo, startRedis, waitFor } = await import('./redis.mjs')
   const certs = await makeCerts()
-  const args = [
-    '--cluster-enabled',
-    'yes',
-    '--cluster-config-file',
-    'nodes.conf',
-    '--cluster-node-timeout',
-    '2000',
-    '--tls-cluster',
-    'yes',
-    '--tls-replication',
-    'yes',
-  ]
+  const args = [...CLUSTER_NODE_ARGS, '--tls-cluster', 'yes', '--tls-replication', 'yes']
   const settled = await Promise.allSettled([0, 1, 2].map(() => startRedis({ tls: true, args })))
   const nodes = settled.filter((r) => r.status === 'fulfilled').map((r) => r.value)
   const stop = async () => {
