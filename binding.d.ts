@@ -34,7 +34,36 @@ export declare class NativeBatcher {
   submit(id: number, ops: Uint8Array, keys: Array<string>, nums?: Float64Array | undefined | null, bytes?: Uint8Array | undefined | null): void
 }
 
-/** The native half of `RedisClient` (`index.js` wraps it). Holds one connection to Redis. */
+/** The native half of `Cache` (lib/cache.js). */
+export declare class NativeCache {
+  /**
+   * A query cache on `client` for keys `${prefix}${key}` (the default prefix is `cache:`).
+   * `onUnavailable`: `memory` (a bounded per-process map), `bypass` (misses, writes dropped)
+   * or `deny` (reject); the default value is `memory`. `maxKeys`: most entries of the memory
+   * tier (which also holds at most 64 MiB); the default value is the client's
+   * `fallbackMaxKeys` (100000).
+   */
+  constructor(client: NativeClient, prefix?: string | undefined | null, onUnavailable?: string | undefined | null, maxKeys?: number | undefined | null)
+  /**
+   * The batcher of this cache: ops `CACHE_*` on keys, one number in (a set's TTL in ms) and
+   * bytes (a set's value; empty otherwise); four numbers out per call: status (`CACHE_REDIS`,
+   * `CACHE_MEMORY`, `CACHE_BYPASS`; negative: an error code), found (get, has: 1 or 0; set: 1
+   * when stored; delete: keys deleted), and the offset and length of a get's value bytes
+   * (offset -1: none).
+   */
+  batcher(): NativeBatcher
+  /**
+   * Delete every key of this cache's prefix (SCAN + UNLINK on every primary, never KEYS) and
+   * empty the memory tier. Resolves the number of Redis keys deleted; rejects with
+   * `ERR_REDIS_GUARD_INVALID_ARG` for an empty prefix (it would clear the whole database) and
+   * `ERR_REDIS_GUARD_UNAVAILABLE` while Redis is unavailable, whatever the policy.
+   */
+  clear(): Promise<number>
+  /** Entries held by the memory tier now. The default value is `0` (nothing held until an outage). */
+  fallbackSize(): number
+}
+
+/** The native half of `RedisClient` (`lib/client.js` wraps it). Holds one connection to Redis. */
 export declare class NativeClient {
   /**
    * `optionsJson`: the options as JSON; `envJson`: the relevant environment variables as JSON;
@@ -98,6 +127,36 @@ export declare class NativeStore {
   /** Keys held by the memory fallback. */
   fallbackSize(): number
 }
+
+/**
+ * Result status: bypassed (`onUnavailable: 'bypass'`, Redis unavailable): a miss, a write
+ * dropped.
+ */
+export declare const CACHE_BYPASS: number
+
+/** Cache op: delete a key (`UNLINK`). */
+export declare const CACHE_DELETE: number
+
+/** Cache op: read a key's value (bytes out, or none for a miss). */
+export declare const CACHE_GET: number
+
+/** Cache op: whether a key holds a value (`EXISTS`). */
+export declare const CACHE_HAS: number
+
+/**
+ * The longest cache key, in bytes (UTF-8), without the prefix. Longer keys are
+ * `ERR_REDIS_GUARD_INVALID_ARG`. The value is `8192`.
+ */
+export declare const CACHE_MAX_KEY_BYTES: number
+
+/** Result status: the memory tier answered (`onUnavailable: 'memory'`, Redis unavailable). */
+export declare const CACHE_MEMORY: number
+
+/** Result status (the first of four numbers): Redis decided. */
+export declare const CACHE_REDIS: number
+
+/** Cache op: write a key's value (the call's bytes) for a TTL in ms (the call's number). */
+export declare const CACHE_SET: number
 
 /**
  * The wall clock in ms since the epoch, read here rather than with `Date.now()`: fake-timer

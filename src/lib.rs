@@ -5,9 +5,11 @@
 //! - `redis/`: the Lua scripts, how a batch of script calls is sent, cluster slots;
 //! - `batch/`: the one JS↔Rust crossing every feature rides (payload, runner, completion);
 //! - `fallback/`: the bounded in-process state used while Redis is unavailable;
-//! - the features, each one file on the batch core: `store.rs` (rate limits), `lock.rs`.
+//! - the features, each one file on the batch core: `store.rs` (rate limits), `lock.rs`,
+//!   `cache.rs` (the query cache).
 
 mod batch;
+mod cache;
 mod clock;
 mod connection;
 mod error;

@@ -1,13 +1,15 @@
 //! The in-memory fallback used while Redis is unavailable: bounded fixed windows for the
-//! rate-limit store and a process-local lock table for locks. Both hold at most `max_keys`
-//! entries; the oldest entry is evicted first, so memory and per-call cost stay flat under a
-//! flood of distinct keys.
+//! rate-limit store, a process-local lock table for locks, and serialized entries for the query
+//! cache. All hold at most `max_keys` entries; the oldest entry is evicted first, so memory and
+//! per-call cost stay flat under a flood of distinct keys.
 
+mod cache;
 mod locks;
 mod windows;
 
 use std::borrow::Cow;
 
+pub use cache::{MemoryCache, CACHE_FALLBACK_MAX_BYTES};
 pub use locks::{process_locks, Locks};
 pub use windows::Windows;
 

@@ -146,6 +146,54 @@ return out"#,
   )
 });
 
+/// Every query-cache operation of a batch in one script call (one slot; see cache.rs). `ARGV[1]`
+/// has one letter per op, one key per op; then each op takes, in order, only the args its kind
+/// uses:
+/// - `g` `GET`: the value, or false when there is none;
+/// - `s` `SET key value PX ttl` (args: value, TTL ms): 1 — the plain value with a TTL, what
+///   `SETEX key ttl value` writes;
+/// - `d` `UNLINK`: the number of keys deleted (0 or 1);
+/// - `h` `EXISTS`: 0 or 1.
+///
+/// A failing op (e.g. `WRONGTYPE`) yields -1 for that op only (-2 when Redis is out of memory:
+/// the caller's `onUnavailable` policy decides); `READONLY` (a demoted primary) fails the call.
+pub static CACHE_BATCH: LazyLock<Script> = LazyLock::new(|| {
+  Script::new(
+    r#"local ops = ARGV[1]
+local out = {}
+local a = 2
+for i = 1, #ops do
+  local op = string.sub(ops, i, i)
+  local k = KEYS[i]
+  local ok, r
+  if op == "g" then
+    ok, r = pcall(redis.call, "GET", k)
+  elseif op == "s" then
+    ok, r = pcall(redis.call, "SET", k, ARGV[a], "PX", ARGV[a + 1])
+    if ok then r = 1 end
+    a = a + 2
+  elseif op == "d" then
+    ok, r = pcall(redis.call, "UNLINK", k)
+  else
+    ok, r = pcall(redis.call, "EXISTS", k)
+  end
+  if ok then
+    out[i] = r
+  else
+    local e = tostring(type(r) == "table" and r.err or r)
+    if string.find(e, "READONLY", 1, true) then
+      return redis.error_reply(e)
+    elseif string.find(e, "OOM", 1, true) then
+      out[i] = -2
+    else
+      out[i] = -1
+    end
+  end
+end
+return out"#,
+  )
+});
+
 /// One script call of a batch.
 pub struct Call {
   pub script: &'static Script,
@@ -154,7 +202,7 @@ pub struct Call {
 }
 
 /// The cluster slot of a call: its first key's. Every script touches one slot only (the lock's
-/// fence key is built with `slot::companion_key`; store keys are single keys).
+/// fence key is built with `slot::companion_key`; store and cache keys are single keys).
 fn call_slot(c: &Call) -> u16 {
   c.keys
     .first()
