@@ -206,6 +206,72 @@ export declare class RedisStore {
   fallbackSize(): number
 }
 
+/** What the query cache does when Redis cannot be reached. */
+export type CacheUnavailablePolicy = 'memory' | 'bypass' | 'deny'
+
+/** How values become text and back. */
+export interface CacheSerializer {
+  stringify(value: unknown): string
+  parse(text: string): unknown
+}
+
+export interface CacheOptions {
+  /** The client to use. The default value is the default client (built from `REDIS_URL`, ...). */
+  client?: RedisClient
+  /** Key prefix: entries are `${prefix}${key}`. The default value is `'cache:'`. */
+  prefix?: string
+  /** TTL of an entry set without `ttlMs`, in ms (above 0, at most one year). The default value is `3600000` (one hour). */
+  ttlMs?: number
+  /**
+   * `'memory'`: a bounded per-process map while Redis is unavailable; `'bypass'`: misses, writes
+   * dropped; `'deny'`: reject with `ERR_REDIS_GUARD_UNAVAILABLE` / `ERR_REDIS_GUARD_TIMEOUT`.
+   * The default value is `'memory'`.
+   */
+  onUnavailable?: CacheUnavailablePolicy
+  /** Replaces JSON (`stringify` must return a string). The default value is `JSON`. */
+  serializer?: CacheSerializer
+  /** Largest serialized value (UTF-8 bytes); larger ones are `ERR_REDIS_GUARD_INVALID_ARG`. The default value is `1048576` (1 MiB). */
+  maxValueBytes?: number
+  /** Most entries of the memory tier (which also holds at most 64 MiB). The default value is the client's `fallbackMaxKeys` (100000). */
+  fallbackMaxKeys?: number
+}
+
+/** Counters of one Cache in this process. */
+export interface CacheStats {
+  hits: number
+  misses: number
+  sets: number
+  deletes: number
+  errors: number
+  fallbacks: number
+}
+
+/** A query cache: JSON values at `${prefix}${key}` with a TTL (wire-compatible with `SETEX cache:KEY ttl JSON`). */
+export declare class Cache {
+  constructor(options?: CacheOptions)
+  readonly client: RedisClient
+  readonly prefix: string
+  readonly ttlMs: number
+  /** The value, or undefined for a miss. */
+  get<T = unknown>(key: string): Promise<T | undefined>
+  /** true when stored (in Redis or the memory tier), false when dropped (`bypass`). */
+  set(key: string, value: unknown, options?: { ttlMs?: number }): Promise<boolean>
+  /** The values in order, undefined for misses (one batch). */
+  getMany<T = unknown>(keys: string[]): Promise<Array<T | undefined>>
+  /** How many were stored (one batch; nothing is sent when one entry is bad). */
+  setMany(entries: Array<[string, unknown] | [string, unknown, { ttlMs?: number } | undefined]>): Promise<number>
+  has(key: string): Promise<boolean>
+  /** true when the key held a value. */
+  delete(key: string): Promise<boolean>
+  /** How many keys held a value. */
+  deleteMany(keys: string[]): Promise<number>
+  /** Delete every entry of the prefix (SCAN + UNLINK, never KEYS); resolves the number of Redis keys deleted. */
+  clear(): Promise<number>
+  stats(): CacheStats
+  /** Entries the memory tier holds now. */
+  fallbackSize(): number
+}
+
 /** rate-limit-redis's form works too: `import RedisStore from 'redis-guard'` (CJS: `require('redis-guard').default`). */
 export default RedisStore
 
@@ -231,3 +297,9 @@ export declare function acquireLock(
 export declare function releaseLock(key: string): Promise<boolean>
 /** Extend `lock:${key}` if this process holds it. */
 export declare function extendLock(key: string, ttlSeconds?: number): Promise<boolean>
+/** The value at `cache:${key}` on the default client, or undefined. */
+export declare function cacheGet<T = unknown>(key: string): Promise<T | undefined>
+/** Store `value` (JSON) at `cache:${key}` for `ttlSeconds` on the default client. The default value of `ttlSeconds` is `3600`. */
+export declare function cacheSet(key: string, value: unknown, ttlSeconds?: number): Promise<boolean>
+/** Delete `cache:${key}` on the default client: true when it held a value. */
+export declare function cacheDelete(key: string): Promise<boolean>

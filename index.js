@@ -1,10 +1,11 @@
 'use strict'
-// redis-guard: rate limiting, distributed locks and health checks on Redis for Express.
+// redis-guard: rate limiting, distributed locks, a query cache and health checks on Redis for Express.
 // The work happens in Rust (src/); this file wires the thin JavaScript layer (lib/).
 
 const { RedisClient } = require('./lib/client.js')
 const { Lease } = require('./lib/lock.js')
 const { RedisStore } = require('./lib/store.js')
+const { Cache, cacheGet, cacheSet, cacheDelete } = require('./lib/cache.js')
 const { RedisGuardError, codes } = require('./lib/errors.js')
 const { getDefaultClient, closeDefaultClient } = require('./lib/default-client.js')
 
@@ -17,6 +18,7 @@ module.exports = {
    */
   default: RedisStore,
   Lease,
+  Cache,
   RedisGuardError,
   codes,
   getDefaultClient,
@@ -35,6 +37,12 @@ module.exports = {
   releaseLock: (key) => getDefaultClient().releaseLock(key),
   /** Extend `lock:${key}` if this process holds it. */
   extendLock: (key, ttlSeconds) => getDefaultClient().extendLock(key, ttlSeconds),
+  /** The value at `cache:${key}` on the default client, or undefined. */
+  cacheGet,
+  /** Store `value` at `cache:${key}` for `ttlSeconds` (default 3600) on the default client. */
+  cacheSet,
+  /** Delete `cache:${key}` on the default client. */
+  cacheDelete,
 }
 // Marks `default` as the ES default export for TypeScript's and bundlers' CommonJS interop, so
 // `import RedisStore from 'redis-guard'` compiled to CommonJS gets RedisStore, as in ESM.

@@ -5,6 +5,7 @@ export const {
   RedisClient,
   RedisStore,
   Lease,
+  Cache,
   RedisGuardError,
   codes,
   getDefaultClient,
@@ -15,6 +16,9 @@ export const {
   acquireLock,
   releaseLock,
   extendLock,
+  cacheGet,
+  cacheSet,
+  cacheDelete,
 } = cjs
 // The default export is RedisStore, as rate-limit-redis's is: `import RedisStore from 'redis-guard'`.
 export default cjs.RedisStore
