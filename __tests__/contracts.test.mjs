@@ -1,4 +1,4 @@
-// The contract bodies (__tests__/contracts/: client, store, locks) on every topology of
+// The contract bodies (__tests__/contracts/: client, store, locks, cache) on every topology of
 // __tests__/helpers/topologies.mjs: standalone, a 3-primary cluster, a sentinel set and a
 // TLS-only server. Each deployment is started once, every body runs against it, then it is
 // stopped. A new feature's body is added in __tests__/contracts/index.mjs (one import, one line).

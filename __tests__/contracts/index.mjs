@@ -5,19 +5,20 @@
  * registers its tests with `t.test` / `t.describe`; it uses only the public API, reads Redis
  * through `env.cli` / `env.scan`, and takes a `uniquePrefix()` per test.
  *
- * A new feature's body (cache, limiter, idempotency, ...) is one import and one entry in
+ * A new feature's body (limiter, idempotency, ...) is one import and one entry in
  * `CONTRACTS` below; __tests__/contracts.test.mjs then runs it on every topology.
  *
  * @module __tests__/contracts
  */
 
 import { RedisClient } from '../../index.mjs'
+import cache from './cache.mjs'
 import client from './client.mjs'
 import lock from './lock.mjs'
 import store from './store.mjs'
 
 /** Every contract body, in the order they run. */
-export const CONTRACTS = [client, store, lock]
+export const CONTRACTS = [client, store, lock, cache]
 
 /**
  * @typedef {object} ContractEnv  What a body gets. `name` and `topology` are known when tests

@@ -1,0 +1,91 @@
+/**
+ * The query-cache contract, on whatever deployment `env` is (see ./index.mjs): round trips of
+ * get / set / has / delete and their batch forms (keys spread over every slot), entries in Redis
+ * as the plain JSON text at `${prefix}${key}` with a TTL (read and written by hand, as
+ * `SETEX cache:KEY ttl JSON` helpers do), and `clear()` on every primary.
+ *
+ * @module __tests__/contracts/cache
+ */
+
+import assert from 'node:assert/strict'
+
+import { Cache } from '../../index.mjs'
+import { uniquePrefix } from '../helpers/utils.mjs'
+
+/** GET through the deployment's redis-cli: the value, or null for no key. */
+async function get(env, key) {
+  const v = await env.cli('GET', key)
+  return v === '' ? null : v
+}
+
+/**
+ * @param {{ test: typeof import('node:test').test, describe: typeof import('node:test').describe }} t
+ * @param {import('./index.mjs').ContractEnv} env
+ */
+export default function cacheContract({ test, describe }, env) {
+  describe('cache', () => {
+    test('set / get / has / delete: the plain JSON text at ${prefix}${key} with its TTL; misses are undefined', async () => {
+      const prefix = uniquePrefix('cache-rt')
+      const cache = new Cache({ client: env.makeClient(), prefix })
+      const user = { id: 42, name: 'Ada', tags: ['a', 'b'], nested: { n: null, ok: true } }
+      assert.equal(await cache.set('user:42', user, { ttlMs: 60_000 }), true)
+      assert.deepEqual(await cache.get('user:42'), user)
+      assert.equal(await cache.has('user:42'), true)
+      assert.equal(await get(env, `${prefix}user:42`), JSON.stringify(user))
+      assert.equal(await env.cli('TYPE', `${prefix}user:42`), 'string')
+      const pttl = Number(await env.cli('PTTL', `${prefix}user:42`))
+      assert.ok(pttl > 50_000 && pttl <= 60_000, `PTTL ${pttl}`)
+      assert.equal(await cache.get('never'), undefined)
+      assert.equal(await cache.has('never'), false)
+      assert.equal(await cache.delete('user:42'), true)
+      assert.equal(await cache.delete('user:42'), false)
+      assert.equal(await env.cli('EXISTS', `${prefix}user:42`), '0')
+      assert.deepEqual(cache.stats(), { hits: 1, misses: 1, sets: 1, deletes: 2, errors: 0, fallbacks: 0 })
+    })
+
+    test('reads what a hand-written helper wrote (SETEX key 60 JSON), and they read ours', async () => {
+      const prefix = uniquePrefix('cache-wire')
+      const cache = new Cache({ client: env.makeClient(), prefix })
+      await env.cli('SETEX', `${prefix}k`, '60', '{"a":1}')
+      assert.deepEqual(await cache.get('k'), { a: 1 })
+      await cache.set('mine', [1, 'two'])
+      assert.deepEqual(JSON.parse(await get(env, `${prefix}mine`)), [1, 'two'])
+      const ttl = Number(await env.cli('TTL', `${prefix}mine`))
+      assert.ok(ttl > 3590 && ttl <= 3600, `the default TTL is one hour: ${ttl}`)
+    })
+
+    test('getMany / setMany / deleteMany over 60 keys (every slot group of a cluster), in order', async () => {
+      const prefix = uniquePrefix('cache-many')
+      const cache = new Cache({ client: env.makeClient(), prefix })
+      const keys = Array.from({ length: 60 }, (_, i) => `item:${i}`)
+      assert.equal(await cache.setMany(keys.map((k, i) => [k, { i }])), keys.length)
+      const all = await cache.getMany([...keys, 'missing'])
+      assert.deepEqual(all, [...keys.map((_, i) => ({ i })), undefined])
+      assert.equal((await env.scan(`${prefix}*`)).length, keys.length)
+      assert.equal(await cache.deleteMany(keys.slice(0, 30)), 30)
+      const left = await cache.getMany(keys)
+      assert.deepEqual(
+        left.map((v) => v === undefined),
+        keys.map((_, i) => i < 30),
+      )
+    })
+
+    test('clear: every key of the prefix gone from every primary, another prefix untouched', async () => {
+      const client = env.makeClient()
+      const prefix = uniquePrefix('cache-clear')
+      const cache = new Cache({ client, prefix })
+      const other = new Cache({ client, prefix: uniquePrefix('cache-clear-other') })
+      const keys = Array.from({ length: 40 }, (_, i) => `k:${i}`)
+      await cache.setMany(keys.map((k) => [k, k]))
+      await other.set('keep', 1)
+      for (const p of await env.primaries()) {
+        const held = (await p.cli('--scan', '--pattern', `${prefix}*`)).split('\n').filter(Boolean)
+        assert.ok(held.length > 0, `primary ${p.port} holds keys of the prefix`)
+      }
+      assert.equal(await cache.clear(), keys.length)
+      assert.deepEqual(await env.scan(`${prefix}*`), [], 'no key of the prefix left on any primary')
+      assert.equal(await cache.get('k:1'), undefined)
+      assert.equal(await other.get('keep'), 1, 'another prefix untouched')
+    })
+  })
+}
