@@ -11,6 +11,12 @@ import {
   RedisGuardError,
   codes,
   isRedisAvailable,
+  Cache,
+  cacheGet,
+  cacheSet,
+  cacheDelete,
+  type CacheOptions,
+  type CacheStats,
   type RedisStoreOptions,
   type RedisClientOptions,
 } from 'redis-guard'
@@ -95,3 +101,26 @@ export { app, store, use, errors, available, up }
 
 const viaDefault: Store = new DefaultStore({ prefix: 'd:' })
 export { viaDefault }
+
+// The query cache (first part).
+const cacheOptions: CacheOptions = { prefix: 'c:', ttlMs: 60_000, onUnavailable: 'bypass', maxValueBytes: 4096 }
+const cache = new Cache(cacheOptions)
+async function useCache(): Promise<void> {
+  const stored: boolean = await cache.set('user:1', { id: 1 }, { ttlMs: 1000 })
+  const user = await cache.get<{ id: number }>('user:1')
+  const id: number | undefined = user?.id
+  const many: Array<number | undefined> = await cache.getMany<number>(['a', 'b'])
+  const n: number = await cache.setMany([
+    ['a', 1],
+    ['b', 2, { ttlMs: 5 }],
+  ])
+  const gone: boolean = await cache.delete('a')
+  const count: number = (await cache.deleteMany(['a', 'b'])) + (await cache.clear())
+  const stats: CacheStats = cache.stats()
+  const seeded: boolean = (await cacheSet('k', [1], 60)) && (await cacheDelete('k'))
+  const v: unknown = await cacheGet('k')
+  void [stored, id, many, n, gone, count, stats.hits, seeded, v, await cache.has('x')]
+}
+// @ts-expect-error onUnavailable is 'memory' | 'bypass' | 'deny'
+new Cache({ onUnavailable: 'allow' })
+export { useCache }
