@@ -59,6 +59,15 @@ export declare class NativeCache {
    * `ERR_REDIS_GUARD_UNAVAILABLE` while Redis is unavailable, whatever the policy.
    */
   clear(): Promise<number>
+  /**
+   * Delete every entry whose key (after the prefix) matches the glob `pattern` (`*`, `?`,
+   * `[...]`, `\` escapes, as `SCAN MATCH`; glob characters in the prefix are matched
+   * literally): SCAN + UNLINK on every primary, never KEYS. The memory tier is emptied. Resolves
+   * the number of Redis keys deleted; rejects with `ERR_REDIS_GUARD_INVALID_ARG` for an empty
+   * prefix or pattern and `ERR_REDIS_GUARD_UNAVAILABLE` while Redis is unavailable, whatever the
+   * policy.
+   */
+  deletePattern(pattern: string): Promise<number>
   /** Entries held by the memory tier now. The default value is `0` (nothing held until an outage). */
   fallbackSize(): number
 }

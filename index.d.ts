@@ -267,6 +267,11 @@ export declare class Cache {
   deleteMany(keys: string[]): Promise<number>
   /** Delete every entry of the prefix (SCAN + UNLINK, never KEYS); resolves the number of Redis keys deleted. */
   clear(): Promise<number>
+  /**
+   * Delete every entry whose key (after the prefix) matches the glob `pattern` (`*`, `?`, `[...]`;
+   * the prefix is matched literally): SCAN + UNLINK, never KEYS. Resolves the number of keys deleted.
+   */
+  deletePattern(pattern: string): Promise<number>
   stats(): CacheStats
   /** Entries the memory tier holds now. */
   fallbackSize(): number
@@ -303,3 +308,5 @@ export declare function cacheGet<T = unknown>(key: string): Promise<T | undefine
 export declare function cacheSet(key: string, value: unknown, ttlSeconds?: number): Promise<boolean>
 /** Delete `cache:${key}` on the default client: true when it held a value. */
 export declare function cacheDelete(key: string): Promise<boolean>
+/** Delete every `cache:${pattern}` key on the default client (SCAN + UNLINK, never KEYS): the number deleted. */
+export declare function cacheDeletePattern(pattern: string): Promise<number>

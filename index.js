@@ -5,7 +5,7 @@
 const { RedisClient } = require('./lib/client.js')
 const { Lease } = require('./lib/lock.js')
 const { RedisStore } = require('./lib/store.js')
-const { Cache, cacheGet, cacheSet, cacheDelete } = require('./lib/cache.js')
+const { Cache, cacheGet, cacheSet, cacheDelete, cacheDeletePattern } = require('./lib/cache.js')
 const { RedisGuardError, codes } = require('./lib/errors.js')
 const { getDefaultClient, closeDefaultClient } = require('./lib/default-client.js')
 
@@ -43,6 +43,8 @@ module.exports = {
   cacheSet,
   /** Delete `cache:${key}` on the default client. */
   cacheDelete,
+  /** Delete every `cache:${pattern}` key on the default client (SCAN + UNLINK, never KEYS). */
+  cacheDeletePattern,
 }
 // Marks `default` as the ES default export for TypeScript's and bundlers' CommonJS interop, so
 // `import RedisStore from 'redis-guard'` compiled to CommonJS gets RedisStore, as in ESM.

@@ -19,6 +19,7 @@ export const {
   cacheGet,
   cacheSet,
   cacheDelete,
+  cacheDeletePattern,
 } = cjs
 // The default export is RedisStore, as rate-limit-redis's is: `import RedisStore from 'redis-guard'`.
 export default cjs.RedisStore

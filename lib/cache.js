@@ -288,6 +288,25 @@ class Cache {
     }
   }
 
+  /**
+   * Delete every entry whose key (after the prefix) matches the glob `pattern` (`*`, `?`,
+   * `[...]`, `\` escapes; glob characters in the prefix are matched literally): SCAN + UNLINK
+   * on every primary, never KEYS. Empties the memory tier. Resolves the number of keys deleted.
+   * Rejects with ERR_REDIS_GUARD_UNAVAILABLE while Redis is unavailable, and
+   * ERR_REDIS_GUARD_INVALID_ARG for an empty prefix or a pattern that is not a non-empty string.
+   * @param {string} pattern
+   */
+  async deletePattern(pattern) {
+    if (typeof pattern !== 'string' || pattern.length === 0)
+      throw invalid('deletePattern(pattern) needs a non-empty string pattern')
+    try {
+      return await this._native.deletePattern(pattern)
+    } catch (e) {
+      this._stats.errors++
+      throw toError(e)
+    }
+  }
+
   /** @returns {CacheStats} counters of this cache in this process */
   stats() {
     return { ...this._stats }
@@ -347,4 +366,13 @@ function cacheDelete(key) {
   return helperCache().delete(key)
 }
 
-module.exports = { Cache, cacheGet, cacheSet, cacheDelete, DEFAULT_TTL_MS, DEFAULT_MAX_VALUE_BYTES }
+/**
+ * Seed-compatible: delete every `cache:${pattern}` key (SCAN + UNLINK, never KEYS); resolves the
+ * number deleted.
+ * @param {string} pattern
+ */
+function cacheDeletePattern(pattern) {
+  return helperCache().deletePattern(pattern)
+}
+
+module.exports = { Cache, cacheGet, cacheSet, cacheDelete, cacheDeletePattern, DEFAULT_TTL_MS, DEFAULT_MAX_VALUE_BYTES }

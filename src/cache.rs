@@ -353,6 +353,31 @@ impl NativeCache {
     Ok(crate::redis::scan::delete_prefix(&me.client, &me.prefix).await?)
   }
 
+  /// Delete every entry whose key (after the prefix) matches the glob `pattern` (`*`, `?`,
+  /// `[...]`, `\` escapes, as `SCAN MATCH`; glob characters in the prefix are matched
+  /// literally): SCAN + UNLINK on every primary, never KEYS. The memory tier is emptied. Resolves
+  /// the number of Redis keys deleted; rejects with `ERR_REDIS_GUARD_INVALID_ARG` for an empty
+  /// prefix or pattern and `ERR_REDIS_GUARD_UNAVAILABLE` while Redis is unavailable, whatever the
+  /// policy.
+  #[napi]
+  pub async fn delete_pattern(&self, pattern: String) -> Result<f64> {
+    let me = &self.inner;
+    if me.prefix.is_empty() {
+      return Err(
+        GuardError::new(Code::InvalidArg, "deletePattern() needs a non-empty prefix").into(),
+      );
+    }
+    if pattern.is_empty() {
+      return Err(GuardError::new(Code::InvalidArg, "the pattern is empty").into());
+    }
+    me.memory.clear();
+    if !me.client.usable().await {
+      return Err(GuardError::new(Code::Unavailable, "Redis is unavailable").into());
+    }
+    let glob = format!("{}{pattern}", crate::redis::scan::glob_escape(&me.prefix));
+    Ok(crate::redis::scan::delete_matching(&me.client, glob).await?)
+  }
+
   /// Entries held by the memory tier now. The default value is `0` (nothing held until an outage).
   #[napi]
   pub fn fallback_size(&self) -> u32 {

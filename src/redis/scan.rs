@@ -1,6 +1,6 @@
 //! Deleting every key that matches a pattern: `SCAN` + `UNLINK` on every primary (cluster:
 //! each node), never `KEYS`, each page under the command deadline. Shared by the store's
-//! `resetAll` and everything else that clears a prefix.
+//! `resetAll`, the cache's `clear` and `deletePattern`, and everything else that clears a prefix.
 
 use fred::prelude::*;
 use fred::types::scan::Scanner;
@@ -45,8 +45,16 @@ pub async fn delete_prefix(
   client: &std::sync::Arc<ClientInner>,
   prefix: &str,
 ) -> Result<f64, GuardError> {
+  delete_matching(client, format!("{}*", glob_escape(prefix))).await
+}
+
+/// Delete every key that matches the `SCAN MATCH` glob `pattern`. Resolves the number of keys
+/// deleted.
+pub async fn delete_matching(
+  client: &std::sync::Arc<ClientInner>,
+  pattern: String,
+) -> Result<f64, GuardError> {
   let me = client;
-  let pattern = format!("{}*", glob_escape(prefix));
   let cluster = me.is_cluster();
   let mut stream = if cluster {
     me.redis.scan_cluster(pattern, Some(1000), None).boxed()
