@@ -1,7 +1,8 @@
 // The query cache (issue 14, first part) against a REAL redis-server: round trips, TTLs in Redis,
 // wire compatibility both ways with hand-written ioredis helpers (`SETEX cache:KEY ttl JSON`),
 // batching (one script call for a turn's calls), bad input (typed errors, nothing sent), Redis
-// going away in each onUnavailable mode, and clear() with an ACL user that may not run KEYS.
+// going away in each onUnavailable mode, and clear() / deletePattern() with an ACL user that may
+// not run KEYS.
 // Run: node --test __tests__/cache.test.mjs
 //
 // Rules: no mocks; every test uses its own key prefix or server; every client and server is
@@ -467,6 +468,7 @@ describe('Redis down', () => {
       assert.equal(cache.fallbackSize(), 0, 'nothing kept')
       assert.equal(cache.stats().sets, 1, 'only the set before the outage')
       await rejectsCode(cache.clear(), codes.UNAVAILABLE, 'clear while Redis is down')
+      await rejectsCode(cache.deletePattern('*'), codes.UNAVAILABLE, 'deletePattern while Redis is down')
     })
   })
 
@@ -541,6 +543,55 @@ describe('clear', () => {
         assert.equal(await cache.clear(), 0, 'a second clear finds nothing')
         assert.equal(await cache.set('again', 1), true, 'the cache keeps working')
         assert.equal(await cache.get('again'), 1)
+      },
+      { server: { users }, url: (s) => `redis://cacher:pw@127.0.0.1:${s.port}` },
+    )
+  })
+
+  test('deletePattern: SCAN + UNLINK of the matching keys only; the prefix matched literally; KEYS denied and never called', async () => {
+    const users = [{ name: 'cacher', password: 'pw', rules: 'on ~* +@all -keys' }]
+    await withServer(
+      async ({ server, client, io }) => {
+        const cache = new Cache({ client })
+        const N = 1500
+        await cache.setMany(/** @type {any} */ (Array.from({ length: N }, (_, i) => [`user:${i}`, i])))
+        await cache.setMany([
+          ['team:1', 1],
+          ['user', 'no colon'],
+          ['xuser:1', 1],
+        ])
+        await server.cli('CONFIG', 'RESETSTAT')
+        assert.equal(await cache.deletePattern('user:*'), N)
+        assert.equal(await cmdCalls(server, 'keys'), 0, 'KEYS never called')
+        assert.ok((await cmdCalls(server, 'scan')) >= 2, 'SCAN paged')
+        assert.deepEqual(await cache.getMany(['user:1', 'team:1', 'user', 'xuser:1']), [undefined, 1, 'no colon', 1])
+        assert.equal(await cache.deletePattern('user:*'), 0, 'nothing left to match')
+        assert.equal(await cache.deletePattern('?user:[0-9]'), 1, '? and [...] work as in SCAN MATCH')
+        assert.equal(await io.exists('cache:xuser:1'), 0)
+        // Glob characters of the prefix are literal: `c[x]*:` does not match `cx...`.
+        const odd = new Cache({ client, prefix: 'c[x]*:' })
+        await odd.set('a', 1)
+        await io.set('cxyz:a', 'v')
+        assert.equal(await odd.deletePattern('*'), 1)
+        assert.equal(await io.get('cxyz:a'), 'v', 'a key the unescaped prefix would match is kept')
+        // The seed helper, on the default client.
+        const savedUrl = process.env.REDIS_URL
+        process.env.REDIS_URL = `redis://cacher:pw@127.0.0.1:${server.port}`
+        try {
+          await guard.closeDefaultClient()
+          await io.setex('cache:session:1', 60, '{}')
+          await io.setex('cache:session:2', 60, '{}')
+          assert.equal(await guard.cacheDeletePattern('session:*'), 2)
+          assert.equal(esm.cacheDeletePattern, guard.cacheDeletePattern)
+        } finally {
+          await guard.closeDefaultClient()
+          if (savedUrl === undefined) delete process.env.REDIS_URL
+          else process.env.REDIS_URL = savedUrl
+        }
+        for (const bad of ['', 5, null, undefined])
+          await rejectsCode(cache.deletePattern(/** @type {any} */ (bad)), codes.INVALID_ARG, `pattern ${String(bad)}`)
+        await rejectsCode(new Cache({ client, prefix: '' }).deletePattern('*'), codes.INVALID_ARG, 'empty prefix')
+        assert.equal(await io.get('cache:team:1'), '1', 'refused calls deleted nothing')
       },
       { server: { users }, url: (s) => `redis://cacher:pw@127.0.0.1:${s.port}` },
     )

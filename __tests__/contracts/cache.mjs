@@ -2,7 +2,7 @@
  * The query-cache contract, on whatever deployment `env` is (see ./index.mjs): round trips of
  * get / set / has / delete and their batch forms (keys spread over every slot), entries in Redis
  * as the plain JSON text at `${prefix}${key}` with a TTL (read and written by hand, as
- * `SETEX cache:KEY ttl JSON` helpers do), and `clear()` on every primary.
+ * `SETEX cache:KEY ttl JSON` helpers do), and `clear()` / `deletePattern()` on every primary.
  *
  * @module __tests__/contracts/cache
  */
@@ -86,6 +86,16 @@ export default function cacheContract({ test, describe }, env) {
       assert.deepEqual(await env.scan(`${prefix}*`), [], 'no key of the prefix left on any primary')
       assert.equal(await cache.get('k:1'), undefined)
       assert.equal(await other.get('keep'), 1, 'another prefix untouched')
+    })
+
+    test('deletePattern: the matching keys gone from every primary, the others kept', async () => {
+      const prefix = uniquePrefix('cache-pattern')
+      const cache = new Cache({ client: env.makeClient(), prefix })
+      const users = Array.from({ length: 40 }, (_, i) => [`user:${i}`, i])
+      await cache.setMany([...users, ['team:1', 't'], ['team:2', 't']])
+      assert.equal(await cache.deletePattern('user:*'), users.length)
+      assert.deepEqual(await env.scan(`${prefix}user:*`), [], 'no matching key left on any primary')
+      assert.deepEqual(await cache.getMany(['team:1', 'team:2', 'user:3']), ['t', 't', undefined])
     })
   })
 }

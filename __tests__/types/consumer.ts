@@ -15,6 +15,7 @@ import {
   cacheGet,
   cacheSet,
   cacheDelete,
+  cacheDeletePattern,
   type CacheOptions,
   type CacheStats,
   type RedisStoreOptions,
@@ -119,7 +120,8 @@ async function useCache(): Promise<void> {
   const stats: CacheStats = cache.stats()
   const seeded: boolean = (await cacheSet('k', [1], 60)) && (await cacheDelete('k'))
   const v: unknown = await cacheGet('k')
-  void [stored, id, many, n, gone, count, stats.hits, seeded, v, await cache.has('x')]
+  const patterned: number = (await cache.deletePattern('user:*')) + (await cacheDeletePattern('x:*'))
+  void [stored, id, many, n, gone, count, stats.hits, seeded, v, patterned, await cache.has('x')]
 }
 // @ts-expect-error onUnavailable is 'memory' | 'bypass' | 'deny'
 new Cache({ onUnavailable: 'allow' })
