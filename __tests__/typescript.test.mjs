@@ -43,6 +43,11 @@ test('ESM and CommonJS entries export the same objects', async () => {
     'acquireLock',
     'releaseLock',
     'extendLock',
+    'Cache',
+    'cacheGet',
+    'cacheSet',
+    'cacheDelete',
+    'cacheDeletePattern',
   ]
   for (const n of names) {
     assert.ok(cjs[n] !== undefined, `CommonJS exports ${n}`)
