@@ -514,6 +514,20 @@ describe('Redis down', () => {
   })
 })
 
+test('a closed client: ERR_REDIS_GUARD_CLOSED in every policy (the memory tier does not answer for it)', async () => {
+  await withServer(async ({ client }) => {
+    const caches = ['memory', 'bypass', 'deny'].map(
+      (onUnavailable) => new Cache({ client, prefix: uniquePrefix('cache-closed'), onUnavailable }),
+    )
+    for (const c of caches) await c.set('k', 1)
+    await client.close()
+    for (const c of caches) {
+      await rejectsCode(c.get('k'), codes.CLOSED, `${c.onUnavailable}: get`)
+      await rejectsCode(c.set('k', 2), codes.CLOSED, `${c.onUnavailable}: set`)
+    }
+  })
+})
+
 describe('clear', () => {
   test('with an ACL user denied KEYS: SCAN + UNLINK, only the prefix, paged', async () => {
     const users = [{ name: 'cacher', password: 'pw', rules: 'on ~cache:* +@all -keys' }]
