@@ -268,6 +268,20 @@ async function express(ctx, client, how = 'http') {
 }
 
 /** The seed-compatible helpers acquireLock/releaseLock. */
+/** Cache (a batched feature with bytes both ways): set/get/getMany/has/delete. */
+async function cache(ctx, client) {
+  await check(ctx, 'cache', async () => {
+    const { Cache } = load()
+    const c = new Cache({ client, prefix: ctx.key('cache') + ':' })
+    assert.equal(await ctx.within(c.set('a', { n: 1 }, { ttlMs: 60000 }), 'cache.set'), true)
+    assert.deepEqual(await ctx.within(c.get('a'), 'cache.get'), { n: 1 })
+    const many = await ctx.within(Promise.all([c.get('a'), c.has('a'), c.get('missing')]), 'concurrent cache calls')
+    assert.deepEqual(many, [{ n: 1 }, true, undefined])
+    assert.equal(await ctx.within(c.delete('a'), 'cache.delete'), true)
+    assert.equal(await ctx.within(c.get('a'), 'cache.get after delete'), undefined)
+  })
+}
+
 async function helpers(ctx, client) {
   await check(ctx, 'helpers', async () => {
     const k = ctx.key('helper')
@@ -379,7 +393,7 @@ async function close(ctx, client) {
 }
 
 /** The checks, in order (close last). */
-const CHECKS = { store, express, helpers, lease, leaseExpiry, withLock }
+const CHECKS = { store, express, cache, helpers, lease, leaseExpiry, withLock }
 
 module.exports = {
   ENTRY,

@@ -47,6 +47,7 @@ async function main() {
   const client = sc.newClient(ctx)
   await run(sc.ready, client)
   await run(sc.store, client)
+  await run(sc.cache, client)
   await run(sc.helpers, client)
   await run(sc.lease, client)
   await run(sc.leaseExpiry, client)
