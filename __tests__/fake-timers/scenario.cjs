@@ -395,6 +395,25 @@ async function close(ctx, client) {
 /** The checks, in order (close last). */
 const CHECKS = { store, express, cache, helpers, lease, leaseExpiry, withLock }
 
+/**
+ * Register the library checks as tests of a Jest or Vitest file, in order, between the file's
+ * own set-up test and its close (`client()`: the client that set-up made).
+ * @param {(name: string, fn: () => Promise<unknown>) => void} test
+ * @param {object} ctx
+ * @param {() => object} client
+ */
+function registerLibTests(test, ctx, client) {
+  test('client is connected', () => ready(ctx, client()))
+  test('RedisStore increment/get/decrement/resetKey', () => store(ctx, client()))
+  test('express-rate-limit in an Express app (node:http requests)', () => express(ctx, client(), 'http'))
+  test('express-rate-limit in an Express app (fetch requests)', () => express(ctx, client(), 'fetch'))
+  test('Cache set/get/has/delete', () => cache(ctx, client()))
+  test('acquireLock / releaseLock', () => helpers(ctx, client()))
+  test('client.lock() lease, signal, waitMs, release', () => lease(ctx, client()))
+  test('a lease expires in real time', () => leaseExpiry(ctx, client()))
+  test('withLock runs fn, extends and releases', () => withLock(ctx, client()))
+}
+
 module.exports = {
   ENTRY,
   MARK,
@@ -409,5 +428,6 @@ module.exports = {
   close,
   check,
   emit,
+  registerLibTests,
   ...CHECKS,
 }
