@@ -3,7 +3,17 @@
 // batch (lib/batch.js): one crossing, one script call.
 
 const { inspect } = require('node:util')
-const { NativeStore, STORE_INCREMENT, STORE_GET, STORE_DECREMENT, STORE_RESET, STORE_NONE } = require('../binding.js')
+const {
+  NativeStore,
+  STORE_INCREMENT,
+  STORE_GET,
+  STORE_DECREMENT,
+  STORE_RESET,
+  STORE_NONE,
+  STORE_REDIS,
+  STORE_MEMORY,
+  STORE_ALLOW,
+} = require('../binding.js')
 const { RedisClient } = require('./client.js')
 const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
@@ -19,7 +29,10 @@ const OP_DECREMENT = STORE_DECREMENT
 const OP_RESET = STORE_RESET
 const ST_NONE = STORE_NONE
 /** `source` of a result, by status number (STORE_REDIS, STORE_MEMORY, STORE_ALLOW): who counted it. */
-const SOURCES = ['redis', 'memory', 'allow']
+const SOURCES = []
+SOURCES[STORE_REDIS] = 'redis'
+SOURCES[STORE_MEMORY] = 'memory'
+SOURCES[STORE_ALLOW] = 'allow'
 
 /** The `Date` `ms` from now, on the caller's clock (`Date.now()`, which a test may fake). */
 function resetTime(ms) {

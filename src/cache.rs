@@ -301,16 +301,14 @@ impl NativeCache {
     on_unavailable: Option<String>,
     max_keys: Option<u32>,
   ) -> Result<Self> {
-    let policy = match on_unavailable.as_deref().unwrap_or("memory") {
-      "memory" => Policy::Memory,
-      "bypass" => Policy::Bypass,
-      "deny" => Policy::Deny,
-      _ => {
-        return Err(
-          GuardError::config("option `onUnavailable` must be 'memory', 'bypass' or 'deny'").into(),
-        )
-      }
-    };
+    let policy = crate::batch::policy(
+      on_unavailable.as_deref().unwrap_or("memory"),
+      &[
+        ("memory", Policy::Memory),
+        ("bypass", Policy::Bypass),
+        ("deny", Policy::Deny),
+      ],
+    )?;
     let client = client.inner.clone();
     let max = max_keys
       .map(|m| m as usize)

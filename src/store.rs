@@ -341,16 +341,14 @@ impl NativeStore {
         return Err(GuardError::config("option `scriptMode` must be 'batch' or 'per-key'").into())
       }
     };
-    let policy = match on_unavailable.as_str() {
-      "memory" => Policy::Memory,
-      "allow" => Policy::Allow,
-      "deny" => Policy::Deny,
-      _ => {
-        return Err(
-          GuardError::config("option `onUnavailable` must be 'memory', 'allow' or 'deny'").into(),
-        )
-      }
-    };
+    let policy = crate::batch::policy(
+      &on_unavailable,
+      &[
+        ("memory", Policy::Memory),
+        ("allow", Policy::Allow),
+        ("deny", Policy::Deny),
+      ],
+    )?;
     let client = client.inner.clone();
     let max = max_keys
       .map(|m| m as usize)

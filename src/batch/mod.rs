@@ -94,6 +94,24 @@ impl Failure {
   }
 }
 
+/// A feature's `onUnavailable` option: the policy named `value` among `choices`, or a
+/// `Code::Config` error that lists them.
+pub fn policy<P: Copy>(value: &str, choices: &[(&str, P)]) -> std::result::Result<P, GuardError> {
+  match choices.iter().find(|(name, _)| *name == value) {
+    Some((_, p)) => Ok(*p),
+    None => {
+      let names: Vec<String> = choices.iter().map(|(n, _)| format!("'{n}'")).collect();
+      let list = match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+      };
+      Err(GuardError::config(format!(
+        "option `onUnavailable` must be {list}"
+      )))
+    }
+  }
+}
+
 /// `BUSY` (a script is running), `LOADING` (the dataset is loading) and `OOM` replies: nothing
 /// was written and the server cannot take this call now.
 fn is_unusable_now(e: &fred::error::Error) -> bool {
