@@ -68,6 +68,18 @@ export declare class NativeCache {
    * policy.
    */
   deletePattern(pattern: string): Promise<number>
+  /** This cache's id in the change messages it publishes (16 hex digits, random). */
+  get origin(): string
+  /**
+   * Hear of every cache's changes under this prefix (`${prefix}__rg:changes`) on a subscriber
+   * connection built with the client's settings: `onEvent(event, text)` with event 0 (now
+   * subscribed), 1 (interrupted: messages may have been lost) or 2 (a message: JSON
+   * `{"o":origin,"k":[redisKeys],"t":[tags],"c":1}`). Calling it again replaces the previous
+   * subscriber. Stopped by `unsubscribe()` and when the client closes.
+   */
+  subscribe(onEvent: (event: number, text: string) => void): void
+  /** Stop hearing of changes (see `subscribe`). Nothing happens when not subscribed. */
+  unsubscribe(): void
   /** Entries held by the memory tier now. The default value is `0` (nothing held until an outage). */
   fallbackSize(): number
 }
@@ -149,8 +161,14 @@ export declare const CACHE_DELETE: number
 /** Cache op: read a key's value (bytes out, or none for a miss). */
 export declare const CACHE_GET: number
 
-/** Cache op: whether a key holds a value (`EXISTS`). */
-export declare const CACHE_HAS: number
+/** Cache op: invalidate a tag (the call's key): its version goes up by one. */
+export declare const CACHE_INVALIDATE: number
+
+/**
+ * Cache op: take the fill lock of a key (`getOrSet` across processes) with a token (the call's
+ * bytes) for a TTL in ms (the call's number): 1 when taken, 0 when another holds it.
+ */
+export declare const CACHE_LOCK: number
 
 /**
  * The longest cache key, in bytes (UTF-8), without the prefix. Longer keys are
@@ -161,11 +179,33 @@ export declare const CACHE_MAX_KEY_BYTES: number
 /** Result status: the memory tier answered (`onUnavailable: 'memory'`, Redis unavailable). */
 export declare const CACHE_MEMORY: number
 
-/** Result status (the first of four numbers): Redis decided. */
+/** Result status (the first of five numbers): Redis decided. */
 export declare const CACHE_REDIS: number
+
+/**
+ * The keys redis-guard keeps under a cache's prefix for itself start with this (after the
+ * prefix): tag versions at `__rg:tag:TAG`, fill locks at `__rg:lock:KEY`, and the channel
+ * `__rg:changes`. Cache keys that start with it are `ERR_REDIS_GUARD_INVALID_ARG`.
+ */
+export declare const CACHE_RESERVED: string
 
 /** Cache op: write a key's value (the call's bytes) for a TTL in ms (the call's number). */
 export declare const CACHE_SET: number
+
+/** Result flag (the third number, a bit): the value is stale — within its grace period. */
+export declare const CACHE_STALE: number
+
+/** Cache op: the version of a tag (the call's key is the tag): 0 until it is first invalidated. */
+export declare const CACHE_TAG_VERSION: number
+
+/**
+ * Result flag: the entry's tags are left for the caller to check (a cluster, where the tag
+ * versions may live in other slots than the entry).
+ */
+export declare const CACHE_UNCHECKED: number
+
+/** Cache op: give back the fill lock of a key if it still holds the token (the call's bytes). */
+export declare const CACHE_UNLOCK: number
 
 /**
  * The wall clock in ms since the epoch, read here rather than with `Date.now()`: fake-timer

@@ -1,9 +1,12 @@
 'use strict'
-// The query cache (first part): get / set / delete / has and their batch forms, over the batch
-// core (lib/batch.js, src/cache.rs). Values are serialized here (JSON by default) and cross to
-// Rust as UTF-8 bytes; an entry in Redis is the plain serialized text at `${prefix}${key}` with a
-// TTL — what `SETEX cache:KEY ttl JSON.stringify(v)` writes — so hand-written helpers and this
-// cache read each other's entries.
+// The query cache, over the batch core (lib/batch.js, src/cache.rs). Values are serialized here
+// (JSON by default) and cross to Rust as UTF-8 bytes. An entry set without tags or grace is the
+// plain serialized text at `${prefix}${key}` with a TTL — what `SETEX cache:KEY ttl
+// JSON.stringify(v)` writes — so hand-written helpers and this cache read each other's
+// entries. An entry with tags or grace is `"\0rg1\n" + header JSON + "\n" + text` (README,
+// "Wire format"). getOrSet runs one factory per key at a time in a process (a map of promises)
+// and across processes (a fill lock in Redis); the optional L1 (lib/l1.js) keeps deserialized
+// values and hears of every process's changes through a subscriber.
 
 const { inspect } = require('node:util')
 const {
@@ -11,34 +14,51 @@ const {
   CACHE_GET,
   CACHE_SET,
   CACHE_DELETE,
-  CACHE_HAS,
+  CACHE_TAG_VERSION,
+  CACHE_INVALIDATE,
+  CACHE_LOCK,
+  CACHE_UNLOCK,
   CACHE_REDIS,
+  CACHE_STALE,
+  CACHE_UNCHECKED,
+  CACHE_RESERVED,
   CACHE_MAX_KEY_BYTES,
 } = require('../binding.js')
 const { RedisClient } = require('./client.js')
 const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
+const { after, cancel, now: clock } = require('./timers.js')
+const { L1, DEFAULT_L1_MAX_KEYS, DEFAULT_L1_TTL_MS } = require('./l1.js')
 
 /** The default TTL of an entry, in ms: one hour. */
 const DEFAULT_TTL_MS = 3_600_000
 /** The default largest serialized value, in bytes: 1 MiB. */
 const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
-/** The longest TTL, in ms: one year (src/cache.rs checks it too). */
+/** The default time getOrSet waits for a factory (its own, or another process's), in ms. */
+const DEFAULT_TIMEOUT_MS = 5_000
+/** The longest TTL (and grace), in ms: one year (src/cache.rs checks it too). */
 const MAX_TTL_MS = 365 * 24 * 3600 * 1000
+/** Most tags per entry, and the longest tag in characters. */
+const MAX_TAGS = 64
+const MAX_TAG_LENGTH = 1024
+/** The header of an entry with tags or grace. */
+const ENVELOPE = '\0rg1\n'
 const EMPTY = Buffer.alloc(0)
+const MISS = Object.freeze({ found: false, stale: false, value: undefined, tags: undefined })
 
 /** @param {string} message */
 function invalid(message, cause) {
   return new RedisGuardError(codes.INVALID_ARG, message, cause ? { cause } : undefined)
 }
 
-/** A cache key: a non-empty string of at most CACHE_MAX_KEY_BYTES bytes. */
+/** A cache key: a non-empty string of at most CACHE_MAX_KEY_BYTES bytes, not a reserved one. */
 function checkKey(key) {
   if (typeof key !== 'string') throw invalid(`a cache key must be a string, got ${typeof key}`)
   if (key.length === 0) throw invalid('a cache key must not be empty')
   if (key.length > CACHE_MAX_KEY_BYTES / 3 && Buffer.byteLength(key) > CACHE_MAX_KEY_BYTES)
     throw invalid(`a cache key must be at most ${CACHE_MAX_KEY_BYTES} bytes`)
+  if (key.startsWith(CACHE_RESERVED)) throw invalid(`cache keys starting with ${CACHE_RESERVED} are redis-guard's own`)
 }
 
 /** A TTL in whole ms (a fractional one rounded up): above 0, at most one year. */
@@ -46,6 +66,24 @@ function checkTtl(v, name) {
   if (typeof v !== 'number' || !(v > 0 && Math.ceil(v) <= MAX_TTL_MS))
     throw invalid(`\`${name}\` must be a number of ms above 0 and at most one year (${MAX_TTL_MS})`)
   return Math.ceil(v)
+}
+
+/** A grace period in whole ms: 0 (none) to one year. */
+function checkGrace(v, name) {
+  if (typeof v !== 'number' || !(v >= 0 && Math.ceil(v) <= MAX_TTL_MS))
+    throw invalid(`\`${name}\` must be a number of ms from 0 to one year (${MAX_TTL_MS})`)
+  return Math.ceil(v)
+}
+
+/** Tags: an array of at most MAX_TAGS non-empty strings (duplicates dropped). */
+function checkTags(tags) {
+  if (tags === undefined) return undefined
+  if (!Array.isArray(tags)) throw invalid('`tags` must be an array of strings')
+  if (tags.length > MAX_TAGS) throw invalid(`at most ${MAX_TAGS} tags per entry`)
+  for (const t of tags)
+    if (typeof t !== 'string' || t.length === 0 || t.length > MAX_TAG_LENGTH)
+      throw invalid(`a tag must be a non-empty string of at most ${MAX_TAG_LENGTH} characters`)
+  return tags.length ? [...new Set(tags)] : undefined
 }
 
 /** An array argument of a batch method. */
@@ -56,13 +94,27 @@ function checkArray(v, what) {
 
 /**
  * @typedef {object} CacheStats counted in this process, since the cache was made
- * @property {number} hits       gets (and getMany keys) that found a value
- * @property {number} misses     gets that found none
- * @property {number} sets       values stored (in Redis or the memory tier)
- * @property {number} deletes    delete calls (per key)
- * @property {number} errors     calls rejected by Redis or the policy, and entries that did not parse
- * @property {number} fallbacks  answers given without Redis (memory tier or bypass)
+ * @property {number} hits         reads that found a fresh value (in Redis, the memory tier or the L1)
+ * @property {number} misses       reads that found none
+ * @property {number} staleHits    getOrSet answers served stale (within grace) because the factory failed, was slow, or another process was refreshing
+ * @property {number} l1Hits       reads the L1 answered (counted in `hits` too)
+ * @property {number} sets         values stored (in Redis or the memory tier)
+ * @property {number} deletes      delete calls (per key)
+ * @property {number} factoryCalls getOrSet factories run in this process
+ * @property {number} errors       calls rejected by Redis or the policy, failed factories, and entries that did not parse
+ * @property {number} timeouts     getOrSet calls that found no value within `timeoutMs`
+ * @property {number} fallbacks    answers given without Redis (memory tier or bypass)
  */
+
+/**
+ * @typedef {object} Lookup
+ * @property {boolean} found   a value (fresh or stale)
+ * @property {boolean} stale   within its grace period only
+ * @property {unknown} value
+ * @property {string[] | undefined} tags
+ */
+
+let tokenSeq = 0
 
 class Cache {
   /**
@@ -75,42 +127,64 @@ class Cache {
       client,
       prefix = 'cache:',
       ttlMs = DEFAULT_TTL_MS,
+      graceMs = 0,
+      timeoutMs = DEFAULT_TIMEOUT_MS,
+      l1,
       onUnavailable = 'memory',
       serializer = JSON,
       maxValueBytes = DEFAULT_MAX_VALUE_BYTES,
       fallbackMaxKeys,
       ...unknown
     } = options
+    const config = (m) => new RedisGuardError(codes.CONFIG, m)
     const extra = Object.keys(unknown)
     if (extra.length)
-      throw new RedisGuardError(
-        codes.CONFIG,
-        `unknown Cache option \`${extra[0]}\` (known: client, prefix, ttlMs, onUnavailable, serializer, maxValueBytes, fallbackMaxKeys)`,
+      throw config(
+        `unknown Cache option \`${extra[0]}\` (known: client, prefix, ttlMs, graceMs, timeoutMs, l1, onUnavailable, serializer, maxValueBytes, fallbackMaxKeys)`,
       )
     if (client !== undefined && !(client instanceof RedisClient))
-      throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
-    if (typeof prefix !== 'string') throw new RedisGuardError(codes.CONFIG, 'option `prefix` must be a string')
+      throw config('option `client` must be a RedisClient from redis-guard')
+    if (typeof prefix !== 'string') throw config('option `prefix` must be a string')
     if (typeof ttlMs !== 'number' || !(ttlMs > 0 && Math.ceil(ttlMs) <= MAX_TTL_MS))
-      throw new RedisGuardError(codes.CONFIG, `option \`ttlMs\` must be above 0 and at most one year (${MAX_TTL_MS})`)
+      throw config(`option \`ttlMs\` must be above 0 and at most one year (${MAX_TTL_MS})`)
+    if (typeof graceMs !== 'number' || !(graceMs >= 0 && Math.ceil(graceMs) <= MAX_TTL_MS))
+      throw config(`option \`graceMs\` must be from 0 to one year (${MAX_TTL_MS})`)
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0 && timeoutMs <= 3_600_000))
+      throw config('option `timeoutMs` must be above 0 and at most one hour (3600000)')
     if (!['memory', 'bypass', 'deny'].includes(onUnavailable))
-      throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'bypass' or 'deny'")
+      throw config("option `onUnavailable` must be 'memory', 'bypass' or 'deny'")
     if (
       serializer === null ||
       typeof serializer !== 'object' ||
       typeof serializer.stringify !== 'function' ||
       typeof serializer.parse !== 'function'
     )
-      throw new RedisGuardError(codes.CONFIG, 'option `serializer` must be an object with `stringify` and `parse`')
+      throw config('option `serializer` must be an object with `stringify` and `parse`')
     if (!(Number.isInteger(maxValueBytes) && maxValueBytes > 0))
-      throw new RedisGuardError(codes.CONFIG, 'option `maxValueBytes` must be a positive integer')
+      throw config('option `maxValueBytes` must be a positive integer')
     if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0))
-      throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
+      throw config('option `fallbackMaxKeys` must be a positive integer')
+    let l1Options
+    if (l1 === true) l1Options = {}
+    else if (l1 !== undefined && l1 !== false) {
+      if (l1 === null || typeof l1 !== 'object') throw config('option `l1` must be true or { maxKeys, ttlMs }')
+      const { maxKeys = DEFAULT_L1_MAX_KEYS, ttlMs: l1Ttl = DEFAULT_L1_TTL_MS, ...rest } = l1
+      if (Object.keys(rest).length) throw config(`unknown l1 option \`${Object.keys(rest)[0]}\` (known: maxKeys, ttlMs)`)
+      if (!(Number.isInteger(maxKeys) && maxKeys > 0)) throw config('option `l1.maxKeys` must be a positive integer')
+      if (typeof l1Ttl !== 'number' || !(l1Ttl > 0 && l1Ttl <= MAX_TTL_MS))
+        throw config('option `l1.ttlMs` must be above 0 and at most one year')
+      l1Options = { maxKeys, ttlMs: l1Ttl }
+    }
     /** @type {RedisClient} */
     this.client = /** @type {RedisClient} */ (client) || getDefaultClient()
     /** The key prefix: entries are `${prefix}${key}`. The default value is `'cache:'`. */
     this.prefix = prefix
     /** The TTL of an entry set without one, in ms. The default value is `3600000` (one hour). */
     this.ttlMs = Math.ceil(ttlMs)
+    /** How long an expired entry may still be served by getOrSet, in ms. The default value is `0`. */
+    this.graceMs = Math.ceil(graceMs)
+    /** How long getOrSet waits for a factory, in ms. The default value is `5000`. */
+    this.timeoutMs = timeoutMs
     this.onUnavailable = onUnavailable
     this.maxValueBytes = maxValueBytes
     this._serializer = serializer
@@ -119,12 +193,38 @@ class Cache {
     } catch (e) {
       throw toError(e)
     }
+    this._origin = this._native.origin
     this._batch = new Batcher(this._native.batcher())
-    this._stats = { hits: 0, misses: 0, sets: 0, deletes: 0, errors: 0, fallbacks: 0 }
+    /** @type {Map<string, Promise<unknown>>} the fill of each key under way in this process */
+    this._filling = new Map()
+    this._stats = {
+      hits: 0,
+      misses: 0,
+      staleHits: 0,
+      l1Hits: 0,
+      sets: 0,
+      deletes: 0,
+      factoryCalls: 0,
+      errors: 0,
+      timeouts: 0,
+      fallbacks: 0,
+    }
+    /** @type {L1 | undefined} */
+    this._l1 = undefined
+    if (l1Options) {
+      const tier = new L1(l1Options.maxKeys, l1Options.ttlMs)
+      this._l1 = tier
+      const origin = this._origin
+      const n = prefix.length
+      this._native.subscribe((event, text) => {
+        if (event === 2) tier.heard(text, origin, n)
+        else tier.channel(event === 0)
+      })
+    }
   }
 
-  /** The serialized bytes of `value` (a typed error for what cannot be stored). */
-  _encode(key, value) {
+  /** The serialized text of `value` (a typed error for what cannot be stored). */
+  _serialize(key, value) {
     if (value === undefined) throw invalid(`cannot cache undefined (key ${JSON.stringify(key.slice(0, 64))})`)
     if (typeof value === 'function') throw invalid('cannot cache a function')
     let text
@@ -136,17 +236,33 @@ class Cache {
     }
     if (typeof text !== 'string')
       throw invalid('the serializer did not return a string (undefined, a function, a symbol?)')
+    return text
+  }
+
+  /** The bytes of an entry: the plain text, or the envelope with grace and tag versions. */
+  _entry(text, graceMs, versions) {
+    if (graceMs > 0 || versions) {
+      /** @type {{ g?: number, t?: Record<string, number> }} */
+      const h = {}
+      if (graceMs > 0) h.g = graceMs
+      if (versions) h.t = versions
+      text = ENVELOPE + JSON.stringify(h) + '\n' + text
+    }
     // A string of n UTF-16 units is at most 3n bytes: the exact length only when it may be over.
     if (text.length * 3 > this.maxValueBytes && Buffer.byteLength(text) > this.maxValueBytes)
       throw invalid(`the serialized value is over maxValueBytes (${this.maxValueBytes} bytes)`)
     return Buffer.from(text, 'utf8')
   }
 
-  /** The options of one set: its TTL in ms. */
-  _ttlOf(options) {
-    if (options === undefined || options === null) return this.ttlMs
+  /** The TTL, grace and tags of one write's options. */
+  _writeOptions(options) {
+    if (options === undefined || options === null) return { ttl: this.ttlMs, grace: this.graceMs, tags: undefined }
     if (typeof options !== 'object') throw invalid('set options must be an object')
-    return options.ttlMs === undefined ? this.ttlMs : checkTtl(options.ttlMs, 'ttlMs')
+    return {
+      ttl: options.ttlMs === undefined ? this.ttlMs : checkTtl(options.ttlMs, 'ttlMs'),
+      grace: options.graceMs === undefined ? this.graceMs : checkGrace(options.graceMs, 'graceMs'),
+      tags: checkTags(options.tags),
+    }
   }
 
   /** The answer of one call: its status checked and counted. */
@@ -160,41 +276,111 @@ class Cache {
     return r
   }
 
-  /** The value of a get's answer, or undefined. */
-  async _get(key) {
+  /** The current versions of `tags` (one batch). */
+  async _versions(tags) {
+    const rs = await Promise.all(tags.map((t) => this._batch.push(CACHE_TAG_VERSION, t, 0, 0, EMPTY)))
+    /** @type {Record<string, number>} */
+    const v = {}
+    rs.forEach((r, i) => (v[tags[i]] = this._check(r, 'tag', tags[i]).nums[1]))
+    return v
+  }
+
+  /**
+   * What Redis (or the memory tier) holds at `key`: a fresh or stale value, or a miss. Not
+   * counted as a hit or a miss (the callers count).
+   * @returns {Promise<Lookup>}
+   */
+  async _lookup(key) {
     const r = this._check(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), 'get', key)
-    if (r.nums[1] !== 1) {
-      this._stats.misses++
-      return undefined
+    if (r.nums[1] !== 1) return MISS
+    let text = r.bytes.toString('utf8')
+    let tags
+    if (text.startsWith(ENVELOPE)) {
+      const nl = text.indexOf('\n', ENVELOPE.length)
+      let h
+      try {
+        h = JSON.parse(text.slice(ENVELOPE.length, nl))
+      } catch {
+        h = undefined
+      }
+      if (nl < 0 || h === null || typeof h !== 'object') {
+        this._stats.errors++
+        return MISS
+      }
+      text = text.slice(nl + 1)
+      if (h.t && typeof h.t === 'object') {
+        tags = Object.keys(h.t)
+        // In a cluster the script could not reach the tag versions: compare them here. The entry
+        // was read first, so an invalidation that ended before this call began is always seen.
+        if (r.nums[2] & CACHE_UNCHECKED) {
+          const now = await this._versions(tags)
+          if (tags.some((t) => now[t] !== h.t[t])) return MISS
+        }
+      }
     }
-    let value
     try {
-      value = this._serializer.parse(r.bytes.toString('utf8'))
+      return { found: true, stale: (r.nums[2] & CACHE_STALE) !== 0, value: this._serializer.parse(text), tags }
     } catch {
       // Not written by a serializer like ours: a miss, counted as an error.
       this._stats.errors++
+      return MISS
+    }
+  }
+
+  /** A read: the L1, then Redis; fresh values only. */
+  async _get(key) {
+    const l1 = this._l1
+    const hit = l1 && l1.get(key)
+    if (hit) {
+      this._stats.hits++
+      this._stats.l1Hits++
+      return hit.value
+    }
+    const epoch = l1 ? l1.epoch : 0
+    const r = await this._lookup(key)
+    if (!r.found || r.stale) {
       this._stats.misses++
       return undefined
     }
     this._stats.hits++
-    return value
+    if (l1) l1.set(key, r.value, this.ttlMs, r.tags, epoch)
+    return r.value
   }
 
-  async _set(key, bytes, ttl) {
-    const r = this._check(await this._batch.push(CACHE_SET, key, ttl, 0, bytes), 'set', key)
+  /** Write prepared bytes; true when stored. */
+  async _put(key, bytes, ttl, grace) {
+    const r = this._check(await this._batch.push(CACHE_SET, key, ttl + grace, 0, bytes), 'set', key)
     const stored = r.nums[1] === 1
     if (stored) this._stats.sets++
     return stored
   }
 
+  /** Store `value` with its options (tag versions read first unless given). */
+  async _set(key, value, { ttl, grace, tags }, versions) {
+    const text = this._serialize(key, value)
+    if (tags && !versions) {
+      this._entry(text, grace, {}) // refuse an oversized value before any round trip
+      versions = await this._versions(tags)
+    }
+    const stored = await this._put(key, this._entry(text, grace, tags ? versions : undefined), ttl, grace)
+    const l1 = this._l1
+    if (l1) {
+      l1.delete(key)
+      if (stored) l1.set(key, value, ttl, tags, l1.epoch)
+    }
+    return stored
+  }
+
   async _delete(key) {
     this._stats.deletes++
+    if (this._l1) this._l1.delete(key)
     const r = this._check(await this._batch.push(CACHE_DELETE, key, 0, 0, EMPTY), 'delete', key)
     return r.nums[1]
   }
 
   /**
-   * The value of `key`, or undefined (a miss).
+   * The value of `key`, or undefined (a miss; an entry past its TTL but within grace is a
+   * miss here too).
    * @param {string} key
    */
   async get(key) {
@@ -203,16 +389,162 @@ class Cache {
   }
 
   /**
-   * Store `value` at `key` for `ttlMs` (default: the cache's). Resolves true when stored (in
-   * Redis, or the memory tier), false when dropped (`onUnavailable: 'bypass'`).
+   * Store `value` at `key` for `ttlMs` (default: the cache's), servable stale by getOrSet for
+   * `graceMs` more, invalidated with any of `tags`. Resolves true when stored (in Redis, or the
+   * memory tier), false when dropped (`onUnavailable: 'bypass'`).
    * @param {string} key
    * @param {unknown} value
-   * @param {{ ttlMs?: number }} [options]
+   * @param {{ ttlMs?: number, graceMs?: number, tags?: string[] }} [options]
    */
   async set(key, value, options) {
     checkKey(key)
-    const ttl = this._ttlOf(options)
-    return this._set(key, this._encode(key, value), ttl)
+    return this._set(key, value, this._writeOptions(options))
+  }
+
+  /**
+   * The value of `key`; on a miss, the value of `factory()`, stored and returned. The factory
+   * runs once per key at a time in this process, and once across processes while Redis is up
+   * (the others wait for its value, at most `timeoutMs`, and take over if its process dies).
+   * A factory that throws rejects its callers with that error and caches nothing. With
+   * `graceMs`, an expired entry is served when the factory fails or takes longer than
+   * `timeoutMs` (or while another process refreshes it), and is refreshed in the background.
+   * No value within `timeoutMs`: ERR_REDIS_GUARD_TIMEOUT.
+   * @template T
+   * @param {string} key
+   * @param {() => T | Promise<T>} factory
+   * @param {{ ttlMs?: number, graceMs?: number, tags?: string[], timeoutMs?: number }} [options]
+   * @returns {Promise<T>}
+   */
+  async getOrSet(key, factory, options) {
+    checkKey(key)
+    if (typeof factory !== 'function') throw invalid('getOrSet(key, factory) needs a function')
+    const write = this._writeOptions(options)
+    let timeoutMs = this.timeoutMs
+    if (options && options.timeoutMs !== undefined) {
+      timeoutMs = options.timeoutMs
+      if (typeof timeoutMs !== 'number' || !(timeoutMs > 0 && timeoutMs <= 3_600_000))
+        throw invalid('`timeoutMs` must be above 0 and at most one hour (3600000)')
+    }
+    const l1 = this._l1
+    const hit = l1 && l1.get(key)
+    if (hit) {
+      this._stats.hits++
+      this._stats.l1Hits++
+      return /** @type {T} */ (hit.value)
+    }
+    let filling = this._filling.get(key)
+    if (!filling) {
+      filling = this._fill(key, factory, write, timeoutMs)
+      this._filling.set(key, filling)
+      const done = () => this._filling.get(key) === filling && this._filling.delete(key)
+      filling.then(done, done)
+    }
+    return /** @type {Promise<T>} */ (filling)
+  }
+
+  /** One fill of `key` in this process (see getOrSet). */
+  async _fill(key, factory, write, timeoutMs) {
+    const deadline = clock() + timeoutMs
+    const l1 = this._l1
+    const epoch = l1 ? l1.epoch : 0
+    const token = `${this._origin}:${++tokenSeq}`
+    const tokenBytes = Buffer.from(token)
+    // The first look, the fill lock and the tag versions in one batch.
+    const [found, lock, versions] = await Promise.all([
+      this._lookup(key),
+      this._batch.push(CACHE_LOCK, key, timeoutMs, 0, tokenBytes),
+      write.tags ? this._versions(write.tags) : undefined,
+    ])
+    this._check(lock, 'lock', key)
+    if (found.found && !found.stale) {
+      if (lock.nums[1] === 1) this._unlock(key, tokenBytes)
+      this._stats.hits++
+      if (l1) l1.set(key, found.value, write.ttl, found.tags, epoch)
+      return found.value
+    }
+    this._stats.misses++
+    if (lock.nums[1] === 1) return this._run(key, factory, write, versions, found, timeoutMs, tokenBytes)
+    // Another process fills the key.
+    if (found.stale) {
+      this._stats.staleHits++
+      return found.value
+    }
+    let wait = 10
+    while (clock() + wait < deadline) {
+      await sleep(wait)
+      wait = Math.min(wait * 2, 100)
+      const [now, again] = await Promise.all([
+        this._lookup(key),
+        this._batch.push(CACHE_LOCK, key, timeoutMs, 0, tokenBytes),
+      ])
+      this._check(again, 'lock', key)
+      if (now.found && !now.stale) {
+        if (again.nums[1] === 1) this._unlock(key, tokenBytes)
+        return now.value
+      }
+      // The holder is gone (its lock expired or was given back without a value): take over.
+      if (again.nums[1] === 1) {
+        const v = write.tags ? await this._versions(write.tags) : undefined
+        return this._run(key, factory, write, v, now, Math.max(1, deadline - clock()), tokenBytes)
+      }
+    }
+    this._stats.timeouts++
+    throw new RedisGuardError(codes.TIMEOUT, `getOrSet ${JSON.stringify(key.slice(0, 64))}: no value within ${timeoutMs} ms`)
+  }
+
+  /** Run the factory holding the fill lock; store its value; give the lock back. */
+  _run(key, factory, write, versions, found, timeoutMs, tokenBytes) {
+    this._stats.factoryCalls++
+    const work = (async () => {
+      try {
+        const value = await factory()
+        await this._set(key, value, write, versions)
+        return value
+      } finally {
+        this._unlock(key, tokenBytes)
+      }
+    })()
+    return new Promise((resolve, reject) => {
+      let settled = false
+      const timer = after(() => {
+        if (settled) return
+        settled = true
+        if (found.stale) {
+          this._stats.staleHits++
+          resolve(found.value)
+        } else {
+          this._stats.timeouts++
+          reject(
+            new RedisGuardError(
+              codes.TIMEOUT,
+              `getOrSet ${JSON.stringify(key.slice(0, 64))}: the factory gave no value within ${timeoutMs} ms`,
+            ),
+          )
+        }
+      }, timeoutMs)
+      work.then(
+        (v) => {
+          cancel(timer)
+          if (!settled) resolve(v)
+          settled = true
+        },
+        (e) => {
+          cancel(timer)
+          this._stats.errors++
+          if (settled) return
+          settled = true
+          if (found.stale) {
+            this._stats.staleHits++
+            resolve(found.value)
+          } else reject(e)
+        },
+      )
+    })
+  }
+
+  /** Give the fill lock back (best effort: it expires anyway). */
+  _unlock(key, tokenBytes) {
+    this._batch.push(CACHE_UNLOCK, key, 0, 0, tokenBytes).catch(() => {})
   }
 
   /**
@@ -226,31 +558,35 @@ class Cache {
   }
 
   /**
-   * Store every `[key, value, { ttlMs }?]` entry: one batch. Every entry is checked before
-   * anything is sent (one bad entry: nothing is written). Resolves how many were stored.
-   * @param {Array<[string, unknown] | [string, unknown, { ttlMs?: number } | undefined]>} entries
+   * Store every `[key, value, { ttlMs, graceMs, tags }?]` entry: one batch. Every entry is
+   * checked before anything is sent (one bad entry: nothing is written). Resolves how many were
+   * stored.
+   * @param {Array<[string, unknown] | [string, unknown, { ttlMs?: number, graceMs?: number, tags?: string[] } | undefined]>} entries
    */
   async setMany(entries) {
     checkArray(entries, 'setMany(entries)')
     const calls = entries.map((e) => {
       if (!Array.isArray(e) || e.length < 2 || e.length > 3)
-        throw invalid('setMany entries must be [key, value] or [key, value, { ttlMs }]')
+        throw invalid('setMany entries must be [key, value] or [key, value, { ttlMs, graceMs, tags }]')
       const [key, value, options] = e
       checkKey(key)
-      return [key, this._encode(key, value), this._ttlOf(options)]
+      const w = this._writeOptions(options)
+      this._entry(this._serialize(key, value), w.grace, w.tags ? {} : undefined)
+      return [key, value, w]
     })
-    const stored = await Promise.all(calls.map(([k, b, t]) => this._set(k, b, t)))
+    const stored = await Promise.all(calls.map(([k, v, w]) => this._set(k, v, w)))
     return stored.filter(Boolean).length
   }
 
   /**
-   * Whether `key` holds a value.
+   * Whether `key` holds a fresh value.
    * @param {string} key
    */
   async has(key) {
     checkKey(key)
-    const r = this._check(await this._batch.push(CACHE_HAS, key, 0, 0, EMPTY), 'has', key)
-    return r.nums[1] === 1
+    if (this._l1 && this._l1.get(key)) return true
+    const r = await this._lookup(key)
+    return r.found && !r.stale
   }
 
   /**
@@ -274,12 +610,29 @@ class Cache {
   }
 
   /**
-   * Delete every entry of this cache's prefix (SCAN + UNLINK on every primary, never KEYS) and
-   * empty the memory tier. Resolves the number of Redis keys deleted. Rejects with
-   * ERR_REDIS_GUARD_UNAVAILABLE while Redis is unavailable, and ERR_REDIS_GUARD_INVALID_ARG
-   * for an empty prefix.
+   * Invalidate every entry set with any of `tags`, in every process: one `INCR` per tag (no
+   * scan of entries); an entry written before is never served after this resolves. Resolves
+   * the number of tags. Rejects with ERR_REDIS_GUARD_UNAVAILABLE / ERR_REDIS_GUARD_TIMEOUT
+   * while Redis is unavailable, whatever the policy (the memory tier is emptied then).
+   * @param {string[]} tags
+   */
+  async invalidateTags(tags) {
+    checkArray(tags, 'invalidateTags(tags)')
+    const list = checkTags(tags) || []
+    if (this._l1) this._l1.deleteTags(list)
+    const rs = await Promise.all(list.map((t) => this._batch.push(CACHE_INVALIDATE, t, 0, 0, EMPTY)))
+    rs.forEach((r, i) => this._check(r, 'invalidateTags', list[i]))
+    return list.length
+  }
+
+  /**
+   * Delete every entry of this cache's prefix (SCAN + UNLINK on every primary, never KEYS),
+   * empty the memory tier and every process's L1. Resolves the number of Redis keys deleted.
+   * Rejects with ERR_REDIS_GUARD_UNAVAILABLE while Redis is unavailable, and
+   * ERR_REDIS_GUARD_INVALID_ARG for an empty prefix.
    */
   async clear() {
+    if (this._l1) this._l1.clear()
     try {
       return await this._native.clear()
     } catch (e) {
@@ -291,14 +644,16 @@ class Cache {
   /**
    * Delete every entry whose key (after the prefix) matches the glob `pattern` (`*`, `?`,
    * `[...]`, `\` escapes; glob characters in the prefix are matched literally): SCAN + UNLINK
-   * on every primary, never KEYS. Empties the memory tier. Resolves the number of keys deleted.
-   * Rejects with ERR_REDIS_GUARD_UNAVAILABLE while Redis is unavailable, and
-   * ERR_REDIS_GUARD_INVALID_ARG for an empty prefix or a pattern that is not a non-empty string.
+   * on every primary, never KEYS. Empties the memory tier and every process's L1. Resolves the
+   * number of keys deleted. Rejects with ERR_REDIS_GUARD_UNAVAILABLE while Redis is
+   * unavailable, and ERR_REDIS_GUARD_INVALID_ARG for an empty prefix or a pattern that is not
+   * a non-empty string.
    * @param {string} pattern
    */
   async deletePattern(pattern) {
     if (typeof pattern !== 'string' || pattern.length === 0)
       throw invalid('deletePattern(pattern) needs a non-empty string pattern')
+    if (this._l1) this._l1.clear()
     try {
       return await this._native.deletePattern(pattern)
     } catch (e) {
@@ -317,9 +672,32 @@ class Cache {
     return this._native.fallbackSize()
   }
 
-  [inspect.custom]() {
-    return `Cache { prefix: ${JSON.stringify(this.prefix)}, onUnavailable: '${this.onUnavailable}', client: ${inspect(this.client)} }`
+  /** Entries the L1 holds now (0 without `l1`). */
+  l1Size() {
+    return this._l1 ? this._l1.map.size : 0
   }
+
+  /** Whether the L1 serves now: it hears of every process's changes (false without `l1`). */
+  l1Ready() {
+    return this._l1 ? this._l1.on : false
+  }
+
+  /** Stop the L1's subscriber and empty it (the client stays open). */
+  close() {
+    if (this._l1) {
+      this._native.unsubscribe()
+      this._l1.channel(false)
+    }
+  }
+
+  [inspect.custom]() {
+    return `Cache { prefix: ${JSON.stringify(this.prefix)}, onUnavailable: '${this.onUnavailable}', l1: ${!!this._l1}, client: ${inspect(this.client)} }`
+  }
+}
+
+/** @param {number} ms */
+function sleep(ms) {
+  return new Promise((resolve) => after(resolve, ms))
 }
 
 // ---- seed helpers: cacheGet / cacheSet / cacheDelete on the default client ------------------

@@ -6,14 +6,16 @@
 //! the bounded memory tier (`fallback/cache.rs`), a miss (`bypass`), or an error (`deny`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use fred::interfaces::PubsubInterface;
 use fred::types::Value;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::batch::{CallIn, Failure, Feature, NativeBatcher, Out};
 use crate::connection::client::{ClientInner, NativeClient};
+use crate::connection::subscriber::{OnEvent, Subscriber};
 use crate::error::{Code, GuardError};
 use crate::fallback::{MemoryCache, CACHE_FALLBACK_MAX_BYTES};
 use crate::redis::scripts::{self, Call};
@@ -27,11 +29,35 @@ pub const CACHE_SET: u32 = 1;
 /// Cache op: delete a key (`UNLINK`).
 #[napi]
 pub const CACHE_DELETE: u32 = 2;
-/// Cache op: whether a key holds a value (`EXISTS`).
+/// Cache op: the version of a tag (the call's key is the tag): 0 until it is first invalidated.
 #[napi]
-pub const CACHE_HAS: u32 = 3;
+pub const CACHE_TAG_VERSION: u32 = 3;
+/// Cache op: invalidate a tag (the call's key): its version goes up by one.
+#[napi]
+pub const CACHE_INVALIDATE: u32 = 4;
+/// Cache op: take the fill lock of a key (`getOrSet` across processes) with a token (the call's
+/// bytes) for a TTL in ms (the call's number): 1 when taken, 0 when another holds it.
+#[napi]
+pub const CACHE_LOCK: u32 = 5;
+/// Cache op: give back the fill lock of a key if it still holds the token (the call's bytes).
+#[napi]
+pub const CACHE_UNLOCK: u32 = 6;
 
-/// Result status (the first of four numbers): Redis decided.
+/// Result flag (the third number, a bit): the value is stale — within its grace period.
+#[napi]
+pub const CACHE_STALE: u32 = 1;
+/// Result flag: the entry's tags are left for the caller to check (a cluster, where the tag
+/// versions may live in other slots than the entry).
+#[napi]
+pub const CACHE_UNCHECKED: u32 = 2;
+
+/// The keys redis-guard keeps under a cache's prefix for itself start with this (after the
+/// prefix): tag versions at `__rg:tag:TAG`, fill locks at `__rg:lock:KEY`, and the channel
+/// `__rg:changes`. Cache keys that start with it are `ERR_REDIS_GUARD_INVALID_ARG`.
+#[napi]
+pub const CACHE_RESERVED: &str = "__rg:";
+
+/// Result status (the first of five numbers): Redis decided.
 #[napi]
 pub const CACHE_REDIS: u32 = 0;
 /// Result status: the memory tier answered (`onUnavailable: 'memory'`, Redis unavailable).
@@ -53,7 +79,12 @@ const MAX_TTL_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
 const OP_GET: u8 = CACHE_GET as u8;
 const OP_SET: u8 = CACHE_SET as u8;
 const OP_DELETE: u8 = CACHE_DELETE as u8;
-const OP_HAS: u8 = CACHE_HAS as u8;
+const OP_TAG_VERSION: u8 = CACHE_TAG_VERSION as u8;
+const OP_INVALIDATE: u8 = CACHE_INVALIDATE as u8;
+const OP_LOCK: u8 = CACHE_LOCK as u8;
+const OP_UNLOCK: u8 = CACHE_UNLOCK as u8;
+/// The header of an entry with tags or grace (`scripts::CACHE_BATCH`).
+const ENVELOPE: &[u8] = b"\0rg1\n";
 const ST_REDIS: f64 = CACHE_REDIS as f64;
 const ST_MEMORY: f64 = CACHE_MEMORY as f64;
 const ST_BYPASS: f64 = CACHE_BYPASS as f64;
@@ -69,15 +100,25 @@ enum Policy {
 struct CacheFeature {
   client: Arc<ClientInner>,
   prefix: String,
+  /// `${prefix}__rg:tag:`: where tag versions live.
+  tag_prefix: String,
+  /// `${prefix}__rg:lock:`: where fill locks live.
+  lock_prefix: String,
+  /// Where writes and invalidations are published (`${prefix}__rg:changes`).
+  channel: String,
+  /// This cache's id in the messages it publishes.
+  origin: String,
   policy: Policy,
   memory: MemoryCache,
+  /// Whether a publish was refused (warned once).
+  publish_denied: AtomicBool,
   /// Whether the memory tier may hold entries: it is emptied once Redis answers again, so that
   /// a later outage never serves what was written or deleted in Redis meanwhile.
   memory_used: AtomicBool,
 }
 
-/// One call: the op, the caller's key (for the memory tier), its Redis key, and for a set the
-/// value and TTL.
+/// One call: the op, the caller's key (for the memory tier), its Redis key, and for a set or a
+/// lock the bytes (value or token) and TTL.
 struct CacheOp {
   op: u8,
   key: String,
@@ -90,6 +131,7 @@ struct CacheOp {
 #[napi]
 pub struct NativeCache {
   inner: Arc<CacheFeature>,
+  subscriber: Mutex<Option<Subscriber>>,
 }
 
 /// The bytes of a bulk reply.
@@ -101,23 +143,48 @@ fn bytes_of(v: &Value) -> Option<&[u8]> {
   }
 }
 
+/// The grace period of an entry's bytes, in ms (0 for a plain value).
+fn grace_of(value: &[u8]) -> u64 {
+  if !value.starts_with(ENVELOPE) {
+    return 0;
+  }
+  let rest = &value[ENVELOPE.len()..];
+  let line = &rest[..rest.iter().position(|&b| b == b'\n').unwrap_or(0)];
+  serde_json::from_slice::<serde_json::Value>(line)
+    .ok()
+    .and_then(|h| h.get("g").and_then(|g| g.as_u64()))
+    .unwrap_or(0)
+}
+
 impl CacheFeature {
   /// One `CACHE_BATCH` call for the ops `idx` (all in one cluster slot).
-  fn batch_call(&self, ops: &[&CacheOp], idx: &[usize]) -> Call {
+  fn batch_call(&self, ops: &[&CacheOp], idx: &[usize], cluster: bool) -> Call {
     let mut letters = String::with_capacity(idx.len());
-    let mut args = vec![String::new()];
+    let mut args = vec![
+      String::new(),
+      if cluster { "0" } else { "1" }.to_string(),
+      self.tag_prefix.clone(),
+      self.channel.clone(),
+      self.origin.clone(),
+    ];
     for &i in idx {
       let op = ops[i];
+      // Values and tokens are valid UTF-8: checked in `parse`.
+      let text = || String::from_utf8_lossy(&op.value).into_owned();
       match op.op {
         OP_GET => letters.push('g'),
-        OP_SET => {
-          letters.push('s');
-          // Valid UTF-8: checked in `parse`.
-          args.push(String::from_utf8_lossy(&op.value).into_owned());
+        OP_SET | OP_LOCK => {
+          letters.push(if op.op == OP_SET { 's' } else { 'l' });
+          args.push(text());
           args.push(op.ttl.to_string());
         }
         OP_DELETE => letters.push('d'),
-        _ => letters.push('h'),
+        OP_TAG_VERSION => letters.push('v'),
+        OP_INVALIDATE => letters.push('i'),
+        _ => {
+          letters.push('u');
+          args.push(text());
+        }
       }
     }
     args[0] = letters;
@@ -126,6 +193,22 @@ impl CacheFeature {
       keys: idx.iter().map(|&i| ops[i].rk.clone()).collect(),
       args,
     }
+  }
+
+  /// Tell every process's L1 that many entries went at once (`clear`, `deletePattern`): the
+  /// message `{"o":id,"c":1}`. Best effort: an L1 that misses it still expires its entries.
+  async fn publish_cleared(&self) {
+    let msg = format!("{{\"o\":\"{}\",\"c\":1}}", self.origin);
+    let _ = self
+      .client
+      .run(async {
+        self
+          .client
+          .redis
+          .publish::<Value, _, _>(self.channel.as_str(), msg)
+          .await
+      })
+      .await;
   }
 
   /// Redis answered: the memory tier of an earlier outage is stale now.
@@ -138,10 +221,11 @@ impl CacheFeature {
 
 impl Feature for CacheFeature {
   type Op = CacheOp;
-  /// The TTL in ms (sets only).
+  /// The TTL in ms (sets and locks only).
   const WIDTH_IN: usize = 1;
-  /// Status, a number (found: 1 or 0; deleted: the count), the bytes' offset and length.
-  const WIDTH_OUT: usize = 4;
+  /// Status, a number (found: 1 or 0; deleted: the count; a version; taken: 1 or 0), flags
+  /// (`CACHE_STALE`, `CACHE_UNCHECKED`), the bytes' offset and length.
+  const WIDTH_OUT: usize = 5;
   const BYTES_IN: bool = true;
   const BYTES_OUT: bool = true;
 
@@ -150,7 +234,7 @@ impl Feature for CacheFeature {
   }
 
   fn parse(&self, call: CallIn<'_>) -> std::result::Result<CacheOp, GuardError> {
-    if call.op > OP_HAS {
+    if call.op > OP_UNLOCK {
       return Err(GuardError::new(Code::InvalidArg, "bad cache operation"));
     }
     if call.key.is_empty() || call.key.len() > CACHE_MAX_KEY_BYTES as usize {
@@ -159,28 +243,39 @@ impl Feature for CacheFeature {
         "the cache key must be 1 to 8192 bytes",
       ));
     }
-    let (value, ttl) = if call.op == OP_SET {
+    let timed = call.op == OP_SET || call.op == OP_LOCK;
+    let ttl = if timed {
       let ttl = call.nums[0];
-      if !(1.0..=MAX_TTL_MS).contains(&ttl) {
+      if !(1.0..=2.0 * MAX_TTL_MS).contains(&ttl) {
         return Err(GuardError::new(
           Code::InvalidArg,
-          "the cache TTL must be a number of ms from 1 to one year",
+          "the cache TTL must be a number of ms from 1 to two years (TTL and grace)",
         ));
       }
+      ttl.ceil() as u64
+    } else {
+      0
+    };
+    let value = if timed || call.op == OP_UNLOCK {
       if std::str::from_utf8(call.bytes).is_err() {
         return Err(GuardError::new(
           Code::InvalidArg,
           "a cache value must be UTF-8 text",
         ));
       }
-      (call.bytes.to_vec(), ttl.ceil() as u64)
+      call.bytes.to_vec()
     } else {
-      (Vec::new(), 0)
+      Vec::new()
+    };
+    let rk = match call.op {
+      OP_TAG_VERSION | OP_INVALIDATE => format!("{}{}", self.tag_prefix, call.key),
+      OP_LOCK | OP_UNLOCK => format!("{}{}", self.lock_prefix, call.key),
+      _ => format!("{}{}", self.prefix, call.key),
     };
     Ok(CacheOp {
       op: call.op,
       key: call.key.to_string(),
-      rk: format!("{}{}", self.prefix, call.key),
+      rk,
       value,
       ttl,
     })
@@ -189,14 +284,25 @@ impl Feature for CacheFeature {
   /// One `CACHE_BATCH` call per cluster slot (the whole batch on a standalone or sentinel server).
   fn plan(&self, ops: &[&CacheOp], cluster: bool) -> (Vec<Vec<usize>>, Vec<Call>) {
     let groups = crate::redis::slot::groups(ops.iter().map(|o| o.rk.as_bytes()), cluster);
-    let calls = groups.iter().map(|g| self.batch_call(ops, g)).collect();
+    let calls = groups
+      .iter()
+      .map(|g| self.batch_call(ops, g, cluster))
+      .collect();
     (groups, calls)
   }
 
-  /// One reply per op.
+  /// One reply per op (and one more when the change could not be published).
   fn split<'v>(&self, _: &CacheOp, n: usize, reply: &'v Value) -> Option<Vec<&'v [Value]>> {
     match reply {
       Value::Array(a) if a.len() == n => Some(a.chunks(1).collect()),
+      Value::Array(a) if a.len() == n + 1 => {
+        if !self.publish_denied.swap(true, Ordering::Relaxed) {
+          tracing::warn!(target: "redis_guard", client = self.client.id as u64,
+            "the cache could not publish its changes on {} (an ACL user needs `&{}`): \
+             the L1 of other processes will not hear of this process's writes", self.channel, self.channel);
+        }
+        Some(a[..n].chunks(1).collect())
+      }
       _ => None,
     }
   }
@@ -209,35 +315,30 @@ impl Feature for CacheFeature {
     out: &mut Out<'_>,
   ) -> std::result::Result<(), Failure> {
     let r = &reply[0];
-    match (op.op, r.as_i64()) {
+    let failed = || {
+      Failure::Refused(GuardError::new(
+        Code::Redis,
+        "the cache script failed for this key (not a string value?)",
+      ))
+    };
+    match (op.op, r) {
+      (OP_GET, Value::Null) => out.set(&[ST_REDIS, 0.0]),
+      // An entry with tags or grace: its value, stale, unchecked.
+      (OP_GET, Value::Array(a)) if a.len() == 3 => {
+        let flags = a[1].as_i64().unwrap_or(0) * CACHE_STALE as i64
+          + a[2].as_i64().unwrap_or(0) * CACHE_UNCHECKED as i64;
+        out.set(&[ST_REDIS, 1.0, flags as f64]);
+        out.set_bytes(bytes_of(&a[0]).ok_or_else(failed)?);
+      }
+      (OP_GET, Value::Bytes(_) | Value::String(_)) => {
+        out.set(&[ST_REDIS, 1.0]);
+        out.set_bytes(bytes_of(r).unwrap_or_default());
+      }
       // OOM inside the script: nothing was written; the policy decides for this op.
-      (_, Some(-2)) if !matches!(r, Value::Bytes(_) | Value::String(_)) => {
-        return Err(Failure::Unavailable(None))
-      }
-      (OP_GET, _) => match r {
-        Value::Null => out.set(&[ST_REDIS, 0.0]),
-        v => match bytes_of(v) {
-          Some(b) => {
-            out.set(&[ST_REDIS, 1.0]);
-            out.set_bytes(b);
-          }
-          None => {
-            return Err(Failure::Refused(GuardError::new(
-              Code::Redis,
-              "the cache script failed for this key (not a string value?)",
-            )))
-          }
-        },
-      },
-      (_, Some(n)) if n >= 0 && !matches!(r, Value::Bytes(_) | Value::String(_)) => {
-        out.set(&[ST_REDIS, n as f64])
-      }
-      _ => {
-        return Err(Failure::Refused(GuardError::new(
-          Code::Redis,
-          "the cache script failed for this key",
-        )))
-      }
+      (_, Value::Integer(-2)) => return Err(Failure::Unavailable(None)),
+      (OP_GET, _) => return Err(failed()),
+      (_, Value::Integer(n)) if *n >= 0 => out.set(&[ST_REDIS, *n as f64]),
+      _ => return Err(failed()),
     }
     self.redis_answered();
     Ok(())
@@ -245,7 +346,9 @@ impl Feature for CacheFeature {
 
   /// Closed: `ERR_REDIS_GUARD_CLOSED`. Refused (NOPERM, WRONGTYPE, a script error): the error
   /// reaches the caller. Unavailable: the policy — the memory tier, a miss / dropped write
-  /// (`bypass`), or `ERR_REDIS_GUARD_TIMEOUT` / `ERR_REDIS_GUARD_UNAVAILABLE` (`deny`).
+  /// (`bypass`), or `ERR_REDIS_GUARD_TIMEOUT` / `ERR_REDIS_GUARD_UNAVAILABLE` (`deny`). A tag
+  /// invalidation fails in every policy (it would not reach Redis's entries), and empties the
+  /// memory tier; a fill lock is taken (the process's own one-at-a-time holds meanwhile).
   fn unavailable(&self, op: &CacheOp, why: &Failure, now: u64, out: &mut Out<'_>) {
     if !matches!(why, Failure::Unavailable(_)) {
       out.fail(why.code());
@@ -256,13 +359,19 @@ impl Feature for CacheFeature {
       .counters
       .fallbacks
       .fetch_add(1, Ordering::Relaxed);
+    if op.op == OP_INVALIDATE {
+      self.memory.clear();
+      out.fail(why.code());
+      return;
+    }
     match self.policy {
       Policy::Memory => {
         self.memory_used.store(true, Ordering::Relaxed);
         match op.op {
           OP_GET => match self.memory.get(&op.key, now) {
-            Some(v) => {
-              out.set(&[ST_MEMORY, 1.0]);
+            Some((v, left)) => {
+              let stale = if left < grace_of(&v) { CACHE_STALE } else { 0 };
+              out.set(&[ST_MEMORY, 1.0, stale as f64]);
               out.set_bytes(&v);
             }
             None => out.set(&[ST_MEMORY, 0.0]),
@@ -275,13 +384,11 @@ impl Feature for CacheFeature {
             let n = self.memory.delete(&op.key, now) as u8 as f64;
             out.set(&[ST_MEMORY, n]);
           }
-          _ => {
-            let n = self.memory.has(&op.key, now) as u8 as f64;
-            out.set(&[ST_MEMORY, n]);
-          }
+          OP_LOCK => out.set(&[ST_MEMORY, 1.0]),
+          _ => out.set(&[ST_MEMORY, 0.0]),
         }
       }
-      Policy::Bypass => out.set(&[ST_BYPASS, 0.0]),
+      Policy::Bypass => out.set(&[ST_BYPASS, (op.op == OP_LOCK) as u8 as f64]),
       Policy::Deny => out.fail(why.code()),
     }
   }
@@ -310,17 +417,24 @@ impl NativeCache {
       ],
     )?;
     let client = client.inner.clone();
+    let prefix = prefix.unwrap_or_else(|| "cache:".into());
     let max = max_keys
       .map(|m| m as usize)
       .unwrap_or(client.settings.fallback_max_keys);
     Ok(NativeCache {
       inner: Arc::new(CacheFeature {
         client,
-        prefix: prefix.unwrap_or_else(|| "cache:".into()),
+        tag_prefix: format!("{prefix}{CACHE_RESERVED}tag:"),
+        lock_prefix: format!("{prefix}{CACHE_RESERVED}lock:"),
+        channel: format!("{prefix}{CACHE_RESERVED}changes"),
+        origin: format!("{:016x}", rand::random::<u64>()),
+        prefix,
         policy,
         memory: MemoryCache::new(max, CACHE_FALLBACK_MAX_BYTES),
         memory_used: AtomicBool::new(false),
+        publish_denied: AtomicBool::new(false),
       }),
+      subscriber: Mutex::new(None),
     })
   }
 
@@ -348,7 +462,9 @@ impl NativeCache {
     if !me.client.usable().await {
       return Err(GuardError::new(Code::Unavailable, "Redis is unavailable").into());
     }
-    Ok(crate::redis::scan::delete_prefix(&me.client, &me.prefix).await?)
+    let n = crate::redis::scan::delete_prefix(&me.client, &me.prefix).await?;
+    me.publish_cleared().await;
+    Ok(n)
   }
 
   /// Delete every entry whose key (after the prefix) matches the glob `pattern` (`*`, `?`,
@@ -373,7 +489,52 @@ impl NativeCache {
       return Err(GuardError::new(Code::Unavailable, "Redis is unavailable").into());
     }
     let glob = format!("{}{pattern}", crate::redis::scan::glob_escape(&me.prefix));
-    Ok(crate::redis::scan::delete_matching(&me.client, glob).await?)
+    let n = crate::redis::scan::delete_matching(&me.client, glob).await?;
+    me.publish_cleared().await;
+    Ok(n)
+  }
+
+  /// This cache's id in the change messages it publishes (16 hex digits, random).
+  #[napi(getter)]
+  pub fn origin(&self) -> String {
+    self.inner.origin.clone()
+  }
+
+  /// Hear of every cache's changes under this prefix (`${prefix}__rg:changes`) on a subscriber
+  /// connection built with the client's settings: `onEvent(event, text)` with event 0 (now
+  /// subscribed), 1 (interrupted: messages may have been lost) or 2 (a message: JSON
+  /// `{"o":origin,"k":[redisKeys],"t":[tags],"c":1}`). Calling it again replaces the previous
+  /// subscriber. Stopped by `unsubscribe()` and when the client closes.
+  #[napi(ts_args_type = "onEvent: (event: number, text: string) => void")]
+  pub fn subscribe(&self, on_event: Function<'_, FnArgs<(u32, String)>, ()>) -> Result<()> {
+    let tsfn: OnEvent = on_event
+      .build_threadsafe_function()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build_callback(|ctx| Ok(ctx.value))?;
+    let sub = Subscriber::start(&self.inner.client, self.inner.channel.clone(), tsfn)?;
+    if let Some(old) = self
+      .subscriber
+      .lock()
+      .unwrap_or_else(|e| e.into_inner())
+      .replace(sub)
+    {
+      old.stop();
+    }
+    Ok(())
+  }
+
+  /// Stop hearing of changes (see `subscribe`). Nothing happens when not subscribed.
+  #[napi]
+  pub fn unsubscribe(&self) {
+    if let Some(old) = self
+      .subscriber
+      .lock()
+      .unwrap_or_else(|e| e.into_inner())
+      .take()
+    {
+      old.stop();
+    }
   }
 
   /// Entries held by the memory tier now. The default value is `0` (nothing held until an outage).

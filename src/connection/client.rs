@@ -255,7 +255,7 @@ impl fred::types::Resolve for SeedResolver {
 }
 
 /// Build the fred client with every limit set (fred's own defaults are unsafe for a web server).
-fn build_fred(s: &Settings) -> std::result::Result<Client, GuardError> {
+pub fn build_fred(s: &Settings) -> std::result::Result<Client, GuardError> {
   let server = match &s.topology {
     Topology::Standalone { host, port } => ServerConfig::Centralized {
       server: server(s, &(host.clone(), *port)),

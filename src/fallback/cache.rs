@@ -65,16 +65,13 @@ impl MemoryCache {
     self.inner.lock().unwrap_or_else(|e| e.into_inner())
   }
 
-  /// The value of `key` at `now`, or None.
-  pub fn get(&self, key: &str, now: u64) -> Option<Vec<u8>> {
+  /// The value of `key` at `now` and the ms it has left, or None.
+  pub fn get(&self, key: &str, now: u64) -> Option<(Vec<u8>, u64)> {
     let key = local_key(key);
-    self.lock().live(&key, now).map(|e| e.value.clone())
-  }
-
-  /// Whether `key` holds an unexpired value at `now`.
-  pub fn has(&self, key: &str, now: u64) -> bool {
-    let key = local_key(key);
-    self.lock().live(&key, now).is_some()
+    self
+      .lock()
+      .live(&key, now)
+      .map(|e| (e.value.clone(), e.expires_at - now))
   }
 
   /// Store `value` for `ttl_ms` from `now`, evicting expired entries, then the oldest, while
@@ -147,16 +144,16 @@ mod tests {
   fn entries_expire_and_stay_bounded() {
     let c = MemoryCache::new(100, 1 << 20);
     c.set("a", b"1", 1000, 0);
-    assert_eq!(c.get("a", 999).as_deref(), Some(&b"1"[..]));
-    assert!(c.has("a", 999));
+    assert_eq!(c.get("a", 999), Some((b"1".to_vec(), 1)));
+    assert!(c.get("a", 999).is_some());
     assert_eq!(c.get("a", 1000), None);
-    assert!(!c.has("a", 1000));
+    assert!(!c.get("a", 1000).is_some());
     for i in 0..10_000 {
       c.set(&format!("k{i}"), b"v", 60_000, 2000);
     }
     assert_eq!(c.len(), 100);
     assert_eq!(c.get("k0", 2000), None, "the oldest went first");
-    assert!(c.has("k9999", 2000));
+    assert!(c.get("k9999", 2000).is_some());
     for _ in 0..1000 {
       c.set("same", b"x", 60_000, 2000);
     }
@@ -185,7 +182,7 @@ mod tests {
     drop(g);
     c.set("huge", &[0u8; 2000], 60_000, 0);
     assert!(
-      !c.has("huge", 0),
+      !c.get("huge", 0).is_some(),
       "a value over the whole budget is not kept"
     );
   }

@@ -146,36 +146,89 @@ return out"#,
   )
 });
 
-/// Every query-cache operation of a batch in one script call (one slot; see cache.rs). `ARGV[1]`
-/// has one letter per op, one key per op; then each op takes, in order, only the args its kind
-/// uses:
-/// - `g` `GET`: the value, or false when there is none;
+/// Every query-cache operation of a batch in one script call (one slot; see cache.rs).
+/// `ARGV[1]` has one letter per op, one key per op. `ARGV[2]`: "1" when this script may read
+/// tag keys itself (a standalone or sentinel server; in a cluster they may live in other
+/// slots), `ARGV[3]`: the prefix of tag keys, `ARGV[4]`: the channel that hears of changes ("":
+/// none), `ARGV[5]`: the id of the sending cache (so that it can skip its own news). Then each
+/// op takes, in order, only the args its kind uses:
+/// - `g` `GET`: false when there is none; the plain value; or, for an entry with tags or grace
+///   (a value that starts with `"\0rg1\n"`, then a JSON header line `{"g":graceMs,"t":{tag:
+///   version}}`), `{value, stale, unchecked}`: `stale` 1 once less than `graceMs` of its TTL is
+///   left, `unchecked` 1 when its tags are left to the caller. An entry a tag of which was
+///   invalidated since it was written is unlinked and reads as none;
 /// - `s` `SET key value PX ttl` (args: value, TTL ms): 1 — the plain value with a TTL, what
 ///   `SETEX key ttl value` writes;
 /// - `d` `UNLINK`: the number of keys deleted (0 or 1);
-/// - `h` `EXISTS`: 0 or 1.
+/// - `v` the version of a tag (its key): a number, 0 when it was never invalidated;
+/// - `i` invalidate a tag: `INCR` its version (kept for two years): the new version;
+/// - `l` `SET key token NX PX ttl` (args: token, TTL ms): 1 when taken, 0 when held;
+/// - `u` delete the key if it holds the token (arg: token): 1 or 0.
 ///
-/// A failing op (e.g. `WRONGTYPE`) yields -1 for that op only (-2 when Redis is out of memory:
-/// the caller's `onUnavailable` policy decides); `READONLY` (a demoted primary) fails the call.
+/// Writes and invalidations of the batch are published on the channel as one JSON message
+/// `{"o":id,"k":[keys],"t":[tags]}`; when that fails (an ACL user without the channel), the
+/// reply has one more element, 0. A failing op (e.g. `WRONGTYPE`) yields -1 for that op
+/// only (-2 when Redis is out of memory: the caller's `onUnavailable` policy decides);
+/// `READONLY` (a demoted primary) fails the call.
 pub static CACHE_BATCH: LazyLock<Script> = LazyLock::new(|| {
   Script::new(
     r#"local ops = ARGV[1]
+local check = ARGV[2] == "1"
+local tagp = ARGV[3]
 local out = {}
-local a = 2
+local changed = {}
+local tags = {}
+local a = 6
+local function get(k)
+  local v = redis.call("GET", k)
+  if not v or string.byte(v, 1) ~= 0 or string.sub(v, 1, 5) ~= "\0rg1\n" then return v end
+  local nl = string.find(v, "\n", 6, true)
+  local ok, h = pcall(cjson.decode, string.sub(v, 6, (nl or 6) - 1))
+  if not nl or not ok or type(h) ~= "table" then return v end
+  if check and type(h.t) == "table" then
+    for t, ver in pairs(h.t) do
+      if tonumber(redis.call("GET", tagp .. t) or "0") ~= tonumber(ver) then
+        redis.call("UNLINK", k)
+        return false
+      end
+    end
+  end
+  local stale = 0
+  if tonumber(h.g or 0) > 0 and redis.call("PTTL", k) < tonumber(h.g) then stale = 1 end
+  return {v, stale, (check or type(h.t) ~= "table") and 0 or 1}
+end
 for i = 1, #ops do
   local op = string.sub(ops, i, i)
   local k = KEYS[i]
   local ok, r
   if op == "g" then
-    ok, r = pcall(redis.call, "GET", k)
+    ok, r = pcall(get, k)
   elseif op == "s" then
     ok, r = pcall(redis.call, "SET", k, ARGV[a], "PX", ARGV[a + 1])
-    if ok then r = 1 end
+    if ok then r = 1; changed[#changed + 1] = k end
     a = a + 2
   elseif op == "d" then
     ok, r = pcall(redis.call, "UNLINK", k)
+    if ok then changed[#changed + 1] = k end
+  elseif op == "v" then
+    ok, r = pcall(redis.call, "GET", k)
+    if ok then r = tonumber(r or "0") or 0 end
+  elseif op == "i" then
+    ok, r = pcall(redis.call, "INCR", k)
+    if ok then
+      redis.call("PEXPIRE", k, 63072000000)
+      tags[#tags + 1] = string.sub(k, #tagp + 1)
+    end
+  elseif op == "l" then
+    ok, r = pcall(redis.call, "SET", k, ARGV[a], "NX", "PX", ARGV[a + 1])
+    if ok then r = r and 1 or 0 end
+    a = a + 2
   else
-    ok, r = pcall(redis.call, "EXISTS", k)
+    ok, r = pcall(redis.call, "GET", k)
+    if ok then
+      if r == ARGV[a] then redis.call("DEL", k); r = 1 else r = 0 end
+    end
+    a = a + 1
   end
   if ok then
     out[i] = r
@@ -189,6 +242,12 @@ for i = 1, #ops do
       out[i] = -1
     end
   end
+end
+if ARGV[4] ~= "" and (#changed > 0 or #tags > 0) then
+  local m = {o = ARGV[5]}
+  if #changed > 0 then m.k = changed end
+  if #tags > 0 then m.t = tags end
+  if not pcall(redis.call, "PUBLISH", ARGV[4], cjson.encode(m)) then out[#ops + 1] = 0 end
 end
 return out"#,
   )
