@@ -223,6 +223,26 @@ export interface CacheOptions {
   /** TTL of an entry set without `ttlMs`, in ms (above 0, at most one year). The default value is `3600000` (one hour). */
   ttlMs?: number
   /**
+   * How long after its TTL an entry may still be served by `getOrSet` (when the factory fails,
+   * takes longer than `timeoutMs`, or another process is refreshing it), in ms (0 to one year).
+   * Such entries are stored in the envelope format (README, "Wire format"). The default value
+   * is `0` (no grace: plain entries).
+   */
+  graceMs?: number
+  /**
+   * How long `getOrSet` waits for a value — from its own factory, or from another process that
+   * holds the key's fill lock — before answering a stale value (within grace) or
+   * `ERR_REDIS_GUARD_TIMEOUT`, in ms (at most one hour). Also the TTL of a fill lock, so a
+   * process that died holding one is taken over after it. The default value is `5000`.
+   */
+  timeoutMs?: number
+  /**
+   * An in-process tier of deserialized values (`true`: the defaults), kept coherent through the
+   * channel `${prefix}__rg:changes` (pub/sub) and emptied whenever that channel is interrupted.
+   * Values are shared, not copied: do not mutate what `get` returns. The default value is off.
+   */
+  l1?: boolean | CacheL1Options
+  /**
    * `'memory'`: a bounded per-process map while Redis is unavailable; `'bypass'`: misses, writes
    * dropped; `'deny'`: reject with `ERR_REDIS_GUARD_UNAVAILABLE` / `ERR_REDIS_GUARD_TIMEOUT`.
    * The default value is `'memory'`.
@@ -236,13 +256,43 @@ export interface CacheOptions {
   fallbackMaxKeys?: number
 }
 
+/** The L1 of a Cache. */
+export interface CacheL1Options {
+  /** Most entries, least recently used evicted first. The default value is `10000`. */
+  maxKeys?: number
+  /** Longest an entry is served from the L1, in ms (never past its Redis TTL). The default value is `60000`. */
+  ttlMs?: number
+}
+
+/** Options of one write: `set`, `setMany` entries, `getOrSet`. */
+export interface CacheWriteOptions {
+  /** The entry's TTL in ms. The default value is the cache's `ttlMs`. */
+  ttlMs?: number
+  /** Grace after the TTL, in ms (see `CacheOptions.graceMs`). The default value is the cache's `graceMs`. */
+  graceMs?: number
+  /** Tags (at most 64 non-empty strings of at most 1024 characters) for `invalidateTags`. The default value is none. */
+  tags?: string[]
+}
+
 /** Counters of one Cache in this process. */
 export interface CacheStats {
+  /** Reads that found a fresh value (in Redis, the memory tier or the L1). */
   hits: number
+  /** Reads that found none. */
   misses: number
+  /** getOrSet answers served stale, within grace. */
+  staleHits: number
+  /** Reads the L1 answered (counted in `hits` too). */
+  l1Hits: number
   sets: number
   deletes: number
+  /** getOrSet factories run in this process. */
+  factoryCalls: number
+  /** Calls rejected by Redis or the policy, failed factories, entries that did not parse. */
   errors: number
+  /** getOrSet calls that got no value within `timeoutMs`. */
+  timeouts: number
+  /** Answers given without Redis (memory tier or bypass). */
   fallbacks: number
 }
 
@@ -252,19 +302,38 @@ export declare class Cache {
   readonly client: RedisClient
   readonly prefix: string
   readonly ttlMs: number
-  /** The value, or undefined for a miss. */
+  readonly graceMs: number
+  readonly timeoutMs: number
+  /** The value, or undefined for a miss (an entry past its TTL, within grace, is a miss here). */
   get<T = unknown>(key: string): Promise<T | undefined>
   /** true when stored (in Redis or the memory tier), false when dropped (`bypass`). */
-  set(key: string, value: unknown, options?: { ttlMs?: number }): Promise<boolean>
+  set(key: string, value: unknown, options?: CacheWriteOptions): Promise<boolean>
+  /**
+   * The value; on a miss, `factory()`'s, stored and returned. One factory per key at a time in
+   * this process and, while Redis is up, across processes (the others wait up to `timeoutMs`
+   * and take over from a holder that died). A factory error rejects its callers and caches
+   * nothing. Within grace, a stale value is served when the factory fails or is slow.
+   */
+  getOrSet<T>(
+    key: string,
+    factory: () => T | Promise<T>,
+    options?: CacheWriteOptions & { timeoutMs?: number },
+  ): Promise<T>
   /** The values in order, undefined for misses (one batch). */
   getMany<T = unknown>(keys: string[]): Promise<Array<T | undefined>>
   /** How many were stored (one batch; nothing is sent when one entry is bad). */
-  setMany(entries: Array<[string, unknown] | [string, unknown, { ttlMs?: number } | undefined]>): Promise<number>
+  setMany(entries: Array<[string, unknown] | [string, unknown, CacheWriteOptions | undefined]>): Promise<number>
+  /** Whether the key holds a fresh value. */
   has(key: string): Promise<boolean>
   /** true when the key held a value. */
   delete(key: string): Promise<boolean>
   /** How many keys held a value. */
   deleteMany(keys: string[]): Promise<number>
+  /**
+   * Invalidate every entry set with any of `tags`, in every process (one `INCR` per tag, no
+   * scan); rejects while Redis is unavailable. Resolves the number of tags.
+   */
+  invalidateTags(tags: string[]): Promise<number>
   /** Delete every entry of the prefix (SCAN + UNLINK, never KEYS); resolves the number of Redis keys deleted. */
   clear(): Promise<number>
   /**
@@ -275,6 +344,12 @@ export declare class Cache {
   stats(): CacheStats
   /** Entries the memory tier holds now. */
   fallbackSize(): number
+  /** Entries the L1 holds now (0 without `l1`). */
+  l1Size(): number
+  /** Whether the L1 serves now (it hears every process's changes); false without `l1`. */
+  l1Ready(): boolean
+  /** Stop the L1's subscriber and empty it (the client stays open). */
+  close(): void
 }
 
 /** rate-limit-redis's form works too: `import RedisStore from 'redis-guard'` (CJS: `require('redis-guard').default`). */

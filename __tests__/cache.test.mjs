@@ -16,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import guard from '../index.js'
 import * as esm from '../index.mjs'
 import { parseInfo, startRedis, waitFor } from './helpers/redis.mjs'
-import { timed, uniquePrefix } from './helpers/utils.mjs'
+import { timed, uniquePrefix, rejectsCode } from './helpers/utils.mjs'
 
 const { Cache, RedisClient, RedisGuardError, codes } = guard
 const require = createRequire(import.meta.url)
@@ -48,15 +48,6 @@ async function withServer(fn, opts = {}) {
     await client.close()
     await server.stop()
   }
-}
-
-/** Assert that `p` rejects with a RedisGuardError of `code`. */
-async function rejectsCode(p, code, what) {
-  await assert.rejects(p, (e) => {
-    assert.ok(e instanceof RedisGuardError, `${what}: a RedisGuardError, got ${e}`)
-    assert.equal(e.code, code, `${what}: ${e.message}`)
-    return true
-  })
 }
 
 const VALUES = [

@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url'
 
 import guard from '../index.js'
 import { startRedis, waitFor } from './helpers/redis.mjs'
-import { spawnNode, timed, uniquePrefix, writeScript } from './helpers/utils.mjs'
+import { spawnNode, timed, uniquePrefix, writeScript, rejectsCode } from './helpers/utils.mjs'
 
 const { RedisClient, codes } = guard
 const require = createRequire(import.meta.url)
@@ -70,18 +70,6 @@ async function scope(fn, srv = server) {
       }
     }
   }
-}
-
-/** Assert that `p` rejects with a RedisGuardError of `code`; returns the error. */
-async function rejectsCode(p, code, msg) {
-  let err
-  await assert.rejects(p, (e) => {
-    err = e
-    assert.equal(e && e.code, code, `${msg ? msg + ': ' : ''}expected ${code}, got ${e && e.code}: ${e && e.message}`)
-    assert.ok(e instanceof Error)
-    return true
-  })
-  return err
 }
 
 /** Resolves when `signal` aborts, or after `ms` (bounded wait). */

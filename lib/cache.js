@@ -169,7 +169,8 @@ class Cache {
     else if (l1 !== undefined && l1 !== false) {
       if (l1 === null || typeof l1 !== 'object') throw config('option `l1` must be true or { maxKeys, ttlMs }')
       const { maxKeys = DEFAULT_L1_MAX_KEYS, ttlMs: l1Ttl = DEFAULT_L1_TTL_MS, ...rest } = l1
-      if (Object.keys(rest).length) throw config(`unknown l1 option \`${Object.keys(rest)[0]}\` (known: maxKeys, ttlMs)`)
+      if (Object.keys(rest).length)
+        throw config(`unknown l1 option \`${Object.keys(rest)[0]}\` (known: maxKeys, ttlMs)`)
       if (!(Number.isInteger(maxKeys) && maxKeys > 0)) throw config('option `l1.maxKeys` must be a positive integer')
       if (typeof l1Ttl !== 'number' || !(l1Ttl > 0 && l1Ttl <= MAX_TTL_MS))
         throw config('option `l1.ttlMs` must be above 0 and at most one year')
@@ -489,7 +490,10 @@ class Cache {
       }
     }
     this._stats.timeouts++
-    throw new RedisGuardError(codes.TIMEOUT, `getOrSet ${JSON.stringify(key.slice(0, 64))}: no value within ${timeoutMs} ms`)
+    throw new RedisGuardError(
+      codes.TIMEOUT,
+      `getOrSet ${JSON.stringify(key.slice(0, 64))}: no value within ${timeoutMs} ms`,
+    )
   }
 
   /** Run the factory holding the fill lock; store its value; give the lock back. */
@@ -572,9 +576,9 @@ class Cache {
       checkKey(key)
       const w = this._writeOptions(options)
       this._entry(this._serialize(key, value), w.grace, w.tags ? {} : undefined)
-      return [key, value, w]
+      return { key, value, w }
     })
-    const stored = await Promise.all(calls.map(([k, v, w]) => this._set(k, v, w)))
+    const stored = await Promise.all(calls.map((c) => this._set(c.key, c.value, c.w)))
     return stored.filter(Boolean).length
   }
 
@@ -697,7 +701,7 @@ class Cache {
 
 /** @param {number} ms */
 function sleep(ms) {
-  return new Promise((resolve) => after(resolve, ms))
+  return new Promise((resolve) => after(() => resolve(undefined), ms))
 }
 
 // ---- seed helpers: cacheGet / cacheSet / cacheDelete on the default client ------------------

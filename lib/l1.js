@@ -23,8 +23,14 @@ class L1 {
     this.map = new Map()
     /** Off until the channel is up, and whenever it is interrupted. */
     this.on = false
-    /** Goes up with every change heard: a read that began before a change does not fill. */
+    /** Times the channel was interrupted (the L1 was emptied and turned off). */
+    this.interruptions = 0
+    /** Goes up with every change heard: a read that began before a change of its key does not fill. */
     this.epoch = 0
+    /** @type {Map<string, number>} the epoch of each key's last change (bounded, see `delete`) */
+    this.changed = new Map()
+    /** Reads that began before this epoch do not fill (a clear, a tag invalidation, an interruption). */
+    this.floor = 0
   }
 
   /**
@@ -54,27 +60,34 @@ class L1 {
    * @param {number} epoch
    */
   set(key, value, ttlMs, tags, epoch) {
-    if (!this.on || epoch !== this.epoch) return
+    if (!this.on || epoch < this.floor || (this.changed.get(key) ?? -1) >= epoch) return
     this.map.delete(key)
     if (this.map.size >= this.maxKeys) this.map.delete(/** @type {string} */ (this.map.keys().next().value))
     this.map.set(key, { value, expires: now() + Math.min(ttlMs, this.ttlMs), tags })
   }
 
-  /** @param {string} key */
+  /** `key` changed (here or in another process): forget it, and fill it from no older read. */
   delete(key) {
-    this.epoch++
     this.map.delete(key)
+    this.changed.set(key, this.epoch++)
+    if (this.changed.size > this.maxKeys) this.everything()
+  }
+
+  /** Everything may have changed: reads under way do not fill. */
+  everything() {
+    this.changed.clear()
+    this.floor = ++this.epoch
   }
 
   /** @param {string[]} tags */
   deleteTags(tags) {
-    this.epoch++
+    this.everything()
     const gone = new Set(tags)
     for (const [k, e] of this.map) if (e.tags && e.tags.some((t) => gone.has(t))) this.map.delete(k)
   }
 
   clear() {
-    this.epoch++
+    this.everything()
     this.map.clear()
   }
 
@@ -100,6 +113,7 @@ class L1 {
 
   /** The channel is up (`true`: serve from now on) or was interrupted (`false`: empty, off). */
   channel(up) {
+    if (this.on && !up) this.interruptions++
     this.clear()
     this.on = up
   }

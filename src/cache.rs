@@ -511,7 +511,7 @@ impl NativeCache {
       .build_threadsafe_function()
       .weak::<true>()
       .callee_handled::<false>()
-      .build_callback(|ctx| Ok(ctx.value))?;
+      .build_callback(|ctx| Ok(FnArgs::from(ctx.value)))?;
     let sub = Subscriber::start(&self.inner.client, self.inner.channel.clone(), tsfn)?;
     if let Some(old) = self
       .subscriber

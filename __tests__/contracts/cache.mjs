@@ -100,5 +100,80 @@ export default function cacheContract({ test, describe }, env) {
       assert.deepEqual(await env.scan(`${prefix}user:*`), [], 'no matching key left on any primary')
       assert.deepEqual(await cache.getMany(['team:1', 'team:2', 'user:3']), ['t', 't', undefined])
     })
+
+    test('getOrSet: one factory for 200 concurrent calls per key over 20 keys (every slot group); then hits', async () => {
+      const cache = new Cache({ client: env.makeClient(), prefix: uniquePrefix('cache-gos') })
+      const runs = new Map()
+      const keys = Array.from({ length: 20 }, (_, i) => `q:${i}`)
+      const factory = (k) => async () => {
+        runs.set(k, (runs.get(k) || 0) + 1)
+        await new Promise((r) => setTimeout(r, 20))
+        return { k }
+      }
+      const all = await Promise.all(
+        keys.flatMap((k) => Array.from({ length: 10 }, () => cache.getOrSet(k, factory(k)))),
+      )
+      assert.ok(all.every((v, i) => v.k === keys[Math.floor(i / 10)]))
+      assert.deepEqual(
+        [...runs.values()],
+        keys.map(() => 1),
+      )
+      assert.deepEqual(
+        await cache.getMany(keys),
+        keys.map((k) => ({ k })),
+      )
+      assert.equal(cache.stats().factoryCalls, keys.length)
+    })
+
+    test('tags over every slot group: invalidateTags hides exactly the tagged entries, at once', async () => {
+      const prefix = uniquePrefix('cache-tags')
+      const cache = new Cache({ client: env.makeClient(), prefix })
+      const keys = Array.from({ length: 30 }, (_, i) => `e:${i}`)
+      await Promise.all(keys.map((k, i) => cache.set(k, i, { tags: [i % 2 ? 'odd' : 'even', 'all'] })))
+      assert.deepEqual(
+        await cache.getMany(keys),
+        keys.map((_, i) => i),
+      )
+      assert.equal(await cache.invalidateTags(['odd']), 1)
+      assert.deepEqual(
+        await cache.getMany(keys),
+        keys.map((_, i) => (i % 2 ? undefined : i)),
+      )
+      await cache.invalidateTags(['all'])
+      assert.deepEqual(
+        await cache.getMany(keys),
+        keys.map(() => undefined),
+      )
+    })
+
+    test('grace: an expired entry is stale for getOrSet only, served when the factory fails', async () => {
+      const cache = new Cache({ client: env.makeClient(), prefix: uniquePrefix('cache-grace') })
+      await cache.set('k', 'old', { ttlMs: 50, graceMs: 60_000 })
+      await new Promise((r) => setTimeout(r, 120))
+      assert.equal(await cache.get('k'), undefined)
+      assert.equal(await cache.getOrSet('k', () => Promise.reject(new Error('x'))), 'old')
+    })
+
+    test('L1 in two caches on two clients: a write in one reaches the other through the channel', async () => {
+      const prefix = uniquePrefix('cache-l1')
+      const a = new Cache({ client: env.makeClient(), prefix, l1: true })
+      const b = new Cache({ client: env.makeClient(), prefix, l1: true })
+      try {
+        for (let i = 0; i < 100 && !(a.l1Ready() && b.l1Ready()); i++) await new Promise((r) => setTimeout(r, 50))
+        assert.ok(a.l1Ready() && b.l1Ready(), 'both subscribed')
+        await a.set('k', 1)
+        // A read that overlaps the news of a change to its key does not fill the L1 (in a cluster
+        // the news may come after the read began): read until one fills it.
+        for (let i = 0; i < 50 && b.stats().l1Hits === 0; i++) assert.equal(await b.get('k'), 1)
+        assert.equal(b.stats().l1Hits, 1)
+        await a.set('k', 2)
+        let seen
+        for (let i = 0; i < 100 && (seen = await b.get('k')) !== 2; i++) await new Promise((r) => setTimeout(r, 20))
+        assert.equal(seen, 2, 'the change reached the other L1')
+      } finally {
+        a.close()
+        b.close()
+      }
+    })
   })
 }

@@ -279,6 +279,14 @@ async function cache(ctx, client) {
     assert.deepEqual(many, [{ n: 1 }, true, undefined])
     assert.equal(await ctx.within(c.delete('a'), 'cache.delete'), true)
     assert.equal(await ctx.within(c.get('a'), 'cache.get after delete'), undefined)
+    // getOrSet: its factory timeout and fill lock run on the library's own timers.
+    const filled = await ctx.within(
+      Promise.all([c.getOrSet('f', () => ({ f: 1 }), { tags: ['t'] }), c.getOrSet('f', () => ({ f: 2 }))]),
+      'cache.getOrSet',
+    )
+    assert.deepEqual(filled, [{ f: 1 }, { f: 1 }])
+    assert.equal(await ctx.within(c.invalidateTags(['t']), 'cache.invalidateTags'), 1)
+    assert.equal(await ctx.within(c.get('f'), 'cache.get after invalidateTags'), undefined)
   })
 }
 

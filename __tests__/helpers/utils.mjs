@@ -10,6 +10,7 @@
  * @module __tests__/helpers/utils
  */
 
+import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import fsp from 'node:fs/promises'
@@ -422,4 +423,22 @@ export async function listen(app) {
         server.closeAllConnections()
       }),
   }
+}
+
+/**
+ * Assert that `p` rejects with a redis-guard error (`name` RedisGuardError) of `code`; returns
+ * the error.
+ * @param {Promise<unknown>} p
+ * @param {string} code
+ * @param {string} [what]
+ */
+export async function rejectsCode(p, code, what) {
+  let err
+  await assert.rejects(p, (e) => {
+    err = e
+    assert.ok(e instanceof Error && e.name === 'RedisGuardError', `${what}: a RedisGuardError, got ${e}`)
+    assert.equal(e.code, code, `${what ? what + ': ' : ''}expected ${code}, got ${e.code}: ${e.message}`)
+    return true
+  })
+  return err
 }

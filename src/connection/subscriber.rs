@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::*;
+use napi::bindgen_prelude::FnArgs;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 
 use crate::connection::client::{build_fred, ClientInner};
@@ -27,7 +28,8 @@ pub const SUB_MESSAGE: u32 = 2;
 const PING_EVERY: Duration = Duration::from_secs(1);
 
 /// The JS callback: `(event, text)`.
-pub type OnEvent = ThreadsafeFunction<(u32, String), (), (u32, String), napi::Status, false, true>;
+pub type OnEvent =
+  ThreadsafeFunction<(u32, String), (), FnArgs<(u32, String)>, napi::Status, false, true>;
 
 /// A running subscriber; dropping it does not stop it, `stop` does.
 pub struct Subscriber {
