@@ -20,7 +20,10 @@
 //    loss and "applied without acknowledgement" ones are reported);
 //  - locks: 0 double grants by Redis (overlapping holds within TTL, no data loss in between),
 //    0 wrongful releases (a release that returned true after another grant of the key), and no
-//    lock error surfaced to the caller (except the ACL NOPERM case, where it must).
+//    lock error surfaced to the caller (except the ACL NOPERM case, where it must);
+//  - cache (getOrSet / get / set / delete in two loops, default `'memory'`): no error surfaced
+//    (but in the ACL case), no call longer than a request may take, never two factories of
+//    one key at once in the process.
 // Timing: only the bounds the product guarantees are asserted — a call made during a hang
 // settles within the command deadline + 50 ms (measured on a quiet client in this process) —
 // plus generous sanity bounds (no request costs more than a few deadlines). Figures are printed
@@ -59,6 +62,10 @@ function report(t, f) {
         ? `; locks: ${l.redisGrants} Redis + ${l.localGrants} local grants, double ${l.doubleGrants}, wrongful releases ` +
           `${l.wrongfulReleases}, errors ${l.errors}${l.overlapsAfterDataLoss ? `, overlaps after data loss ${l.overlapsAfterDataLoss}` : ''}`
         : '') +
+      (f.cache
+        ? `; cache: ${f.cache.calls} calls, p99 ${r1(f.cache.p99Ms)} max ${r1(f.cache.maxMs)} ms, errors ${f.cache.errors}` +
+          `, overlaps ${f.cache.overlaps}, fallbacks ${f.cache.stats.fallbacks}`
+        : '') +
       `; stats ${JSON.stringify(f.clientStats)}; app event-loop delay max ${r1(f.loopDelayMaxMs)} ms; ${r1(f.elapsedMs / 1000)} s`,
   )
   const n = f.notes || {}
@@ -82,7 +89,7 @@ function report(t, f) {
 }
 
 /** The invariants every fault run under the app must keep. */
-function assertInvariants(f, { lockErrors = 0, recover = true } = {}) {
+function assertInvariants(f, { lockErrors = 0, cacheErrors = 0, recover = true } = {}) {
   const where = `${f.fault} / ${f.variant}`
   assert.equal(f.http.answered, f.http.total, `${where}: every request answered (timeouts: ${f.http.timeouts})`)
   assert.equal(f.http.ok, f.http.total, `${where}: every request served (200), no error surfaced`)
@@ -104,6 +111,14 @@ function assertInvariants(f, { lockErrors = 0, recover = true } = {}) {
     if (lockErrors === 0) {
       assert.equal(f.locks.errors, 0, `${where}: lock errors surfaced: ${JSON.stringify(f.locks.errorCodes)}`)
       assert.ok(f.locks.grants > 0, `${where}: the lock workload made no grant`)
+    }
+  }
+  if (f.cache) {
+    assert.equal(f.cache.overlaps, 0, `${where}: two getOrSet factories of one key at once in a process`)
+    assert.ok(f.cache.maxMs <= MAX_REQUEST_MS, `${where}: a cache call took ${f.cache.maxMs} ms`)
+    if (cacheErrors === 0) {
+      assert.equal(f.cache.errors, 0, `${where}: cache errors surfaced: ${JSON.stringify(f.cache.errorCodes)}`)
+      assert.ok(f.cache.calls > 0, `${where}: the cache workload made no call`)
     }
   }
   if (recover) assert.equal(f.backToRedis, true, `${where}: not back on Redis after the fault`)
@@ -267,7 +282,7 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
   test('auth: ACL user ~rl:* +@read +@write +@scripting — store counts in Redis, a lock key outside ~rl:* is NOPERM, reported as an auth error', async (t) => {
     const f = await F.aclNoperm()
     report(t, f)
-    assertInvariants(f, { lockErrors: 'expected' })
+    assertInvariants(f, { lockErrors: 'expected', cacheErrors: 'expected' })
     assert.equal(f.httpFromRedis, f.http.total, 'the store works with the scoped user')
     assert.ok(f.locks.errors > 0)
     assert.deepEqual(

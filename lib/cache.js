@@ -198,6 +198,8 @@ class Cache {
     this._batch = new Batcher(this._native.batcher())
     /** @type {Map<string, Promise<unknown>>} the fill of each key under way in this process */
     this._filling = new Map()
+    /** @type {Set<string>} the tokens of the fill locks this cache's running factories hold */
+    this._live = new Set()
     this._stats = {
       hits: 0,
       misses: 0,
@@ -471,14 +473,20 @@ class Cache {
       return found.value
     }
     let wait = 10
+    let held = lock
     while (clock() + wait < deadline) {
-      await sleep(wait)
+      // Our own lock that no fill of ours holds (its give-back went to the fallback during an
+      // outage): take it back now rather than wait for its TTL.
+      const orphan = this._orphan(held)
+      if (orphan) await this._batch.push(CACHE_UNLOCK, key, 0, 0, orphan).catch(() => {})
+      else await sleep(wait)
       wait = Math.min(wait * 2, 100)
       const [now, again] = await Promise.all([
         this._lookup(key),
         this._batch.push(CACHE_LOCK, key, timeoutMs, 0, tokenBytes),
       ])
       this._check(again, 'lock', key)
+      held = again
       if (now.found && !now.stale) {
         if (again.nums[1] === 1) this._unlock(key, tokenBytes)
         return now.value
@@ -496,15 +504,25 @@ class Cache {
     )
   }
 
+  /** The token of a fill lock another holds, when it is this cache's and no fill of ours holds it. */
+  _orphan(lock) {
+    if (lock.nums[1] !== 0 || !lock.bytes || lock.bytes.length === 0) return undefined
+    const holder = lock.bytes.toString('latin1')
+    return holder.startsWith(`${this._origin}:`) && !this._live.has(holder) ? lock.bytes : undefined
+  }
+
   /** Run the factory holding the fill lock; store its value; give the lock back. */
   _run(key, factory, write, versions, found, timeoutMs, tokenBytes) {
     this._stats.factoryCalls++
+    const token = tokenBytes.toString('latin1')
+    this._live.add(token)
     const work = (async () => {
       try {
         const value = await factory()
         await this._set(key, value, write, versions)
         return value
       } finally {
+        this._live.delete(token)
         this._unlock(key, tokenBytes)
       }
     })()

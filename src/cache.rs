@@ -36,7 +36,8 @@ pub const CACHE_TAG_VERSION: u32 = 3;
 #[napi]
 pub const CACHE_INVALIDATE: u32 = 4;
 /// Cache op: take the fill lock of a key (`getOrSet` across processes) with a token (the call's
-/// bytes) for a TTL in ms (the call's number): 1 when taken, 0 when another holds it.
+/// bytes) for a TTL in ms (the call's number): 1 when taken, 0 when another holds it (its
+/// token then in the answer's bytes).
 #[napi]
 pub const CACHE_LOCK: u32 = 5;
 /// Cache op: give back the fill lock of a key if it still holds the token (the call's bytes).
@@ -211,6 +212,37 @@ impl CacheFeature {
       .await;
   }
 
+  /// Fill locks that may sit in Redis although nobody holds them: a take whose outcome is
+  /// unknown (the deadline fired after it was sent), or a give-back that Redis did not decide.
+  /// Each is compare-and-deleted with its token once Redis answers again (`batch::settle`), so
+  /// that no process waits for an orphan until its TTL (`timeoutMs`).
+  fn give_back_later<'o>(&self, locks: impl Iterator<Item = &'o CacheOp>) {
+    let cluster = self.client.is_cluster();
+    let mut max_ttl = 0;
+    let calls: Vec<Call> = locks
+      .map(|l| {
+        max_ttl = max_ttl.max(l.ttl);
+        let op = CacheOp {
+          op: OP_UNLOCK,
+          key: String::new(),
+          rk: l.rk.clone(),
+          value: l.value.clone(),
+          ttl: 0,
+        };
+        self.batch_call(&[&op], &[0], cluster)
+      })
+      .collect();
+    // A give-back does not carry the TTL: the longest a fill lock lives (one hour) bounds it.
+    let give_up = if max_ttl > 0 { max_ttl } else { 3_600_000 };
+    crate::batch::settle::later(
+      &self.client,
+      calls,
+      1,
+      give_up.saturating_add(10_000),
+      |_| {},
+    );
+  }
+
   /// Redis answered: the memory tier of an earlier outage is stale now.
   fn redis_answered(&self) {
     if self.memory_used.swap(false, Ordering::Relaxed) {
@@ -334,6 +366,11 @@ impl Feature for CacheFeature {
         out.set(&[ST_REDIS, 1.0]);
         out.set_bytes(bytes_of(r).unwrap_or_default());
       }
+      // A fill lock held by another: its holder's token.
+      (OP_LOCK, Value::Bytes(_) | Value::String(_)) => {
+        out.set(&[ST_REDIS, 0.0]);
+        out.set_bytes(bytes_of(r).unwrap_or_default());
+      }
       // OOM inside the script: nothing was written; the policy decides for this op.
       (_, Value::Integer(-2)) => return Err(Failure::Unavailable(None)),
       (OP_GET, _) => return Err(failed()),
@@ -364,6 +401,9 @@ impl Feature for CacheFeature {
       out.fail(why.code());
       return;
     }
+    if op.op == OP_UNLOCK {
+      self.give_back_later(std::iter::once(op));
+    }
     match self.policy {
       Policy::Memory => {
         self.memory_used.store(true, Ordering::Relaxed);
@@ -391,6 +431,10 @@ impl Feature for CacheFeature {
       Policy::Bypass => out.set(&[ST_BYPASS, (op.op == OP_LOCK) as u8 as f64]),
       Policy::Deny => out.fail(why.code()),
     }
+  }
+
+  fn in_doubt(&self, ops: &[&CacheOp]) {
+    self.give_back_later(ops.iter().copied().filter(|o| o.op == OP_LOCK));
   }
 }
 

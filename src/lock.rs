@@ -78,11 +78,10 @@ fn check_ttl(ttl_ms: f64) -> std::result::Result<u64, GuardError> {
 /// trying, beyond the write's TTL: a write still queued in a stalled Redis is applied when it
 /// resumes, and after its TTL it is gone by itself.
 const CLEANUP_MARGIN_MS: u64 = 10_000;
-/// A cleanup runs this many passes, the second `CLEANUP_SECOND_PASS` after the first succeeded:
-/// a write sent on a connection that was replaced meanwhile can still be read by Redis from the
-/// old socket after the new one answered.
+/// A cleanup runs this many passes (`batch::settle`), the second a second after the first
+/// succeeded: a write sent on a connection that was replaced meanwhile can still be read by
+/// Redis from the old socket after the new one answered.
 const CLEANUP_PASSES: u32 = 2;
-const CLEANUP_SECOND_PASS: std::time::Duration = std::time::Duration::from_millis(1000);
 
 /// One validated operation of a batch.
 struct Op {
@@ -114,14 +113,6 @@ pub struct NativeLocks {
 }
 
 impl LockFeature {
-  fn clone_handle(&self) -> Arc<LockFeature> {
-    Arc::new(LockFeature {
-      client: self.client.clone(),
-      prefix: self.prefix.clone(),
-      locks: self.locks,
-    })
-  }
-
   fn lock_key(&self, key: &str) -> String {
     format!("{}{}", self.prefix, key)
   }
@@ -240,67 +231,33 @@ impl LockFeature {
         }
       })
       .collect();
-    if ops.is_empty() || self.client.is_closed() {
-      return;
-    }
-    let me = self.clone_handle();
-    napi::bindgen_prelude::spawn(async move {
-      let give_up = std::time::Instant::now()
-        + std::time::Duration::from_millis(max_ttl.saturating_add(CLEANUP_MARGIN_MS));
-      let refs: Vec<&Op> = ops.iter().collect();
-      let groups =
-        crate::redis::slot::groups(refs.iter().map(|o| o.lk.as_bytes()), me.client.is_cluster());
-      let mut pending: Vec<usize> = (0..groups.len()).collect();
-      let mut passes = 0;
-      let mut delay = std::time::Duration::from_millis(50);
-      while std::time::Instant::now() < give_up && !me.client.is_closed() {
-        tokio::time::sleep(delay).await;
-        if !me.client.usable().await {
-          delay = (delay * 2).min(std::time::Duration::from_secs(2));
-          continue;
-        }
-        let calls: Vec<Call> = pending
-          .iter()
-          .map(|&g| me.lock_call(&refs, &groups[g]))
-          .collect();
-        let results = match me
-          .client
-          .run(async { Ok(scripts::run_batch(&me.client.redis, &calls).await) })
-          .await
-        {
-          Ok(r) => r,
-          Err(_) => continue,
-        };
-        let mut failed = Vec::new();
-        for (&g, r) in pending.iter().zip(results) {
-          match r {
-            Ok(Value::Array(a)) => {
-              let n = a.iter().filter(|v| v.as_i64() == Some(1)).count() as u64;
-              if n > 0 {
-                me.client
-                  .counters
-                  .orphans_removed
-                  .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(target: "redis_guard", client = me.client.id as u64,
-                  "removed {n} lock(s) that Redis granted after the client had given up on them");
-              }
-            }
-            _ => failed.push(g),
+    let refs: Vec<&Op> = ops.iter().collect();
+    let groups = crate::redis::slot::groups(
+      refs.iter().map(|o| o.lk.as_bytes()),
+      self.client.is_cluster(),
+    );
+    let calls = groups.iter().map(|g| self.lock_call(&refs, g)).collect();
+    let client = self.client.clone();
+    let id = self.client.id as u64;
+    crate::batch::settle::later(
+      &self.client,
+      calls,
+      CLEANUP_PASSES,
+      max_ttl.saturating_add(CLEANUP_MARGIN_MS),
+      move |reply| {
+        if let Value::Array(a) = reply {
+          let n = a.iter().filter(|v| v.as_i64() == Some(1)).count() as u64;
+          if n > 0 {
+            client
+              .counters
+              .orphans_removed
+              .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(target: "redis_guard", client = id,
+              "removed {n} lock(s) that Redis granted after the client had given up on them");
           }
         }
-        if failed.is_empty() {
-          passes += 1;
-          if passes >= CLEANUP_PASSES {
-            return;
-          }
-          pending = (0..groups.len()).collect();
-          delay = CLEANUP_SECOND_PASS;
-        } else {
-          pending = failed;
-          delay = (delay * 2).min(std::time::Duration::from_secs(2));
-        }
-      }
-    });
+      },
+    );
   }
 }
 

@@ -1,5 +1,5 @@
 // Child process of the fault suite: a real Express 5 app with express-rate-limit on one store,
-// plus (redis-guard only) a lock workload and a background increment loop.
+// plus (redis-guard only) a lock workload, a cache workload and a background increment loop.
 //
 // argv[2] = JSON {
 //   kind: 'redis-guard' | 'rlr-ioredis',
@@ -177,6 +177,42 @@ async function lockWorker(w, c) {
   }
 }
 
+// ---- cache workload (redis-guard only) ----------------------------------------------------------
+// Two loops of getOrSet / get / set / delete on 50 keys of a Cache (default options) on the
+// store's client. Every call is timed; a factory that runs while another runs for the same key
+// in this process is an overlap (getOrSet promises one at a time).
+let cacheRunning = false
+let cacheLoops = []
+let cache
+const cacheCalls = []
+const cacheErrors = []
+const filling = new Map()
+let cacheOverlaps = 0
+async function cacheWorker(w) {
+  for (let i = w; cacheRunning; i += 2) {
+    const key = `item:${i % 50}`
+    const t = now()
+    try {
+      if (i % 7 === 0) await cache.set(key, { i, w })
+      else if (i % 11 === 0) await cache.delete(key)
+      else if (i % 5 === 0) await cache.get(key)
+      else
+        await cache.getOrSet(key, async () => {
+          filling.set(key, (filling.get(key) || 0) + 1)
+          if (filling.get(key) > 1) cacheOverlaps++
+          await sleep(5)
+          filling.set(key, filling.get(key) - 1)
+          return { i, w }
+        })
+    } catch (e) {
+      cacheErrors.push({ w, t, code: e.code, message: String(e.message) })
+      if (surfaced.length < 50) surfaced.push(String(e.message))
+    }
+    if (cacheCalls.length < 200_000) cacheCalls.push(now() - t)
+    await sleep(2)
+  }
+}
+
 // ---- background increments (redis-guard only) ---------------------------------------------
 let bgRunning = false
 let bgLoop
@@ -256,6 +292,30 @@ const handlers = {
     await Promise.all(lockLoops)
     return { events: lockEvents, errors: lockErrors }
   },
+  async cacheStart() {
+    if (!client || cacheRunning) return false
+    const { Cache } = require('../../index.js')
+    cache ??= new Cache({ client, prefix: 'c:' })
+    cacheRunning = true
+    cacheLoops = [cacheWorker(0), cacheWorker(1)]
+    return true
+  },
+  async cacheStop() {
+    cacheRunning = false
+    await Promise.all(cacheLoops)
+    const codes = {}
+    for (const e of cacheErrors) codes[e.code] = (codes[e.code] || 0) + 1
+    const ms = [...cacheCalls].sort((a, b) => a - b)
+    return {
+      calls: ms.length,
+      errors: cacheErrors.length,
+      errorCodes: codes,
+      p99Ms: ms[Math.floor(ms.length * 0.99)] ?? 0,
+      maxMs: ms[ms.length - 1] ?? 0,
+      overlaps: cacheOverlaps,
+      stats: cache.stats(),
+    }
+  },
   async loopDelayReset() {
     loopDelay.reset()
     return true
@@ -279,7 +339,9 @@ const handlers = {
   async close() {
     locksRunning = false
     bgRunning = false
+    cacheRunning = false
     await Promise.all(lockLoops)
+    await Promise.all(cacheLoops)
     await bgLoop
     server.closeAllConnections()
     await new Promise((r) => server.close(r))

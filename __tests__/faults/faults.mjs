@@ -47,13 +47,15 @@ const connectionsReceived = async (server) =>
  *  count                   the server (or () => server) whose rl:* keys are compared with the
  *                          acknowledged increments; omit when nothing can be counted
  *  recover                 expect the client back on Redis after the fault (default true)
- *  locks, bg               run the lock workload / background increments (redis-guard only)
+ *  locks, cache, bg        run the lock workload / the cache workload / background increments
+ *                          (redis-guard only; each on unless false)
  */
 export async function scenario(o) {
   const kind = o.kind ?? 'redis-guard'
   const guard = kind === 'redis-guard'
   const locks = guard && o.locks !== false
   const bg = guard && o.bg !== false
+  const cache = guard && o.cache !== false
   const started = Date.now()
   const app = await startApp({ kind, clientOptions: o.clientOptions, url: o.url })
   const figures = { fault: o.fault, variant: o.variant, kind, notes: {}, marks: {} }
@@ -66,6 +68,7 @@ export async function scenario(o) {
       await sleep(300)
     }
     if (locks) await app.ask('locksStart')
+    if (cache) await app.ask('cacheStart')
     if (bg) await app.ask('bgStart', { everyMs: 10, perTick: 2 })
     await app.ask('loopDelayReset')
     const t0 = Date.now()
@@ -111,6 +114,7 @@ export async function scenario(o) {
     let bgSent = 0
     if (bg) bgSent = (await app.ask('bgStop')).sent
     if (locks) figures.locks = analyseLocks(await app.ask('locksStop', {}, 15_000), ctx.dataLoss)
+    if (cache) figures.cache = await app.ask('cacheStop', {}, 15_000)
     const stats = await app.ask('stats')
     figures.unhandled = stats.unhandled
     figures.unhandledReasons = stats.unhandledReasons

@@ -16,6 +16,7 @@
 
 pub mod completion;
 pub mod echo;
+pub mod settle;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -162,7 +162,8 @@ return out"#,
 /// - `d` `UNLINK`: the number of keys deleted (0 or 1);
 /// - `v` the version of a tag (its key): a number, 0 when it was never invalidated;
 /// - `i` invalidate a tag: `INCR` its version (kept for two years): the new version;
-/// - `l` `SET key token NX PX ttl` (args: token, TTL ms): 1 when taken, 0 when held;
+/// - `l` `SET key token NX PX ttl` (args: token, TTL ms): 1 when taken; when held, the
+///   holder's token (0 if it just expired);
 /// - `u` delete the key if it holds the token (arg: token): 1 or 0.
 ///
 /// Writes and invalidations of the batch are published on the channel as one JSON message
@@ -221,7 +222,9 @@ for i = 1, #ops do
     end
   elseif op == "l" then
     ok, r = pcall(redis.call, "SET", k, ARGV[a], "NX", "PX", ARGV[a + 1])
-    if ok then r = r and 1 or 0 end
+    if ok then
+      if r then r = 1 else r = redis.call("GET", k) or 0 end
+    end
     a = a + 2
   else
     ok, r = pcall(redis.call, "GET", k)
@@ -254,6 +257,7 @@ return out"#,
 });
 
 /// One script call of a batch.
+#[derive(Clone)]
 pub struct Call {
   pub script: &'static Script,
   pub keys: Vec<String>,
