@@ -21,6 +21,8 @@ const {
   CACHE_REDIS,
   CACHE_STALE,
   CACHE_UNCHECKED,
+  CACHE_ENVELOPE,
+  CACHE_READ,
   CACHE_RESERVED,
   CACHE_MAX_KEY_BYTES,
 } = require('../binding.js')
@@ -294,11 +296,14 @@ class Cache {
    * @returns {Promise<Lookup>}
    */
   async _lookup(key) {
-    const r = this._check(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), 'get', key)
+    let r = this._check(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), 'get', key)
+    // An entry with tags or grace, read by a batch's plain MGET: read it again through the
+    // script, which checks its tags and grace atomically with the read.
+    if (r.nums[2] & CACHE_ENVELOPE) r = this._check(await this._batch.push(CACHE_READ, key, 0, 0, EMPTY), 'get', key)
     if (r.nums[1] !== 1) return MISS
     let text = r.bytes.toString('utf8')
     let tags
-    if (text.startsWith(ENVELOPE)) {
+    if (r.bytes[0] === 0 && text.startsWith(ENVELOPE)) {
       const nl = text.indexOf('\n', ENVELOPE.length)
       let h
       try {
@@ -445,27 +450,29 @@ class Cache {
     return /** @type {Promise<T>} */ (filling)
   }
 
-  /** One fill of `key` in this process (see getOrSet). */
+  /**
+   * One fill of `key` in this process (see getOrSet). The tag versions are read when the fill
+   * lock is taken, before the factory runs: an invalidation while it runs discards its value.
+   */
   async _fill(key, factory, write, timeoutMs) {
     const deadline = clock() + timeoutMs
     const l1 = this._l1
     const epoch = l1 ? l1.epoch : 0
-    const token = `${this._origin}:${++tokenSeq}`
-    const tokenBytes = Buffer.from(token)
-    // The first look, the fill lock and the tag versions in one batch.
-    const [found, lock, versions] = await Promise.all([
-      this._lookup(key),
-      this._batch.push(CACHE_LOCK, key, timeoutMs, 0, tokenBytes),
-      write.tags ? this._versions(write.tags) : undefined,
-    ])
-    this._check(lock, 'lock', key)
+    const found = await this._lookup(key)
     if (found.found && !found.stale) {
-      if (lock.nums[1] === 1) this._unlock(key, tokenBytes)
       this._stats.hits++
       if (l1) l1.set(key, found.value, write.ttl, found.tags, epoch)
       return found.value
     }
     this._stats.misses++
+    // A miss: the fill lock and the tag versions in one batch.
+    const token = `${this._origin}:${++tokenSeq}`
+    const tokenBytes = Buffer.from(token)
+    const [lock, versions] = await Promise.all([
+      this._batch.push(CACHE_LOCK, key, timeoutMs, 0, tokenBytes),
+      write.tags ? this._versions(write.tags) : undefined,
+    ])
+    this._check(lock, 'lock', key)
     if (lock.nums[1] === 1) return this._run(key, factory, write, versions, found, timeoutMs, tokenBytes)
     // Another process fills the key.
     if (found.stale) {

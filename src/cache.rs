@@ -44,6 +44,12 @@ pub const CACHE_LOCK: u32 = 5;
 #[napi]
 pub const CACHE_UNLOCK: u32 = 6;
 
+/// Cache op: read a key's value through the script, always (`CACHE_GET` reads a batch of
+/// plain reads with one `MGET`; an entry with tags or grace found that way is read again
+/// with this op, which checks its tags and grace).
+#[napi]
+pub const CACHE_READ: u32 = 7;
+
 /// Result flag (the third number, a bit): the value is stale — within its grace period.
 #[napi]
 pub const CACHE_STALE: u32 = 1;
@@ -51,6 +57,11 @@ pub const CACHE_STALE: u32 = 1;
 /// versions may live in other slots than the entry).
 #[napi]
 pub const CACHE_UNCHECKED: u32 = 2;
+
+/// Result flag: the value is an entry with tags or grace read by `MGET`: read it again with
+/// `CACHE_READ`.
+#[napi]
+pub const CACHE_ENVELOPE: u32 = 4;
 
 /// The keys redis-guard keeps under a cache's prefix for itself start with this (after the
 /// prefix): tag versions at `__rg:tag:TAG`, fill locks at `__rg:lock:KEY`, and the channel
@@ -84,6 +95,7 @@ const OP_TAG_VERSION: u8 = CACHE_TAG_VERSION as u8;
 const OP_INVALIDATE: u8 = CACHE_INVALIDATE as u8;
 const OP_LOCK: u8 = CACHE_LOCK as u8;
 const OP_UNLOCK: u8 = CACHE_UNLOCK as u8;
+const OP_READ: u8 = CACHE_READ as u8;
 /// The header of an entry with tags or grace (`scripts::CACHE_BATCH`).
 const ENVELOPE: &[u8] = b"\0rg1\n";
 const ST_REDIS: f64 = CACHE_REDIS as f64;
@@ -173,7 +185,7 @@ impl CacheFeature {
       // Values and tokens are valid UTF-8: checked in `parse`.
       let text = || String::from_utf8_lossy(&op.value).into_owned();
       match op.op {
-        OP_GET => letters.push('g'),
+        OP_GET | OP_READ => letters.push('g'),
         OP_SET | OP_LOCK => {
           letters.push(if op.op == OP_SET { 's' } else { 'l' });
           args.push(text());
@@ -190,7 +202,7 @@ impl CacheFeature {
     }
     args[0] = letters;
     Call {
-      script: &scripts::CACHE_BATCH,
+      script: Some(&scripts::CACHE_BATCH),
       keys: idx.iter().map(|&i| ops[i].rk.clone()).collect(),
       args,
     }
@@ -266,7 +278,7 @@ impl Feature for CacheFeature {
   }
 
   fn parse(&self, call: CallIn<'_>) -> std::result::Result<CacheOp, GuardError> {
-    if call.op > OP_UNLOCK {
+    if call.op > OP_READ {
       return Err(GuardError::new(Code::InvalidArg, "bad cache operation"));
     }
     if call.key.is_empty() || call.key.len() > CACHE_MAX_KEY_BYTES as usize {
@@ -313,12 +325,25 @@ impl Feature for CacheFeature {
     })
   }
 
-  /// One `CACHE_BATCH` call per cluster slot (the whole batch on a standalone or sentinel server).
+  /// One call per cluster slot (the whole batch on a standalone or sentinel server): a plain
+  /// `MGET` when every op of the slot is a `CACHE_GET` (a Lua script copies every value twice
+  /// on its way out: `MGET` of 64 keys of 1 KB is about 3 times as fast on the server), else one
+  /// `CACHE_BATCH` script call, in which the ops run in their order.
   fn plan(&self, ops: &[&CacheOp], cluster: bool) -> (Vec<Vec<usize>>, Vec<Call>) {
     let groups = crate::redis::slot::groups(ops.iter().map(|o| o.rk.as_bytes()), cluster);
     let calls = groups
       .iter()
-      .map(|g| self.batch_call(ops, g, cluster))
+      .map(|g| {
+        if g.iter().all(|&i| ops[i].op == OP_GET) {
+          Call {
+            script: None,
+            keys: g.iter().map(|&i| ops[i].rk.clone()).collect(),
+            args: Vec::new(),
+          }
+        } else {
+          self.batch_call(ops, g, cluster)
+        }
+      })
       .collect();
     (groups, calls)
   }
@@ -353,8 +378,16 @@ impl Feature for CacheFeature {
         "the cache script failed for this key (not a string value?)",
       ))
     };
-    match (op.op, r) {
+    let op_kind = if op.op == OP_READ { OP_GET } else { op.op };
+    match (op_kind, r) {
       (OP_GET, Value::Null) => out.set(&[ST_REDIS, 0.0]),
+      // An entry with tags or grace, read by `MGET`: to be read again through the script.
+      (OP_GET, Value::Bytes(_) | Value::String(_))
+        if op.op == OP_GET && bytes_of(r).is_some_and(|b| b.starts_with(ENVELOPE)) =>
+      {
+        out.set(&[ST_REDIS, 1.0, CACHE_ENVELOPE as f64]);
+        out.set_bytes(bytes_of(r).unwrap_or_default());
+      }
       // An entry with tags or grace: its value, stale, unchecked.
       (OP_GET, Value::Array(a)) if a.len() == 3 => {
         let flags = a[1].as_i64().unwrap_or(0) * CACHE_STALE as i64
@@ -408,7 +441,7 @@ impl Feature for CacheFeature {
       Policy::Memory => {
         self.memory_used.store(true, Ordering::Relaxed);
         match op.op {
-          OP_GET => match self.memory.get(&op.key, now) {
+          OP_GET | OP_READ => match self.memory.get(&op.key, now) {
             Some((v, left)) => {
               let stale = if left < grace_of(&v) { CACHE_STALE } else { 0 };
               out.set(&[ST_MEMORY, 1.0, stale as f64]);

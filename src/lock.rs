@@ -201,7 +201,7 @@ impl LockFeature {
     }
     args[0] = letters;
     Call {
-      script: &scripts::LOCK_BATCH,
+      script: Some(&scripts::LOCK_BATCH),
       keys,
       args,
     }

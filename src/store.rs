@@ -136,22 +136,22 @@ impl Store {
     let keys = vec![op.rk.clone()];
     match op.op {
       OP_INCREMENT => Call {
-        script: &scripts::INCREMENT,
+        script: Some(&scripts::INCREMENT),
         keys,
         args: vec![self.reset_flag(), window],
       },
       OP_GET => Call {
-        script: &scripts::GET,
+        script: Some(&scripts::GET),
         keys,
         args: vec![],
       },
       OP_DECREMENT => Call {
-        script: &scripts::DECREMENT,
+        script: Some(&scripts::DECREMENT),
         keys,
         args: vec![window],
       },
       _ => Call {
-        script: &scripts::RESET,
+        script: Some(&scripts::RESET),
         keys,
         args: vec![],
       },
@@ -170,7 +170,7 @@ impl Store {
       })
       .collect();
     Call {
-      script: &scripts::BATCH,
+      script: Some(&scripts::BATCH),
       keys: idx.iter().map(|&i| ops[i].rk.clone()).collect(),
       args: vec![
         self.reset_flag(),

@@ -152,7 +152,8 @@ return out"#,
 /// slots), `ARGV[3]`: the prefix of tag keys, `ARGV[4]`: the channel that hears of changes ("":
 /// none), `ARGV[5]`: the id of the sending cache (so that it can skip its own news). Then each
 /// op takes, in order, only the args its kind uses:
-/// - `g` `GET`: false when there is none; the plain value; or, for an entry with tags or grace
+/// - `g` `GET`: false when there is none (or the key holds another type, as `MGET` answers);
+///   the plain value; or, for an entry with tags or grace
 ///   (a value that starts with `"\0rg1\n"`, then a JSON header line `{"g":graceMs,"t":{tag:
 ///   version}}`), `{value, stale, unchecked}`: `stale` 1 once less than `graceMs` of its TTL is
 ///   left, `unchecked` 1 when its tags are left to the caller. An entry a tag of which was
@@ -181,7 +182,8 @@ local changed = {}
 local tags = {}
 local a = 6
 local function get(k)
-  local v = redis.call("GET", k)
+  local ok, v = pcall(redis.call, "GET", k)
+  if not ok then return false end
   if not v or string.byte(v, 1) ~= 0 or string.sub(v, 1, 5) ~= "\0rg1\n" then return v end
   local nl = string.find(v, "\n", 6, true)
   local ok, h = pcall(cjson.decode, string.sub(v, 6, (nl or 6) - 1))
@@ -259,7 +261,8 @@ return out"#,
 /// One script call of a batch.
 #[derive(Clone)]
 pub struct Call {
-  pub script: &'static Script,
+  /// The script; None: a plain `MGET keys` (no args), for reads that need no script.
+  pub script: Option<&'static Script>,
   pub keys: Vec<String>,
   pub args: Vec<String>,
 }
@@ -273,25 +276,27 @@ fn call_slot(c: &Call) -> u16 {
     .unwrap_or(0)
 }
 
-/// `EVALSHA sha numkeys keys.. args..` (or `EVAL text ...`) as a custom command, so that it can
-/// go into a pipeline. The slot is computed here and given as `ClusterHash::Custom`: fred 10.1
+/// `EVALSHA sha numkeys keys.. args..` (or `EVAL text ...`, or `MGET keys..` for a call without
+/// a script) as a custom command, so that it can go into a pipeline. The slot is computed here and given as `ClusterHash::Custom`: fred 10.1
 /// ignores every other `ClusterHash` of a custom command and hashes its first string argument
 /// (the SHA), which sends every call to one node and gets `MOVED` for two thirds of them.
 fn command(c: &Call, by_sha: bool) -> (CustomCommand, Vec<Value>) {
+  let hash = ClusterHash::Custom(call_slot(c));
+  let Some(script) = c.script else {
+    let keys = c.keys.iter().map(|k| Value::from(k.as_str())).collect();
+    return (CustomCommand::new_static("MGET", hash, false), keys);
+  };
   let mut args: Vec<Value> = Vec::with_capacity(2 + c.keys.len() + c.args.len());
   args.push(if by_sha {
-    c.script.sha.as_str().into()
+    script.sha.as_str().into()
   } else {
-    c.script.text.into()
+    script.text.into()
   });
   args.push((c.keys.len() as i64).into());
   args.extend(c.keys.iter().map(|k| Value::from(k.as_str())));
   args.extend(c.args.iter().map(|a| Value::from(a.as_str())));
   let name = if by_sha { "EVALSHA" } else { "EVAL" };
-  (
-    CustomCommand::new_static(name, ClusterHash::Custom(call_slot(c)), false),
-    args,
-  )
+  (CustomCommand::new_static(name, hash, false), args)
 }
 
 fn is_noscript(e: &fred::error::Error) -> bool {
@@ -462,7 +467,7 @@ mod tests {
   #[test]
   fn a_call_hashes_to_its_first_key() {
     let c = Call {
-      script: &LOCK_BATCH,
+      script: Some(&LOCK_BATCH),
       keys: vec![
         "lock:a".into(),
         crate::redis::slot::companion_key("lock:", "lock:a", ":fence"),
