@@ -75,7 +75,7 @@ describe('getOrSet', () => {
       assert.equal(runs, 1, 'a hit runs no factory')
       const s = cache.stats()
       assert.equal(s.factoryCalls, 1)
-      assert.equal(s.misses, 1, 'one fill, one miss')
+      assert.equal(s.misses, 500, 'each call read once and missed; they shared one fill')
       assert.equal(s.sets, 1)
     })
   })
@@ -344,11 +344,13 @@ describe('L1', () => {
       const [a, b] = workers
       assert.equal(a.ready.l1 && b.ready.l1, true, 'both L1s hear the channel')
       await a.call('set', { key: 'k', value: 1, options: { tags: ['team'] } })
-      assert.equal(await b.call('get', { key: 'k' }), 1)
+      // A read that overlaps the news of the set does not fill the L1: read until one does.
+      for (let i = 0; i < 50 && (await b.call('l1')).size === 0; i++) assert.equal(await b.call('get', { key: 'k' }), 1)
+      const before = (await b.call('stats')).l1Hits
       await server.cli('CONFIG', 'RESETSTAT')
       for (let i = 0; i < 5; i++) assert.equal(await b.call('get', { key: 'k' }), 1)
-      assert.equal(await cmdCalls(server, 'evalsha'), 0, 'L1 hits send nothing')
-      assert.equal((await b.call('stats')).l1Hits, 5)
+      assert.equal((await cmdCalls(server, 'evalsha')) + (await cmdCalls(server, 'mget')), 0, 'L1 hits send nothing')
+      assert.equal((await b.call('stats')).l1Hits - before, 5)
       await a.call('set', { key: 'k', value: 2, options: { tags: ['team'] } })
       await waitFor(async () => (await b.call('get', { key: 'k' })) === 2, { timeout: 2000, what: 'the set reaches b' })
       await a.call('invalidateTags', { tags: ['team'] })

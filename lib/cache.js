@@ -440,9 +440,21 @@ class Cache {
       this._stats.l1Hits++
       return /** @type {T} */ (hit.value)
     }
+    const joined = this._filling.get(key)
+    if (joined) return /** @type {Promise<T>} */ (joined)
+    // A hit costs what a get costs: the one-fill-per-key map only on a miss (calls that miss
+    // together each read once, then share one fill).
+    const epoch = l1 ? l1.epoch : 0
+    const found = await this._lookup(key)
+    if (found.found && !found.stale) {
+      this._stats.hits++
+      if (l1) l1.set(key, found.value, write.ttl, found.tags, epoch)
+      return /** @type {T} */ (found.value)
+    }
+    this._stats.misses++
     let filling = this._filling.get(key)
     if (!filling) {
-      filling = this._fill(key, factory, write, timeoutMs)
+      filling = this._fill(key, factory, write, timeoutMs, found)
       this._filling.set(key, filling)
       const done = () => this._filling.get(key) === filling && this._filling.delete(key)
       filling.then(done, done)
@@ -451,28 +463,28 @@ class Cache {
   }
 
   /**
-   * One fill of `key` in this process (see getOrSet). The tag versions are read when the fill
-   * lock is taken, before the factory runs: an invalidation while it runs discards its value.
+   * One fill of `key` in this process (see getOrSet), after a read that `found` no fresh value.
+   * The tag versions are read when the fill lock is taken, before the factory runs: an
+   * invalidation while it runs discards its value.
+   * @param {Lookup} found
    */
-  async _fill(key, factory, write, timeoutMs) {
+  async _fill(key, factory, write, timeoutMs, found) {
     const deadline = clock() + timeoutMs
-    const l1 = this._l1
-    const epoch = l1 ? l1.epoch : 0
-    const found = await this._lookup(key)
-    if (found.found && !found.stale) {
-      this._stats.hits++
-      if (l1) l1.set(key, found.value, write.ttl, found.tags, epoch)
-      return found.value
-    }
-    this._stats.misses++
-    // A miss: the fill lock and the tag versions in one batch.
+    // The fill lock and the tag versions in one batch.
     const token = `${this._origin}:${++tokenSeq}`
     const tokenBytes = Buffer.from(token)
-    const [lock, versions] = await Promise.all([
+    // A read again with the lock: a fill that ended after the first read missed stored a value.
+    const [lock, versions, again] = await Promise.all([
       this._batch.push(CACHE_LOCK, key, timeoutMs, 0, tokenBytes),
       write.tags ? this._versions(write.tags) : undefined,
+      this._lookup(key),
     ])
     this._check(lock, 'lock', key)
+    if (again.found && !again.stale) {
+      if (lock.nums[1] === 1) this._unlock(key, tokenBytes)
+      return again.value
+    }
+    if (again.found) found = again
     if (lock.nums[1] === 1) return this._run(key, factory, write, versions, found, timeoutMs, tokenBytes)
     // Another process fills the key.
     if (found.stale) {
