@@ -1,5 +1,5 @@
 // What only a topology has, on the deployments of __tests__/helpers/topologies.mjs: MOVED/ASK
-// and resharding under load (cluster); a demoted primary (READONLY), failover under load and
+// and resharding under load (cluster: increments, locks and cache cycles); a demoted primary (READONLY), failover under load and
 // with a broken replication link (sentinel); the fallback when the whole set is unreachable
 // (every topology); and three variants: a cluster logged into as an ACL user, a TLS-only
 // cluster, and a sentinel set whose data nodes and sentinels have different passwords. The
@@ -20,7 +20,7 @@ import { makeCerts, parseInfo, waitFor } from './helpers/redis.mjs'
 import { keySlot, parseClusterNodes, reshard, slotOwners } from './helpers/topology.mjs'
 import { ACL_PASSWORD, ACL_USER, TOPOLOGIES, VARIANTS } from './helpers/topologies.mjs'
 import { uniquePrefix } from './helpers/utils.mjs'
-import { RedisClient, RedisStore } from '../index.mjs'
+import { Cache, RedisClient, RedisStore } from '../index.mjs'
 
 const newClient = (url, opts = {}) => new RedisClient({ url, logger: false, ...opts })
 /** A client of `env` (its URL, plus the options a topology needs, e.g. a TLS CA). */
@@ -214,8 +214,33 @@ async function reshardUnderLoad(env) {
       }
     }
 
+    // Cache cycles on keys in the moving slots: set, get (an MGET), getOrSet (a script), in order.
+    const cache = new Cache({ client, prefix: `${prefix}c:` })
+    const cacheKeys = []
+    for (let i = 0; cacheKeys.length < 8; i++) {
+      const s = keySlot(`${prefix}c:item${i}`)
+      if (ownersBefore[s] === from.port && s >= first && s < first + 2000) cacheKeys.push(`item${i}`)
+    }
+    const cacheFigures = { cycles: 0, wrong: 0 }
+    const cacheWorker = async (w) => {
+      for (let i = 0; !loadDone; i++) {
+        const k = cacheKeys[w]
+        try {
+          await cache.set(k, { w, i })
+          const got = await cache.get(k)
+          const again = await cache.getOrSet(k, () => ({ w, i: -1 }))
+          if (got?.i !== i || again?.i !== i) cacheFigures.wrong++
+          cacheFigures.cycles++
+        } catch (e) {
+          errors.push(e)
+        }
+        await sleep(10)
+      }
+    }
+
     const load = Array.from({ length: IN_FLIGHT }, worker)
     const locking = lockKeys.map((_, w) => lockWorker(w))
+    const caching = cacheKeys.map((_, w) => cacheWorker(w))
     await sleep(100)
     reshardRunning = true
     const res = await reshard({ port: from.port, fromId: from.id, toId: to.id, slots: 2000 }).finally(() => {
@@ -225,6 +250,7 @@ async function reshardUnderLoad(env) {
     await Promise.all(load)
     loadDone = true
     await Promise.all(locking)
+    await Promise.all(caching)
 
     const ownersAfter = slotOwners(parseClusterNodes(await c.nodes[0].cli('CLUSTER', 'NODES')))
     const movedKeys = keys.filter((k) => ownersAfter[keySlot(prefix + k)] !== ownersBefore[keySlot(prefix + k)])
@@ -266,6 +292,7 @@ async function reshardUnderLoad(env) {
       fallback,
       errorsToCaller: errors.length,
       lockCyclesOnMovingSlots: lockGrants,
+      cacheCyclesOnMovingSlots: cacheFigures,
       clientStats: client.stats(),
     }
     console.log('FIGURE reshard', JSON.stringify(figure))
@@ -277,6 +304,8 @@ async function reshardUnderLoad(env) {
     assert.equal(duplicated, 0)
     assert.ok((lockGrants.redis ?? 0) > 0, 'locks granted by Redis while slots moved')
     assert.equal(lockGrants.releaseFalse ?? 0, 0, 'every lock granted was released by its holder')
+    assert.ok(cacheFigures.cycles > 0, 'cache cycles ran while slots moved')
+    assert.equal(cacheFigures.wrong, 0, 'every cache read saw the value just written')
   } finally {
     await closeAll(client, reader)
   }

@@ -118,6 +118,15 @@ function lockCell(f) {
   )
 }
 
+function cacheCell(f) {
+  if (!f.cache) return '–'
+  const c = f.cache
+  return (
+    `${c.calls} calls, p99 ${fmt(c.p99Ms, 1)} / max ${fmt(c.maxMs)} ms, ${c.overlaps} overlaps` +
+    (c.errors ? ` (${c.errors} errors: ${Object.keys(c.errorCodes).join(', ')})` : '')
+  )
+}
+
 function guardRow(id, f, base) {
   const h = f.http
   const c = f.counts
@@ -145,6 +154,7 @@ function guardRow(id, f, base) {
     String(f.crashes ?? 0),
     String(f.unhandled ?? 0),
     lockCell(f),
+    cacheCell(f),
     reconnects,
     f.secretsFound?.length ? 'LEAK' : '0',
     notes.join('; '),
@@ -247,7 +257,7 @@ async function main() {
   )
   lines.push(
     '',
-    `Each row: the Express app (express-rate-limit + RedisStore, default configuration) in a child process, 200 HTTP requests (fetch, 5 s client timeout), two lock clients contending for one key, background increments; command deadline ${DEADLINE_MS} ms. ` +
+    `Each row: the Express app (express-rate-limit + RedisStore, default configuration) in a child process, 200 HTTP requests (fetch, 5 s client timeout), two lock clients contending for one key, a cache workload (getOrSet / get / set / delete on 50 keys, two loops), background increments; command deadline ${DEADLINE_MS} ms. ` +
       `Baseline p99: ${fmt(out.baselines.direct.http.p99)} ms direct, ${fmt(out.baselines.proxy.http.p99)} ms through the proxy (p99 added = fault p99 − baseline p99 of the same path).`,
     '',
   )
@@ -262,6 +272,7 @@ async function main() {
     'crashes',
     'unhandled rejections',
     'lock double grants / wrongful releases',
+    'cache: calls, p99 / max, factory overlaps',
     'reconnect attempts/min per client',
     'secrets',
     'notes',
@@ -271,7 +282,7 @@ async function main() {
     const f = out.guard[id]
     if (!f) continue
     if (f.error) {
-      rows.push([f.fault, f.variant, '–', '–', '–', '–', '–', '–', '–', '–', '–', '–', f.error.split('\n')[0]])
+      rows.push([f.fault, f.variant, '–', '–', '–', '–', '–', '–', '–', '–', '–', '–', '–', f.error.split('\n')[0]])
       continue
     }
     rows.push(guardRow(id, f, out.baselines[baseId]))
