@@ -1,5 +1,5 @@
 'use strict'
-// An Express app that rate-limits and locks with redis-guard.
+// An Express app that rate-limits, locks and caches with redis-guard.
 //
 //   npm run example              # demo: starts, sends itself requests, prints what happened, exits
 //   npm run example -- --serve   # keeps serving on PORT (default 3000)
@@ -8,7 +8,7 @@
 
 const express = require('express')
 const { rateLimit } = require('express-rate-limit')
-const { RedisStore, getDefaultClient, healthHandler, acquireLock, releaseLock } = require('..')
+const { RedisStore, Cache, getDefaultClient, healthHandler, acquireLock, releaseLock } = require('..')
 
 const app = express()
 const client = getDefaultClient() // from REDIS_URL / REDIS_HOST / ... or redis://127.0.0.1:6379
@@ -43,7 +43,24 @@ app.post('/api/invoices/:id', async (req, res) => {
   res.json(result)
 })
 
-// 3. Health for the load balancer: 200 when Redis is healthy or degraded, 503 when unhealthy.
+// 3. A query cache: the "database" runs once per user per minute, however many requests come at
+//    once, in this process or across instances; a tag invalidates every entry of a team.
+const cache = new Cache({ client, prefix: 'cache:example:', ttlMs: 60_000, graceMs: 300_000 })
+let dbQueries = 0
+const loadUser = async (id) => {
+  dbQueries++
+  await new Promise((r) => setTimeout(r, 50)) // the query
+  return { id, name: `user ${id}`, team: 7 }
+}
+app.get('/api/users/:id', async (req, res) => {
+  const user = await cache.getOrSet(`user:${req.params.id}`, () => loadUser(req.params.id), { tags: ['team:7'] })
+  res.json({ user, dbQueries })
+})
+app.post('/api/teams/:id/invalidate', async (req, res) => {
+  res.json({ invalidated: await cache.invalidateTags([`team:${req.params.id}`]).catch((e) => e.code) })
+})
+
+// 4. Health for the load balancer: 200 when Redis is healthy or degraded, 503 when unhealthy.
 app.get('/health', healthHandler())
 
 async function demo(base) {
@@ -59,6 +76,9 @@ async function demo(base) {
   for (let i = 0; i < 7; i++) await show('GET', '/api/hello')
   await Promise.all([show('POST', '/api/jobs/42'), show('POST', '/api/jobs/42')])
   await show('POST', '/api/invoices/7')
+  await Promise.all([show('GET', '/api/users/1'), show('GET', '/api/users/1'), show('GET', '/api/users/1')])
+  await show('POST', '/api/teams/7/invalidate')
+  await show('GET', '/api/users/1')
   await show('GET', '/health')
 }
 

@@ -103,8 +103,16 @@ export { app, store, use, errors, available, up }
 const viaDefault: Store = new DefaultStore({ prefix: 'd:' })
 export { viaDefault }
 
-// The query cache (first part).
-const cacheOptions: CacheOptions = { prefix: 'c:', ttlMs: 60_000, onUnavailable: 'bypass', maxValueBytes: 4096 }
+// The query cache.
+const cacheOptions: CacheOptions = {
+  prefix: 'c:',
+  ttlMs: 60_000,
+  graceMs: 30_000,
+  timeoutMs: 2_000,
+  l1: { maxKeys: 100, ttlMs: 5_000 },
+  onUnavailable: 'bypass',
+  maxValueBytes: 4096,
+}
 const cache = new Cache(cacheOptions)
 async function useCache(): Promise<void> {
   const stored: boolean = await cache.set('user:1', { id: 1 }, { ttlMs: 1000 })
@@ -121,8 +129,20 @@ async function useCache(): Promise<void> {
   const seeded: boolean = (await cacheSet('k', [1], 60)) && (await cacheDelete('k'))
   const v: unknown = await cacheGet('k')
   const patterned: number = (await cache.deletePattern('user:*')) + (await cacheDeletePattern('x:*'))
-  void [stored, id, many, n, gone, count, stats.hits, seeded, v, patterned, await cache.has('x')]
+  const filled: { id: number } = await cache.getOrSet('user:2', async () => ({ id: 2 }), {
+    ttlMs: 1000,
+    graceMs: 500,
+    tags: ['team:7'],
+    timeoutMs: 100,
+  })
+  const tags: number = await cache.invalidateTags(['team:7'])
+  const l1: [number, boolean] = [cache.l1Size(), cache.l1Ready()]
+  cache.close()
+  void [stored, id, many, n, gone, count, stats.hits, stats.staleHits, seeded, v, patterned, await cache.has('x')]
+  void [filled.id, tags, l1]
 }
+// @ts-expect-error a factory is a function
+void cache.getOrSet('k', 42)
 // @ts-expect-error onUnavailable is 'memory' | 'bypass' | 'deny'
 new Cache({ onUnavailable: 'allow' })
 export { useCache }
