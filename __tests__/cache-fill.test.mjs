@@ -218,6 +218,41 @@ describe('getOrSet', () => {
   })
 })
 
+describe('getOrSet with Redis down', () => {
+  test("'memory': one factory per key at a time, then the memory tier; within the deadline; 'deny' rejects, runs nothing", async () => {
+    const server = await startRedis()
+    const client = new RedisClient({ url: server.url, logger: false })
+    try {
+      await client.ready(5000)
+      const cache = new Cache({ client, prefix: uniquePrefix('gos-down') })
+      const deny = new Cache({ client, prefix: uniquePrefix('gos-deny'), onUnavailable: 'deny' })
+      await server.stop()
+      await waitFor(() => !client.isAvailable(), { what: 'down' })
+      let runs = 0
+      const factory = async () => {
+        runs++
+        await sleep(30)
+        return runs
+      }
+      const t0 = Date.now()
+      const first = await Promise.all(Array.from({ length: 100 }, () => cache.getOrSet('k', factory)))
+      assert.ok(
+        first.every((v) => v === 1),
+        'one factory run for 100 calls',
+      )
+      assert.equal(await cache.getOrSet('k', factory), 1, 'then the memory tier answers')
+      assert.equal(runs, 1)
+      assert.ok(Date.now() - t0 < 1000, `answered in ${Date.now() - t0} ms`)
+      await rejectsCode(deny.getOrSet('k', factory), codes.UNAVAILABLE, "'deny'")
+      assert.equal(runs, 1, "'deny' ran no factory")
+      assert.ok(cache.stats().fallbacks > 0)
+    } finally {
+      await client.close()
+      await server.stop()
+    }
+  })
+})
+
 describe('grace', () => {
   test('an expired entry within grace: served when the factory fails or is slow, refreshed in the background', async () => {
     await withServer(async ({ client, server }) => {
