@@ -158,6 +158,12 @@ export declare const CACHE_BYPASS: number
 /** Cache op: delete a key (`UNLINK`). */
 export declare const CACHE_DELETE: number
 
+/**
+ * Result flag: the value is an entry with tags or grace read by `MGET`: read it again with
+ * `CACHE_READ`.
+ */
+export declare const CACHE_ENVELOPE: number
+
 /** Cache op: read a key's value (bytes out, or none for a miss). */
 export declare const CACHE_GET: number
 
@@ -166,7 +172,8 @@ export declare const CACHE_INVALIDATE: number
 
 /**
  * Cache op: take the fill lock of a key (`getOrSet` across processes) with a token (the call's
- * bytes) for a TTL in ms (the call's number): 1 when taken, 0 when another holds it.
+ * bytes) for a TTL in ms (the call's number): 1 when taken, 0 when another holds it (its
+ * token then in the answer's bytes).
  */
 export declare const CACHE_LOCK: number
 
@@ -178,6 +185,13 @@ export declare const CACHE_MAX_KEY_BYTES: number
 
 /** Result status: the memory tier answered (`onUnavailable: 'memory'`, Redis unavailable). */
 export declare const CACHE_MEMORY: number
+
+/**
+ * Cache op: read a key's value through the script, always (`CACHE_GET` reads a batch of
+ * plain reads with one `MGET`; an entry with tags or grace found that way is read again
+ * with this op, which checks its tags and grace).
+ */
+export declare const CACHE_READ: number
 
 /** Result status (the first of five numbers): Redis decided. */
 export declare const CACHE_REDIS: number
@@ -245,6 +259,22 @@ export interface HealthResult {
   topology: string
   /** What went wrong, masked; absent when healthy. */
   error?: string
+  /**
+   * With `deep`: server settings that put limits, locks and caches at risk (README,
+   * "Operations"); absent otherwise. The default value is absent.
+   */
+  warnings?: Array<HealthWarning>
+}
+
+/** One warning of `healthCheck({ deep: true })`. */
+export interface HealthWarning {
+  /**
+   * Stable: `EVICTION_POLICY`, `PERSISTENCE_OFF`, `MEMORY_NEAR_LIMIT`, `REPLICATION_LAG`,
+   * `NO_REPLICA`, `CLUSTER_STATE`, `OLD_SERVER`, `CHECK_SKIPPED`.
+   */
+  code: string
+  /** What is at risk and how to fix it. */
+  message: string
 }
 
 /** Lock op (the low two bits of an op byte): grant. */

@@ -73,6 +73,23 @@ export interface Health {
   mode: 'redis' | 'fallback'
   topology: 'standalone' | 'cluster' | 'sentinel'
   error?: string
+  /** With `{ deep: true }`: server settings that put limits, locks and caches at risk (README, "Operations"). */
+  warnings?: HealthWarning[]
+}
+
+/** One warning of a deep health check. */
+export interface HealthWarning {
+  code:
+    | 'EVICTION_POLICY'
+    | 'PERSISTENCE_OFF'
+    | 'MEMORY_NEAR_LIMIT'
+    | 'REPLICATION_LAG'
+    | 'NO_REPLICA'
+    | 'CLUSTER_STATE'
+    | 'OLD_SERVER'
+    | 'CHECK_SKIPPED'
+  /** What is at risk and how to fix it. */
+  message: string
 }
 
 /** What to do when Redis cannot be reached, for locks. */

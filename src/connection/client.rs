@@ -705,6 +705,9 @@ pub struct HealthResult {
   pub topology: String,
   /// What went wrong, masked; absent when healthy.
   pub error: Option<String>,
+  /// With `deep`: server settings that put limits, locks and caches at risk (README,
+  /// "Operations"); absent otherwise. The default value is absent.
+  pub warnings: Option<Vec<crate::connection::advice::HealthWarning>>,
 }
 
 /// The native half of `RedisClient` (`lib/client.js` wraps it). Holds one connection to Redis.
@@ -839,6 +842,11 @@ impl NativeClient {
       }
     }
     let latency = start.elapsed().as_secs_f64() * 1000.0;
+    let warnings = if connected && deep.unwrap_or(false) {
+      Some(crate::connection::advice::check(me).await)
+    } else {
+      None
+    };
     if connected && !me.is_up() {
       // Redis answers although the circuit is open: the probe will close it shortly.
       degraded = true;
@@ -866,6 +874,7 @@ impl NativeClient {
       mode: if me.is_up() { "redis" } else { "fallback" }.into(),
       topology: me.settings.mode_name().into(),
       error: error.map(|e| me.settings.mask(&e)),
+      warnings,
     }
   }
 
