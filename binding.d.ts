@@ -105,6 +105,29 @@ export declare class NativeClient {
   healthCheck(deep?: boolean | undefined | null): Promise<HealthResult>
   /** Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`. */
   close(): Promise<void>
+  /**
+   * Keys, TTLs and memory per prefix, in one scan of every key (`SCAN`, every primary). Keys
+   * are counted under the longest prefix they start with, or `""`. `sampleEvery`: one key in
+   * so many gets a `MEMORY USAGE` (the default value is `20`). `onProgress(scanned)` after each
+   * page.
+   */
+  scanStats(prefixes: string[], sampleEvery?: number, onProgress?: (scanned: number) => void): Promise<ScanStats>
+  /**
+   * Delete (or with `dryRun`, count) every key matching the `SCAN MATCH` glob `pattern`:
+   * `SCAN` + `UNLINK` on every primary, never `KEYS`. `onProgress(n)` after each page.
+   * Resolves the number of keys deleted (or matched). The default value of `dryRun` is false.
+   */
+  deleteMatching(pattern: string, dryRun?: boolean, onProgress?: (n: number) => void): Promise<number>
+  /**
+   * The locks held under `prefix` (the default value is the client's `lockPrefix`): key,
+   * TTL left and last fence; at most `limit` (the default value is `1000`).
+   */
+  heldLocks(prefix?: string | undefined | null, limit?: number | undefined | null): Promise<Array<HeldLock>>
+  /**
+   * `INFO` of the server (cluster: of every primary, concatenated, each section headed by
+   * `# node host:port`), for `redis-guard monitor`.
+   */
+  serverInfo(): Promise<string>
 }
 
 /** The native half of a client's locks (lib/lock.js). */
@@ -277,6 +300,15 @@ export interface HealthWarning {
   message: string
 }
 
+/** One held lock. */
+export interface HeldLock {
+  key: string
+  /** TTL left, in ms. */
+  ttlMs: number
+  /** The last fencing token granted for the key (absent if none was kept). */
+  fence?: number
+}
+
 /** Lock op (the low two bits of an op byte): grant. */
 export declare const LOCK_ACQUIRE: number
 
@@ -291,6 +323,20 @@ export declare const LOCK_RELEASE: number
 
 /** The prefix of this process's lock tokens (see `Lease.token`). */
 export declare function lockTokenPrefix(): string
+
+/** Keys, TTLs and memory of the keys under one prefix. */
+export interface PrefixStats {
+  /** The prefix (`""`: keys under none of the prefixes asked for). */
+  prefix: string
+  keys: number
+  /** Keys without a TTL (redis-guard writes none: these are someone else's). */
+  withoutTtl: number
+  /** Smallest and largest TTL left, in ms (absent without keys with a TTL). */
+  ttlMinMs?: number
+  ttlMaxMs?: number
+  /** `MEMORY USAGE` summed over a sample (one key in `sampleEvery`) and scaled up, in bytes. */
+  memoryBytes: number
+}
 
 /** Reconnection backoff. */
 export interface ReconnectOptions {
@@ -353,6 +399,13 @@ export interface RedisClientOptions {
   fallbackMaxKeys?: number
   /** How often, in ms, a client that lost Redis probes it with PING. The default value is `250`. */
   probeIntervalMs?: number
+}
+
+/** The result of `scanStats`. */
+export interface ScanStats {
+  /** Keys scanned (every key of every primary). */
+  scanned: number
+  prefixes: Array<PrefixStats>
 }
 
 /** Sentinel options. */
