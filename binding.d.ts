@@ -103,6 +103,11 @@ export declare class NativeClient {
   ready(timeoutMs?: number | undefined | null): Promise<boolean>
   /** PING (and with `deep`, SET/GET/DEL of a probe key), under the command deadline. */
   healthCheck(deep?: boolean | undefined | null): Promise<HealthResult>
+  /**
+   * The client's counters for `metrics()` as JSON (lib/metrics.js): per feature calls,
+   * batches, fallbacks and errors, the round-trip histogram, and the connection's counters.
+   */
+  metricsJson(): string
   /** Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`. */
   close(): Promise<void>
   /**

@@ -148,6 +148,12 @@ export declare class RedisClient {
   healthCheck(options?: { deep?: boolean }): Promise<Health>
   /** An Express handler: 200 with the health JSON when healthy or degraded, 503 when unhealthy. */
   healthHandler(options?: { deep?: boolean }): (req: unknown, res: any, next?: (err?: unknown) => void) => void
+  /** This client's metrics as Prometheus text (format 0.0.4): `redis_guard_*` (README, "Operations"). */
+  metrics(): string
+  /** Add this client's metrics to a prom-client registry (prom-client is an optional peer). */
+  registerMetrics(register: { registerMetric(metric: any): void }): void
+  /** An Express handler serving `metrics()`. */
+  metricsHandler(): (req: unknown, res: any) => void
   /** Counters: timeouts, errors, stateChanges, reconnects, fallbacks. */
   stats(): Record<string, number>
   close(): Promise<void>
@@ -381,6 +387,8 @@ export declare function isRedisAvailable(): boolean
 /** Health of the default client. */
 export declare function healthCheck(options?: { deep?: boolean }): Promise<Health>
 /** An Express handler for the default client's health. */
+/** An Express handler serving the default client's metrics (Prometheus text, format 0.0.4). */
+export declare function metricsHandler(): (req: unknown, res: any) => void
 export declare function healthHandler(options?: {
   deep?: boolean
 }): (req: unknown, res: any, next?: (err?: unknown) => void) => void

@@ -31,6 +31,8 @@ module.exports = {
   healthHandler: (options) => {
     return (req, res, next) => getDefaultClient().healthHandler(options)(req, res, next)
   },
+  /** An Express handler serving the default client's metrics (Prometheus text, format 0.0.4). */
+  metricsHandler: () => (req, res) => getDefaultClient().metricsHandler()(req, res),
   /** Take `lock:${key}` for `ttlSeconds` (default 30) on the default client. */
   acquireLock: (key, ttlSeconds, options) => getDefaultClient().acquireLock(key, ttlSeconds, options),
   /** Release `lock:${key}` if this process holds it. */

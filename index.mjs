@@ -13,6 +13,7 @@ export const {
   isRedisAvailable,
   healthCheck,
   healthHandler,
+  metricsHandler,
   acquireLock,
   releaseLock,
   extendLock,

@@ -120,7 +120,9 @@ class RedisStore {
   _result(r, key, op) {
     const status = r[0]
     if (status < 0) throw fromNumber(status, `${op} ${JSON.stringify(key.slice(0, 64))}`)
-    return { totalHits: r[1], resetMs: r[2], source: SOURCES[status] }
+    const source = SOURCES[status]
+    if (op === 'increment') this.client._meter.rateLimit[source]++
+    return { totalHits: r[1], resetMs: r[2], source }
   }
 
   /** Count a hit for `key`: `{ totalHits, resetTime }`. */
@@ -132,6 +134,7 @@ class RedisStore {
       if (left > 0) {
         b.totalHits++
         b.local++
+        this.client._meter.rateLimit.blocked++
         return { totalHits: b.totalHits, resetTime: b.resetTime, source: 'blocked' }
       }
       this._blocked.delete(key)

@@ -264,6 +264,7 @@ impl CacheFeature {
 }
 
 impl Feature for CacheFeature {
+  const NAME: &'static str = "cache";
   type Op = CacheOp;
   /// The TTL in ms (sets and locks only).
   const WIDTH_IN: usize = 1;

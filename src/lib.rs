@@ -16,6 +16,7 @@ mod error;
 mod fallback;
 mod lock;
 mod log;
+mod metrics;
 mod ops;
 mod redis;
 mod runtime;

@@ -182,6 +182,7 @@ impl Store {
 }
 
 impl Feature for Store {
+  const NAME: &'static str = "rate_limit";
   type Op = StoreOp;
   const WIDTH_IN: usize = 0;
   const WIDTH_OUT: usize = 3;

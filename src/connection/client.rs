@@ -56,6 +56,8 @@ pub struct ClientInner {
   last_error: Mutex<Option<String>>,
   tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
   pub counters: Counters,
+  /// Per feature calls, fallbacks and errors, and the round-trip histogram (`metrics()`).
+  pub metrics: crate::metrics::Metrics,
 }
 
 /// A server address; with `tls.servername`, the name its certificate is verified against
@@ -353,6 +355,7 @@ impl ClientInner {
       last_error: Mutex::new(None),
       tasks: Mutex::new(Vec::new()),
       counters: Counters::default(),
+      metrics: crate::metrics::Metrics::default(),
     }))
   }
 
@@ -876,6 +879,26 @@ impl NativeClient {
       error: error.map(|e| me.settings.mask(&e)),
       warnings,
     }
+  }
+
+  /// The client's counters for `metrics()` as JSON (lib/metrics.js): per feature calls,
+  /// batches, fallbacks and errors, the round-trip histogram, and the connection's counters.
+  #[napi]
+  pub fn metrics_json(&self) -> String {
+    let me = &self.inner;
+    let mut v = me.metrics.snapshot();
+    let c = &me.counters;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    v["connection"] = serde_json::json!({
+      "up": me.is_up(),
+      "timeouts": g(&c.timeouts),
+      "errors": g(&c.errors),
+      "stateChanges": g(&c.state_changes),
+      "reconnects": g(&c.reconnects),
+      "fallbacks": g(&c.fallbacks),
+      "orphansRemoved": g(&c.orphans_removed),
+    });
+    v.to_string()
   }
 
   /// Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`.
