@@ -135,8 +135,8 @@ class RedisStore {
   _result(r, key, op) {
     const status = r[0]
     if (status < 0) throw fromNumber(status, `${op} ${JSON.stringify(key.slice(0, 64))}`)
-    // The sliding window and GCRA refuse without counting; a refused hit's reset time is when
-    // it would pass (so Retry-After and the local block are exact).
+    // For the sliding window and GCRA, a hit over the limit's reset time is when the next one
+    // would pass (so Retry-After and the local block are exact).
     const resetMs = r[3] === 0 && r[5] >= 0 && this.algorithm !== 'fixed-window' ? r[5] : r[2]
     return { totalHits: r[1], resetMs, source: SOURCES[status] }
   }

@@ -41,7 +41,7 @@ pub const STORE_RESET: u32 = 3;
 #[napi]
 pub const STORE_LIMIT: u32 = 4;
 /// Store op: count `cost` whatever the limit (as @fastify/rate-limit's stores do); allowed while
-/// the count is at most `limit`. The sliding window and GCRA treat it as `STORE_LIMIT`.
+/// the count is at most `limit`.
 #[napi]
 pub const STORE_HIT: u32 = 5;
 /// Store op: @nestjs/throttler's `increment` (numbers: block ms, limit, window ms): a key over
@@ -118,8 +118,8 @@ struct StoreOp {
 
 impl StoreOp {
   /// Whether a refused call consumed nothing (then `remaining` is what was left before it).
-  fn refused_free(&self, algo: Algo) -> bool {
-    algo != Algo::Fixed || self.op == OP_LIMIT
+  fn refused_free(&self) -> bool {
+    self.op == OP_LIMIT
   }
 }
 
@@ -256,7 +256,7 @@ impl Store {
   /// The six numbers of an answer: status, hits, reset ms, allowed, remaining, retry ms.
   fn answer(&self, status: f64, op: &StoreOp, dd: Decision) -> [f64; 6] {
     let cap = self.cap(op);
-    let used = if !dd.allowed && op.refused_free(self.algo) {
+    let used = if !dd.allowed && op.refused_free() {
       dd.hits - op.x
     } else {
       dd.hits
@@ -326,8 +326,8 @@ impl Feature for Store {
       x = whole(call.nums[0], 0.0, "the cost")?;
       limit = whole(call.nums[1], 1.0, "the limit")?;
       window = whole(call.nums[2], 1.0, "the window (ms)")?;
-      if self.algo != Algo::Fixed && op != OP_LIMIT {
-        // A hit or a throttle of the sliding window and GCRA: a limit of cost 1.
+      if self.algo != Algo::Fixed && op == OP_THROTTLE {
+        // A throttle of the sliding window and GCRA: a limit of cost 1.
         x = 1.0;
         op = OP_LIMIT;
       }

@@ -46,7 +46,10 @@ export default function limiterContract({ test, describe }, env) {
         assert.equal(passed.get('hot'), 200)
         const stored = await env.scan(`${prefix}*`)
         assert.equal(stored.length, 41, 'one Redis key per client')
-        assert.ok(stored.every((s) => s.startsWith(prefix + KEY_OF[algorithm])), 'the layout of the algorithm')
+        assert.ok(
+          stored.every((s) => s.startsWith(prefix + KEY_OF[algorithm])),
+          'the layout of the algorithm',
+        )
         if (env.topology === 'cluster') {
           const slots = new Set(await Promise.all(stored.map((k) => env.keyslot(k))))
           assert.ok(slots.size > 10, `keys spread over the slots (${slots.size})`)

@@ -43,7 +43,6 @@ pub enum Write {
   Keep,
   /// The new state and when it expires (ms since the epoch).
   Set([f64; 3], u64),
-  Delete,
 }
 
 /// One op on one key, as the scripts take it.
@@ -139,9 +138,24 @@ fn sliding(st: Option<[f64; 3]>, now: u64, op: LimitOp) -> (Write, Decision) {
         (Write::Keep, d(n, w - e, false, retry(1.0)))
       }
     }
-    _ if x > lim => (Write::Keep, d(n + x, w - e, false, -1.0)),
-    _ if n + x > lim => (Write::Keep, d(n + x, w - e, false, retry(x))),
-    _ => (save(c + x), d(n + x, w - e, true, 0.0)),
+    b'l' if x > lim => (Write::Keep, d(n + x, w - e, false, -1.0)),
+    b'l' if n + x > lim => (Write::Keep, d(n + x, w - e, false, retry(x))),
+    b'l' => (save(c + x), d(n + x, w - e, true, 0.0)),
+    // `i`, `h`: count always.
+    _ if n + x <= lim => (save(c + x), d(n + x, w - e, true, 0.0)),
+    _ => {
+      let c2 = c + x;
+      let es = |cc: f64| {
+        if cc + 1.0 <= lim {
+          (w - (lim - cc) * w / p).floor() + 1.0 - e
+        } else if cc <= lim - 1.0 {
+          w - e
+        } else {
+          w - e + (w - lim * w / cc).floor() + 1.0
+        }
+      };
+      (save(c2), d(n + x, w - e, false, es(c2)))
+    }
   }
 }
 
@@ -174,7 +188,11 @@ fn gcra(st: Option<[f64; 3]>, now_ms: f64, op: LimitOp, burst: f64) -> (Write, D
       Some(_) => {
         let nt = tat - t;
         if nt <= now {
-          (Write::Delete, d(0.0, 0.0, true, 0.0))
+          // At zero; the entry stays for a window, as the fixed window's does.
+          (
+            Write::Set([now, 0.0, 0.0], until(now + w)),
+            d(0.0, 0.0, true, 0.0),
+          )
         } else {
           (
             Write::Set([nt, 0.0, 0.0], until(nt)),
@@ -191,6 +209,17 @@ fn gcra(st: Option<[f64; 3]>, now_ms: f64, op: LimitOp, burst: f64) -> (Write, D
         Write::Keep,
         d(used(tat - now), (tat - now).ceil(), ok, retry),
       )
+    }
+    b'i' | b'h' => {
+      // Count always.
+      let nt = tat + x * t;
+      let set = Write::Set([nt, 0.0, 0.0], until(nt).max(now as u64 + 1));
+      if nt - now <= tau + 1e-6 {
+        (set, d(used(nt - now), (nt - now).ceil(), true, 0.0))
+      } else {
+        let retry = (nt + t - tau - now).ceil().max(1.0);
+        (set, d(used(nt - now), (nt - now).ceil(), false, retry))
+      }
     }
     _ if x > b => (
       Write::Keep,
@@ -269,9 +298,6 @@ impl Cells {
     };
     match write {
       Write::Keep => {}
-      Write::Delete => {
-        g.map.remove(key.as_ref());
-      }
       Write::Set(state, expires_at) => {
         if let Some(c) = g.map.get_mut(key.as_ref()) {
           if live.is_some() {

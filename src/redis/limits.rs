@@ -6,8 +6,10 @@
 //! - `i` increment, `g` get, `d` decrement, `r` reset: the express-rate-limit store's ops;
 //! - `l` limit (args: cost, limit, window ms): counts `cost` only when it fits under `limit`, so
 //!   a refused call consumes nothing; cost 0 reads without writing;
-//! - `h` hit (args: cost, limit, window ms; fixed window only): counts always, as
-//!   @fastify/rate-limit's own store does, and allows while the count is at most `limit`;
+//! - `h` hit (args: cost, limit, window ms), and `i` with the store's limit and window: counts
+//!   always, as express-rate-limit's and @fastify/rate-limit's stores do (the middleware
+//!   decides, and may decrement), and allows while the count is at most `limit`; a refused
+//!   hit's `retry` is when the next one would pass;
 //! - `t` throttle (args: block ms, limit, window ms; fixed window only): @nestjs/throttler's
 //!   `increment`: a key over its limit is blocked for the block duration and not counted.
 //!
@@ -131,7 +133,7 @@ end"#,
 /// The sliding window: the count is the current window's hits plus the previous window's,
 /// weighted by how much of it the sliding window still covers (rounded down). Windows are
 /// aligned on multiples of the window length since the epoch, on Redis's clock. `reset`: ms
-/// until the current window ends. A refused call writes nothing; its `retry` is exact to the ms.
+/// until the current window ends. A refused `l` writes nothing; its `retry` is exact to the ms.
 /// ARGV: the op letters, then the ops' args (`i`, `g`, `d`, `r` use the store's limit and window
 /// from ARGV[2] and ARGV[3]).
 pub static SLIDING: LazyLock<Script> = LazyLock::new(|| {
@@ -173,7 +175,7 @@ local function save(k, cur, c, p, e, w)
 end
 local function one(op, k, x, lim, w)
   if op == "r" then return redis.call("DEL", k), 0, 1, 0 end
-  if op ~= "l" then x, lim, w = 1, slim, swin end
+  if op ~= "l" and op ~= "h" then x, lim, w = 1, slim, swin end
   local found, cur, c, p, e = state(k, w)
   local n = count(c, p, e, w)
   if op == "g" then
@@ -192,6 +194,12 @@ local function one(op, k, x, lim, w)
     if n < lim then return n, w - e, 1, 0 end
     return n, w - e, 0, retry(c, p, e, w, 1, lim)
   end
+  if op ~= "l" then
+    -- counts always; a refused hit's retry is when the next one passes
+    save(k, cur, c + x, p, e, w)
+    if n + x <= lim then return n + x, w - e, 1, 0 end
+    return n + x, w - e, 0, retry(c + x, p, e, w, 1, lim)
+  end
   if x > lim then return n + x, w - e, 0, -1 end
   if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
   save(k, cur, c + x, p, e, w)
@@ -206,7 +214,7 @@ end"#,
 /// of cost `n` passes when `max(TAT, now) + n·T - now <= burst·T` and then moves TAT there.
 /// `hits`: the capacity in use after the call, in calls (`ceil((TAT - now) / T)`); `reset`: ms
 /// until the TAT is reached (capacity fully back); `retry`: exact ms until the call would pass.
-/// A refused call writes nothing. ARGV: the op letters, the store's limit, window, and burst
+/// A refused `l` writes nothing. ARGV: the op letters, the store's limit, window, and burst
 /// (0: the limit), then the ops' args.
 pub static GCRA: LazyLock<Script> = LazyLock::new(|| {
   Script::new(with_loop(
@@ -220,7 +228,7 @@ local function used(d, T)
 end
 local function one(op, k, x, lim, w)
   if op == "r" then return redis.call("DEL", k), 0, 1, 0 end
-  if op ~= "l" then x, lim, w = 1, slim, swin end
+  if op ~= "l" and op ~= "h" then x, lim, w = 1, slim, swin end
   local T = w / lim
   local b = lim
   if burst > 0 then b = burst end
@@ -235,7 +243,8 @@ local function one(op, k, x, lim, w)
     if stored == nil then return -1, -2, 1, 0 end
     tat = tat - T
     if tat <= now then
-      redis.call("DEL", k)
+      -- at zero; the key stays (for a window), as the fixed window's does
+      redis.call("SET", k, string.format("%.3f", now), "PX", w)
       return 0, 0, 1, 0
     end
     redis.call("SET", k, string.format("%.3f", tat), "PX", math.ceil(tat - now))
@@ -247,6 +256,12 @@ local function one(op, k, x, lim, w)
     return used(tat - now, T), math.ceil(tat - now), 0, math.ceil(nt - tau - now)
   end
   local nt = tat + x * T
+  if op ~= "l" then
+    -- counts always; a refused hit's retry is when the next one passes
+    redis.call("SET", k, string.format("%.3f", nt), "PX", math.max(1, math.ceil(nt - now)))
+    if nt - now <= tau + 1e-6 then return used(nt - now, T), math.ceil(nt - now), 1, 0 end
+    return used(nt - now, T), math.ceil(nt - now), 0, math.max(1, math.ceil(nt + T - tau - now))
+  end
   if x > b then return used(tat - now, T) + x, math.ceil(tat - now), 0, -1 end
   if nt - now > tau + 1e-6 then
     return used(nt - now, T), math.ceil(tat - now), 0, math.max(1, math.ceil(nt - tau - now))
