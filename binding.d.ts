@@ -313,7 +313,7 @@ export declare const STORE_GET: number
 
 /**
  * Store op: count `cost` whatever the limit (as @fastify/rate-limit's stores do); allowed while
- * the count is at most `limit`. The sliding window and GCRA treat it as `STORE_LIMIT`.
+ * the count is at most `limit`.
  */
 export declare const STORE_HIT: number
 
