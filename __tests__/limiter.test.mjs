@@ -163,7 +163,7 @@ describe('RateLimiter on a running server', () => {
     assert.equal(passed, 5)
   })
 
-  test('key layout: fixed ${prefix}${key} integer string; sliding ${prefix}sw:${key} hash {w,c,p}; gcra ${prefix}gcra:${key} TAT; one key per client', async () => {
+  test('key layout: fixed ${prefix}${key} integer string; sliding ${prefix}sw:${key} w:c:p; gcra ${prefix}gcra:${key} TAT; one key per client', async () => {
     const prefix = uniquePrefix('layout')
     for (const algorithm of ALGORITHMS) {
       const l = new RateLimiter({ limit: 10, windowMs: 60_000, algorithm, client, prefix })
@@ -172,9 +172,8 @@ describe('RateLimiter on a running server', () => {
     const keys = (await server.cli('--scan', '--pattern', `${prefix}*`)).split('\n').filter(Boolean).sort()
     assert.deepEqual(keys, [`${prefix}gcra:user:1`, `${prefix}sw:user:1`, `${prefix}user:1`])
     assert.equal(await server.cli('GET', `${prefix}user:1`), '3')
-    assert.equal(await server.cli('TYPE', `${prefix}sw:user:1`), 'hash')
-    assert.equal(await server.cli('HGET', `${prefix}sw:user:1`, 'c'), '3')
-    const w = Number(await server.cli('HGET', `${prefix}sw:user:1`, 'w'))
+    const [w, c, p] = (await server.cli('GET', `${prefix}sw:user:1`)).split(':').map(Number)
+    assert.deepEqual([c, p], [3, 0], '<window index>:<current>:<previous>')
     const [sec] = (await server.cli('TIME')).split('\n')
     assert.equal(w, Math.floor((Number(sec) * 1000) / 60_000), 'the window index on Redis clock')
     const tat = Number(await server.cli('GET', `${prefix}gcra:user:1`))
@@ -197,8 +196,10 @@ describe('RateLimiter on a running server', () => {
         rs.map((r) => r.totalHits),
         [1, 2, 3, 4, 5],
       )
+      // Over the limit, resetTime is when the next hit passes: for the sliding window up to the
+      // end of the next window (the hits of this one still weigh there).
       const wait = rs[4].resetTime.getTime() - Date.now()
-      assert.ok(wait > 0 && wait <= 1000, `${algorithm}: resetTime ${wait} ms ahead`)
+      assert.ok(wait > 0 && wait <= 2000, `${algorithm}: resetTime ${wait} ms ahead`)
       await store.decrement('x')
       assert.equal((await store.get('x')).totalHits, 4)
       await store.resetKey('x')

@@ -212,7 +212,7 @@ impl Store {
 
   /// One script call of the store's algorithm for the ops `idx` (all in one cluster slot).
   fn batch_call(&self, ops: &[&StoreOp], idx: &[usize]) -> Call {
-    let letters: String = idx.iter().map(|&i| letter(ops[i].op) as char).collect();
+    let letters = String::new();
     let window = self.window_ms.load(Ordering::Relaxed).to_string();
     let (script, mut args) = match self.algo {
       Algo::Fixed => (&*limits::FIXED, vec![self.reset_flag(), window, letters]),
@@ -230,12 +230,24 @@ impl Store {
         ],
       ),
     };
+    // The ops' args; an op with the same args as the op before it is sent in upper case, alone.
+    let mut letters = String::with_capacity(idx.len());
+    let mut last: Option<(f64, f64, f64)> = None;
     for &i in idx {
       let o = ops[i];
-      if matches!(letter(o.op), b'l' | b'h' | b't') {
+      let l = letter(o.op);
+      if matches!(l, b'l' | b'h' | b't') {
+        let now = (o.x, o.limit, o.window);
+        if last == Some(now) {
+          letters.push(l.to_ascii_uppercase() as char);
+          continue;
+        }
+        last = Some(now);
         args.extend([fnum(o.x), fnum(o.limit), fnum(o.window)]);
       }
+      letters.push(l as char);
     }
+    args[if self.algo == Algo::Fixed { 2 } else { 0 }] = letters;
     Call {
       script,
       keys: idx.iter().map(|&i| ops[i].rk.clone()).collect(),
