@@ -218,11 +218,11 @@ export declare class RedisStore {
 }
 
 export interface RateLimiterOptions {
-  /** Calls (of cost 1) allowed per window: a whole number >= 1. Required. */
+  /** Calls (of cost 1) allowed per window: a whole number >= 1. Required: there is no default value. */
   limit: number
-  /** The window in ms (GCRA: `limit` per `windowMs` is the rate): a whole number >= 1. Required. */
+  /** The window in ms (GCRA: `limit` per `windowMs` is the rate): a whole number >= 1. Required: there is no default value. */
   windowMs: number
-  /** The default value is `'fixed-window'`. */
+  /** `'fixed-window'`, `'sliding-window'` or `'gcra'` (README, "Limits"). The default value is `'fixed-window'`. */
   algorithm?: LimitAlgorithm
   /** Key prefix (`${prefix}${key}`, `${prefix}sw:${key}`, `${prefix}gcra:${key}`). The default value is `'rl:'`. */
   prefix?: string
@@ -230,7 +230,7 @@ export interface RateLimiterOptions {
   burst?: number
   /** The client to use. The default value is the default client (built from `REDIS_URL`, ...). */
   client?: RedisClient
-  /** A URL for a client of the limiter's own (closed by `close()`). */
+  /** A URL for a client of the limiter's own (closed by `close()`). The default value is none: `client`, else the default client. */
   url?: string
   /** `'memory'`: the same algorithm in process, bounded; `'allow'`; `'deny'` (reject). The default value is `'memory'`. */
   onUnavailable?: StoreUnavailablePolicy
@@ -279,11 +279,11 @@ export interface AdapterOptions {
   prefix?: string
   /** The client to use. The default value is the default client (built from `REDIS_URL`, ...). */
   client?: RedisClient
-  /** A URL for a client of the adapter's own. */
+  /** A URL for a client of the adapter's own. The default value is none: `client`, else the default client. */
   url?: string
-  /** The default value is `'fixed-window'`. */
+  /** `'fixed-window'`, `'sliding-window'` or `'gcra'` (README, "Limits"). The default value is `'fixed-window'`. */
   algorithm?: LimitAlgorithm
-  /** The default value is `'memory'`. */
+  /** `'memory'`: the same algorithm in process, bounded; `'allow'`; `'deny'` (the call fails). The default value is `'memory'`. */
   onUnavailable?: StoreUnavailablePolicy
   /** Most keys the memory fallback holds. The default value is the client's `fallbackMaxKeys` (100000). */
   fallbackMaxKeys?: number
