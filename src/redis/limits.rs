@@ -268,7 +268,7 @@ local function load(k, w)
   return keep(k, s)
 end
 write = function(k, s)
-  redis.call("SET", k, string.format("%d:%d:%d", s.cur, s.c, s.p), "PX", 2 * s.w - s.e)
+  redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "PX", 2 * s.w - s.e)
 end
 -- ms until `cost` fits under `lim` (the count only falls with time)
 local function retry(c, p, e, w, cost, lim)
@@ -348,11 +348,8 @@ local function load(k)
   return keep(k, s)
 end
 write = function(k, s)
-  if s.px then
-    redis.call("SET", k, string.format("%.3f", s.tat), "PX", s.px)
-  else
-    redis.call("SET", k, string.format("%.3f", s.tat), "PX", math.max(1, math.ceil(s.tat - now)))
-  end
+  -- the number as Redis writes a Lua number (17 significant digits: µs precision)
+  redis.call("SET", k, s.tat, "PX", s.px or math.max(1, math.ceil(s.tat - now)))
 end
 local function one(op, k, x, lim, w)
   if op == "r" then
