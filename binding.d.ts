@@ -159,13 +159,18 @@ export declare class NativeStore {
    * `deny`. `scriptMode`: `batch` (one script call per batch and slot, the default) or
    * `per-key` (rate-limit-redis's single-key scripts, one call per key).
    */
-  constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null, scriptMode?: string | undefined | null)
-  /** Set the window length (ms) and `resetExpiryOnChange`. */
-  configure(windowMs: number, resetExpiry: boolean): void
+  constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null, scriptMode?: string | undefined | null, algorithm?: string | undefined | null)
   /**
-   * The batcher of this store: ops `STORE_*` on keys, no numbers in; three numbers out per
-   * call: status (`STORE_REDIS`, `STORE_MEMORY`, `STORE_ALLOW`, `STORE_NONE`; negative: an
-   * error code), hits, and ms until the window resets.
+   * Set the window length (ms), `resetExpiryOnChange`, the limit of the express-rate-limit ops
+   * (0 or absent: none) and GCRA's burst (0 or absent: the limit).
+   */
+  configure(windowMs: number, resetExpiry: boolean, limit?: number | undefined | null, burst?: number | undefined | null): void
+  /**
+   * The batcher of this store: ops `STORE_*` on keys, three numbers in (cost, limit, window
+   * ms: the ops `STORE_LIMIT`, `STORE_HIT`, `STORE_THROTTLE`; the others ignore them); six
+   * numbers out per call: status (`STORE_REDIS`, `STORE_MEMORY`, `STORE_ALLOW`, `STORE_NONE`;
+   * negative: an error code), hits, ms until reset, allowed (1 or 0), remaining, and ms until a
+   * refused call could pass (-1: never).
    */
   batcher(): NativeBatcher
   /**
@@ -434,8 +439,20 @@ export declare const STORE_DECREMENT: number
 /** Store op: read a key's count. */
 export declare const STORE_GET: number
 
+/**
+ * Store op: count `cost` whatever the limit (as @fastify/rate-limit's stores do); allowed while
+ * the count is at most `limit`.
+ */
+export declare const STORE_HIT: number
+
 /** Store op: count a hit. */
 export declare const STORE_INCREMENT: number
+
+/**
+ * Store op: count `cost` (the first number) only if it fits under `limit` (the second) in a
+ * window of `windowMs` (the third): a refused call consumes nothing; cost 0 only reads.
+ */
+export declare const STORE_LIMIT: number
 
 /** Result status: counted by the memory fallback. */
 export declare const STORE_MEMORY: number
@@ -448,6 +465,13 @@ export declare const STORE_REDIS: number
 
 /** Store op: forget a key. */
 export declare const STORE_RESET: number
+
+/**
+ * Store op: @nestjs/throttler's `increment` (numbers: block ms, limit, window ms): a key over
+ * its limit is blocked for the block duration and its hits are not counted meanwhile. The
+ * sliding window and GCRA treat it as `STORE_LIMIT` of cost 1 (blocked until it would pass).
+ */
+export declare const STORE_THROTTLE: number
 
 /** TLS options. */
 export interface TlsOptions {

@@ -5,6 +5,9 @@
 const { RedisClient } = require('./lib/client.js')
 const { Lease } = require('./lib/lock.js')
 const { RedisStore } = require('./lib/store.js')
+const { RateLimiter } = require('./lib/limiter.js')
+const { fastifyStore } = require('./lib/adapters/fastify.js')
+const { ThrottlerStorageRedisGuard } = require('./lib/adapters/nest.js')
 const { Cache, cacheGet, cacheSet, cacheDelete, cacheDeletePattern } = require('./lib/cache.js')
 const { RedisGuardError, codes } = require('./lib/errors.js')
 const { getDefaultClient, closeDefaultClient } = require('./lib/default-client.js')
@@ -18,6 +21,12 @@ module.exports = {
    */
   default: RedisStore,
   Lease,
+  /** A rate limiter without a framework: `limit(key, { cost })`, `get(key)`, `reset(key)`. */
+  RateLimiter,
+  /** A store class for @fastify/rate-limit 11: `store: fastifyStore(options)`. */
+  fastifyStore,
+  /** A storage for @nestjs/throttler 6: `storage: new ThrottlerStorageRedisGuard(options)`. */
+  ThrottlerStorageRedisGuard,
   Cache,
   RedisGuardError,
   codes,
