@@ -1,5 +1,9 @@
-// ESM entry: the same objects as the CommonJS entry.
-import cjs from './index.js'
+// ESM entry: the same objects as the CommonJS entry. Loaded with require, not `import cjs from`:
+// index.js sets `__esModule` (for TypeScript's interop), and runtimes that follow it (Bun,
+// bundlers) would then give its `default` (RedisStore) instead of the module.
+import { createRequire } from 'node:module'
+
+const cjs = createRequire(import.meta.url)('./index.js')
 
 export const {
   RedisClient,
