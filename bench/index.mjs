@@ -14,7 +14,7 @@ import { startRedis } from '../__tests__/helpers/redis.mjs'
 import { BENCH_DIR, ROOT, intOpt, listOpt } from './lib/common.mjs'
 import { STORE_CONTENDERS } from './lib/stores.mjs'
 
-const ALL_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'down', 'ceiling']
+const ALL_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'ops', 'down', 'ceiling']
 const DEFAULT_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'ceiling']
 
 const HELP = `Usage: node bench/index.mjs [options]   (or: npm run bench -- [options])
@@ -29,6 +29,7 @@ Options (each also as an environment variable):
   --lock-cycles=N      BENCH_LOCK_CYCLES   acquire+release cycles per lock run (default 100000)
   --cache-n=N          BENCH_CACHE_N       cache hits per cache run (default 100000)
   --limiter-n=N        BENCH_LIMITER_N     limit() calls per limiter run (default 100000)
+  --ops-keys=N         BENCH_OPS_KEYS      keys for the ops section (default 1000000; not in the default sections)
   --down               BENCH_DOWN=1        add the Redis-down section
   --down-seconds=S     BENCH_DOWN_SECONDS  autocannon duration of the down runs (default 6)
   --contenders=LIST    BENCH_CONTENDERS    store contenders (default: ${STORE_CONTENDERS.join(',')})
@@ -48,6 +49,7 @@ function options() {
       'lock-cycles': { type: 'string' },
       'cache-n': { type: 'string' },
       'limiter-n': { type: 'string' },
+      'ops-keys': { type: 'string' },
       down: { type: 'boolean' },
       'down-seconds': { type: 'string' },
       contenders: { type: 'string' },
@@ -86,6 +88,7 @@ function options() {
     lockCycles: intOpt(values['lock-cycles'] ?? env.BENCH_LOCK_CYCLES, 100_000),
     cacheN: intOpt(values['cache-n'] ?? env.BENCH_CACHE_N, 100_000),
     limiterN: intOpt(values['limiter-n'] ?? env.BENCH_LIMITER_N, 100_000),
+    opsKeys: intOpt(values['ops-keys'] ?? env.BENCH_OPS_KEYS, 1_000_000),
     downSeconds: intOpt(values['down-seconds'] ?? env.BENCH_DOWN_SECONDS, 6, 3),
     contenders,
     out: values.out ?? env.BENCH_OUT ?? path.join(BENCH_DIR, 'results', 'latest.json'),
@@ -180,6 +183,7 @@ async function main() {
         else if (section === 'locks') r = await (await import('./lib/locks.mjs')).runLocks(ctx)
         else if (section === 'cache') r = await (await import('./lib/cache.mjs')).runCache(ctx)
         else if (section === 'limiter') r = await (await import('./lib/limiter.mjs')).runLimiter(ctx)
+        else if (section === 'ops') r = await (await import('./lib/ops.mjs')).runOps(ctx)
         else if (section === 'down') r = await (await import('./lib/down.mjs')).runDown(ctx)
         else if (section === 'ceiling') r = await (await import('./lib/ceiling.mjs')).runCeiling(ctx)
         r.seconds = (Date.now() - t0) / 1000
