@@ -34,7 +34,7 @@ export async function runOps(ctx) {
     await fill()
     const cli = timed('sh', [
       '-c',
-      `redis-cli -p ${port} --scan --pattern 'cache:*' --count 1000 | xargs -n 1000 redis-cli -p ${port} unlink > /dev/null`,
+      `redis-cli -p ${port} --scan --pattern 'cache:*' | xargs -n 1000 redis-cli -p ${port} unlink > /dev/null`,
     ])
     const left = Number(await ctx.redis.cli('DBSIZE'))
     const r = {
