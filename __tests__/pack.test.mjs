@@ -194,7 +194,11 @@ for (const target of TARGETS) {
         'npm install',
       )
       const installLog = install.stdout + install.stderr
-      assert.doesNotMatch(installLog, /^\s*Compiling |Finished `release`|cargo build|error: could not compile/m, `the install built Rust:\n${installLog}`)
+      assert.doesNotMatch(
+        installLog,
+        /^\s*Compiling |Finished `release`|cargo build|error: could not compile/m,
+        `the install built Rust:\n${installLog}`,
+      )
       // The install script runs under this machine's Node: for a cross target it cannot load the
       // other platform's addon and says so (once); for this machine's target it is silent.
       if (!cross) assert.doesNotMatch(installLog, /no native addon/i, installLog)
