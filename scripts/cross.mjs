@@ -1,13 +1,13 @@
-// `npm run cross [-- <platform>...]`: cross-compile the Linux targets on this (x64 Linux)
+// `npm run cross [-- <platform>...] [--no-build]`: cross-compile the Linux targets on this (x64 Linux)
 // machine and check each built addon here as far as this machine can:
 //   - build: `napi build --target <triple> -x` (cargo-zigbuild with zig, as the release workflow
 //     builds the musl targets) into target/cross/;
 //   - size and links: each binary's size, its NEEDED libraries; a musl build must need musl only
 //     (no glibc library, no GLIBC_ symbol version); a glibc build's newest GLIBC_ version;
 //   - linux-arm64-gnu: load and smoke it under qemu-user with Debian's arm64 Node;
-//   - musl: no musl Node is to be had here, so a small C program linked against musl dlopen()s
-//     the addon (musl's loader resolves every libc symbol; Node-API is stubbed) — linux-arm64-musl
-//     under qemu;
+//   - musl: no musl Node is to be had here, so musl's own loader (Debian's musl) maps the addon
+//     and resolves its symbols (linux-arm64-musl under qemu), and on x64 a musl-gcc program
+//     dlopen()s it with Node-API stubbed;
 //   - the pack test (__tests__/pack.test.mjs) for the cross targets: both tarballs installed into
 //     a fresh app without Rust, and its CommonJS/ESM smoke against a real redis-server run under
 //     qemu for linux-arm64-gnu (install only for musl).
@@ -38,6 +38,8 @@ const TARGETS = {
 const chosen = process.argv.slice(2).filter((a) => !a.startsWith('-'))
 for (const p of chosen) if (!TARGETS[p]) fail(`unknown platform ${p}; one of ${Object.keys(TARGETS).join(', ')}`)
 const platforms = chosen.length > 0 ? chosen : Object.keys(TARGETS)
+/** `--no-build`: check the binaries already in target/cross (a re-run after changing only the checks). */
+const noBuild = process.argv.includes('--no-build')
 
 function fail(message) {
   console.error(`cross: ${message}`)
@@ -138,6 +140,11 @@ const qemuNode = () => ['qemu-aarch64', '-L', ARM64_ROOT, path.join(ARM64_ROOT, 
 // ---------------------------------------------------------------------------------------------
 
 function build(platform) {
+  const file = path.join(OUT, `redis-guard.${platform}.node`)
+  if (noBuild) {
+    if (!fs.existsSync(file)) fail(`--no-build: ${file} is missing`)
+    return file
+  }
   fs.mkdirSync(OUT, { recursive: true })
   sh('nice', [
     '-n',
@@ -154,7 +161,6 @@ function build(platform) {
     '-o',
     OUT,
   ])
-  const file = path.join(OUT, `redis-guard.${platform}.node`)
   if (!fs.existsSync(file)) fail(`${file} was not written`)
   return file
 }
@@ -182,10 +188,19 @@ function checkLinks(platform, file) {
   const wantMachine = platform.includes('arm64') ? 'AArch64' : 'Advanced Micro Devices X86-64'
   if (machine !== wantMachine) fail(`${platform}: machine ${machine}, expected ${wantMachine}`)
   if (platform.endsWith('-musl')) {
-    const foreign = needed.filter((n) => !/^libc\.musl-[a-z0-9_]+\.so\.1$|^libgcc_s\.so\.1$/.test(n))
+    // zig links musl builds against `libc.so` (musl's own name for itself; its loader maps any
+    // `libc.*` to itself, which muslLoad checks); gcc's musl builds name `libc.musl-<arch>.so.1`.
+    // glibc's is `libc.so.6`, which does not match.
+    const foreign = needed.filter((n) => !/^libc\.musl-[a-z0-9_]+\.so\.1$|^libc\.so$|^libgcc_s\.so\.1$/.test(n))
     if (foreign.length > 0) fail(`${platform}: needs ${foreign.join(', ')}; a musl build must need musl only`)
     if (glibc.length > 0) fail(`${platform}: has glibc symbol versions ${glibc.join(', ')}`)
-    console.log(`cross: ${platform}: links only against musl (NEEDED ${needed.join(', ')}; no GLIBC_ version)`)
+    // Initial-exec TLS (the linker's STATIC_TLS flag): musl's dlopen() refuses such a library.
+    if (/\(FLAGS\).*STATIC_TLS/.test(out('readelf', ['-d', '-W', file]))) {
+      fail(`${platform}: has the STATIC_TLS flag (initial-exec TLS); musl's dlopen() refuses it`)
+    }
+    console.log(
+      `cross: ${platform}: links only against musl (NEEDED ${needed.join(', ')}; no GLIBC_ version; no STATIC_TLS)`,
+    )
   } else {
     if (needed.some((n) => n.includes('musl'))) fail(`${platform}: needs musl: ${needed.join(', ')}`)
     console.log(`cross: ${platform}: NEEDED ${needed.join(', ')}; needs glibc ≥ ${newest(glibc)}`)
@@ -211,18 +226,37 @@ function qemuLoad(file) {
 }
 
 /**
- * dlopen() a musl addon with musl's loader: a C program linked against musl (zig cc for the
- * target), with every Node-API function the addon imports stubbed in the program, so what is
- * checked is that musl resolves all the rest and runs the addon's initialisers.
+ * Load a musl addon with musl's own dynamic loader, Debian's musl 1.2.3 (linux-arm64-musl under
+ * qemu, from the arm64 root). No musl Node is to be had here, so:
+ *   1. `ld-musl-<arch>.so.1 --list <addon>` (musl's ldd): maps the addon, finds its libraries and
+ *      resolves every relocation; the only symbols it may miss are Node-API's (napi_*, which
+ *      Node provides);
+ *   2. on x64, a C program built with Debian's musl-gcc dlopen()s the addon with those Node-API
+ *      functions stubbed, which also runs the addon's initialisers, and finds its
+ *      napi_register_module_v1. (Zig's musl is 1.2.5, whose programs need symbols 1.2.3 lacks,
+ *      and Debian has no aarch64 musl compiler, so arm64 gets step 1 only.)
  */
 function muslLoad(platform, file) {
+  const arm = platform.includes('arm64')
+  const ldso = arm
+    ? ['qemu-aarch64', '-L', ARM64_ROOT, path.join(ARM64_ROOT, 'lib', 'ld-musl-aarch64.so.1')]
+    : ['/lib/ld-musl-x86_64.so.1']
+  console.log(`cross: $ ${[...ldso, '--list', file].join(' ')}`)
+  const r = spawnSync(ldso[0], [...ldso.slice(1), '--list', file], { encoding: 'utf8' })
+  const lines = `${r.stdout}\n${r.stderr}`.split('\n').filter(Boolean)
+  const errors = lines.filter((l) => l.startsWith('Error'))
+  const napi = errors.filter((l) => /: (napi_|node_api_)\w+: symbol not found$/.test(l))
+  const other = errors.filter((l) => !napi.includes(l))
+  if (other.length > 0) fail(`${platform}: musl's loader failed:\n${other.join('\n')}`)
+  const libc = lines.find((l) => /^\s*libc\.\S* => \S*ld-musl-/.test(l))
+  if (!libc) fail(`${platform}: musl's loader did not map libc to itself:\n${lines.join('\n')}`)
+  console.log(
+    `cross: ${platform}: musl's loader resolves every symbol but Node-API's (${napi.length} napi_*); ${libc.trim()}`,
+  )
+  if (arm) return
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `redis-guard-cross-${platform}-`))
   try {
-    const syms = out('readelf', ['--dyn-syms', '-W', file])
-      .split('\n')
-      .map((l) => l.trim().split(/\s+/))
-      .filter((c) => c[6] === 'UND' && c[7] && /^(napi_|node_api_)/.test(c[7]))
-      .map((c) => c[7].split('@')[0])
+    const syms = napi.map((l) => l.match(/: ((?:napi_|node_api_)\w+): symbol not found$/)[1])
     const source = [
       '#include <dlfcn.h>',
       '#include <stdio.h>',
@@ -231,29 +265,14 @@ function muslLoad(platform, file) {
       '  void *h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);',
       '  if (!h) { fprintf(stderr, "dlopen: %s\\n", dlerror()); return 1; }',
       '  void *reg = dlsym(h, "napi_register_module_v1");',
-      '  printf("cross: dlopen under musl: %s, napi_register_module_v1 %s\\n", argv[1], reg ? "found" : "missing");',
+      '  printf("cross: dlopen() under musl: %s, initialisers run, napi_register_module_v1 %s\\n", argv[1], reg ? "found" : "missing");',
       '  return reg ? 0 : 2;',
       '}',
     ].join('\n')
     fs.writeFileSync(path.join(dir, 'load.c'), source)
     const exe = path.join(dir, 'load')
-    const zigTarget = platform.includes('arm64') ? 'aarch64-linux-musl' : 'x86_64-linux-musl'
-    const zig = has('zig', ['version']) ? ['zig'] : ['python3', '-m', 'ziglang']
-    sh(zig[0], [
-      ...zig.slice(1),
-      'cc',
-      '-target',
-      zigTarget,
-      '-dynamic',
-      '-rdynamic',
-      '-o',
-      exe,
-      path.join(dir, 'load.c'),
-    ])
-    const interp = out('readelf', ['-l', exe]).match(/interpreter: ([^\]]+)\]/)?.[1]
-    if (!interp?.includes('ld-musl')) fail(`${exe}: interpreter ${interp}, expected musl's`)
-    if (platform.includes('arm64')) sh('qemu-aarch64', ['-L', ARM64_ROOT, exe, file])
-    else sh(exe, [file])
+    sh('musl-gcc', ['-rdynamic', '-o', exe, path.join(dir, 'load.c')])
+    sh(exe, [file])
   } finally {
     fs.rmSync(dir, { recursive: true, force: true })
   }
