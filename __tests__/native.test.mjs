@@ -114,3 +114,22 @@ test('a platform with no published binary (faked freebsd x64): says so and gives
   assert.doesNotMatch(r.message, /npm install redis-guard-freebsd/)
   assert.match(r.message, /Build it from source with Rust/)
 })
+
+test('a platform package that is there but does not load: the message says what failed', async () => {
+  const dir = path.join(tmp, 'broken', 'node_modules')
+  await fsp.cp(bare, path.join(dir, 'redis-guard'), { recursive: true })
+  const sub = path.join(dir, `redis-guard-${HOST}`)
+  await fsp.mkdir(sub, { recursive: true })
+  const file = `redis-guard.${HOST}.node`
+  await fsp.writeFile(path.join(sub, file), 'not an ELF file') // what a truncated download leaves
+  await fsp.writeFile(
+    path.join(sub, 'package.json'),
+    JSON.stringify({ name: `redis-guard-${HOST}`, version: pkg.version, main: file }),
+  )
+  const r = await load(path.join(dir, 'redis-guard'))
+  assert.equal(r.loaded, false)
+  assert.equal(r.code, 'ERR_REDIS_GUARD_NATIVE')
+  assert.match(r.message, /What failed to load:\n {2}\S+/)
+  assert.ok(r.message.includes(path.join(sub, file)), r.message)
+  assert.doesNotMatch(r.message, /What failed to load:[^]*Cannot find module/, 'only the real failure')
+})

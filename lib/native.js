@@ -77,6 +77,14 @@ function notFound(cause) {
       `  ${build.join('\n')}`,
     )
   }
+  // A binary that was found but did not load (too old a glibc, a wrong architecture) says why.
+  const failures = []
+  for (let e = cause; e && failures.length < 5; e = e.cause) {
+    const message = String(e.message).split('\n')[0]
+    if (e !== cause && e.code !== 'MODULE_NOT_FOUND' && !message.startsWith('Cannot find module'))
+      failures.push(message)
+  }
+  if (failures.length > 0) lines.push('What failed to load:', ...failures.map((f) => `  ${f}`))
   lines.push(`Or set REDIS_GUARD_NATIVE_PATH=/path/to/${binary} to load an addon built or downloaded elsewhere.`)
   return Object.assign(new Error(lines.join('\n'), { cause }), { code: 'ERR_REDIS_GUARD_NATIVE' })
 }
