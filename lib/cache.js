@@ -25,7 +25,7 @@ const {
   CACHE_READ,
   CACHE_RESERVED,
   CACHE_MAX_KEY_BYTES,
-} = require('../binding.js')
+} = require('./native.js')
 const { RedisClient } = require('./client.js')
 const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')

@@ -4,7 +4,7 @@
 // feature's (lib/lock.js), made on first use.
 
 const { inspect } = require('node:util')
-const { NativeClient } = require('../binding.js')
+const { NativeClient } = require('./native.js')
 const { RedisGuardError, codes, toError } = require('./errors.js')
 const metrics = require('./metrics.js')
 

@@ -4,14 +4,7 @@
 // (lib/batch.js, src/lock.rs). RedisClient's lock methods delegate here.
 
 const { inspect } = require('node:util')
-const {
-  NativeLocks,
-  lockTokenPrefix,
-  LOCK_ACQUIRE,
-  LOCK_RELEASE,
-  LOCK_EXTEND,
-  LOCK_NO_FENCE,
-} = require('../binding.js')
+const { NativeLocks, lockTokenPrefix, LOCK_ACQUIRE, LOCK_RELEASE, LOCK_EXTEND, LOCK_NO_FENCE } = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const timers = require('./timers.js')

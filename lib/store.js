@@ -13,7 +13,7 @@ const {
   STORE_REDIS,
   STORE_MEMORY,
   STORE_ALLOW,
-} = require('../binding.js')
+} = require('./native.js')
 const { RedisClient } = require('./client.js')
 const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
