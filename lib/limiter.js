@@ -5,7 +5,7 @@
 // Rust together and run as one script call (per cluster slot).
 
 const { inspect } = require('node:util')
-const { STORE_LIMIT, STORE_RESET, STORE_NONE } = require('../binding.js')
+const { STORE_LIMIT, STORE_RESET, STORE_NONE } = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const { SOURCES } = require('./store.js')

@@ -2,7 +2,7 @@
 // What the framework adapters share: their options, checked once, and a native store of the
 // chosen algorithm on the batch core (src/store.rs), with its batcher.
 
-const { NativeStore } = require('../../binding.js')
+const { NativeStore } = require('../native.js')
 const { RedisClient } = require('../client.js')
 const { getDefaultClient } = require('../default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('../errors.js')

@@ -5,7 +5,7 @@
 // its own `config.rateLimit`: the child counts under `${prefix}${method}${url}-`, as the
 // plugin's own Redis store does. No import of fastify: a plain class shaped to that contract.
 
-const { STORE_HIT, STORE_LIMIT } = require('../../binding.js')
+const { STORE_HIT, STORE_LIMIT } = require('../native.js')
 const { RedisGuardError, codes } = require('../errors.js')
 const { adapterOptions, clientOf, storeBatcher, whole, decision } = require('./common.js')
 

@@ -6,7 +6,7 @@
 // `blockDuration` ms (the guard's default: `ttl`) and its hits are not counted meanwhile; with a
 // block duration of 0, a call at the limit is refused and not counted. No import of Nest.
 
-const { STORE_LIMIT, STORE_THROTTLE } = require('../../binding.js')
+const { STORE_LIMIT, STORE_THROTTLE } = require('../native.js')
 const { RedisGuardError, codes } = require('../errors.js')
 const { adapterOptions, clientOf, storeBatcher, whole, decision } = require('./common.js')
 
