@@ -45,11 +45,13 @@ export declare class NativeCache {
    */
   constructor(client: NativeClient, prefix?: string | undefined | null, onUnavailable?: string | undefined | null, maxKeys?: number | undefined | null)
   /**
-   * The batcher of this cache: ops `CACHE_*` on keys, one number in (a set's TTL in ms) and
-   * bytes (a set's value; empty otherwise); four numbers out per call: status (`CACHE_REDIS`,
-   * `CACHE_MEMORY`, `CACHE_BYPASS`; negative: an error code), found (get, has: 1 or 0; set: 1
-   * when stored; delete: keys deleted), and the offset and length of a get's value bytes
-   * (offset -1: none).
+   * The batcher of this cache: ops `CACHE_*` on keys (tags for `CACHE_TAG_VERSION` and
+   * `CACHE_INVALIDATE`), one number in (the TTL in ms of a set or a fill lock) and bytes (a
+   * set's value, a lock's token; empty otherwise); five numbers out per call: status
+   * (`CACHE_REDIS`, `CACHE_MEMORY`, `CACHE_BYPASS`; negative: an error code), a number (found:
+   * 1 or 0; set: 1 when stored; delete: keys deleted; a tag's version; lock taken: 1 or 0),
+   * flags (`CACHE_STALE`, `CACHE_UNCHECKED`, `CACHE_ENVELOPE`), and the offset and length of
+   * the answer's bytes (a value, or the token of a lock's holder; offset -1: none).
    */
   batcher(): NativeBatcher
   /**
