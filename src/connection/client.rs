@@ -56,6 +56,11 @@ pub struct ClientInner {
   last_error: Mutex<Option<String>>,
   tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
   pub counters: Counters,
+  /// When the client was made: a first connection still pending after the connect timeout no
+  /// longer makes calls wait (`usable`).
+  started: Instant,
+  /// A call already waited a whole deadline for the first connection: the next ones do not.
+  waited_for_first: AtomicBool,
   /// Per feature calls, fallbacks and errors, and the round-trip histogram (`metrics()`).
   pub metrics: crate::metrics::Metrics,
 }
@@ -355,6 +360,8 @@ impl ClientInner {
       last_error: Mutex::new(None),
       tasks: Mutex::new(Vec::new()),
       counters: Counters::default(),
+      started: Instant::now(),
+      waited_for_first: AtomicBool::new(false),
       metrics: crate::metrics::Metrics::default(),
     }))
   }
@@ -594,11 +601,26 @@ impl ClientInner {
   }
 
   /// Whether a call should go to Redis now: up, or still connecting for the first time (then
-  /// wait for the connection, at most one deadline).
+  /// wait for the connection, at most one deadline, and only within the connect timeout).
   pub async fn usable(&self) -> bool {
     match self.state.load(Ordering::Acquire) {
       UP => true,
-      CONNECTING => self.ready(self.settings.command_timeout).await,
+      // Still connecting for the first time: wait for it, at most one deadline, only until one
+      // call has waited a whole deadline in vain, and never past the connect timeout (a
+      // handshake that never completes — TLS to a plaintext port — sends no error event, and
+      // each call of a chain would otherwise wait a deadline again).
+      CONNECTING if !self.waited_for_first.load(Ordering::Acquire) => {
+        match self.settings.connect_timeout.checked_sub(self.started.elapsed()) {
+          Some(left) if !left.is_zero() => {
+            let up = self.ready(self.settings.command_timeout.min(left)).await;
+            if !up && self.state.load(Ordering::Acquire) == CONNECTING {
+              self.waited_for_first.store(true, Ordering::Release);
+            }
+            up
+          }
+          _ => false,
+        }
+      }
       _ => false,
     }
   }
