@@ -1,11 +1,13 @@
 'use strict'
-// redis-guard: rate limiting, distributed locks, a query cache and health checks on Redis for Express.
+// redis-guard: rate limiting, distributed locks, a query cache, idempotency keys and health checks on Redis for Express.
 // The work happens in Rust (src/); this file wires the thin JavaScript layer (lib/).
 
 const { RedisClient } = require('./lib/client.js')
 const { Lease } = require('./lib/lock.js')
 const { RedisStore } = require('./lib/store.js')
 const { Cache, cacheGet, cacheSet, cacheDelete, cacheDeletePattern } = require('./lib/cache.js')
+const { IdempotencyKeys, Claim } = require('./lib/idempotency/keys.js')
+const { idempotency } = require('./lib/idempotency/middleware.js')
 const { RedisGuardError, codes } = require('./lib/errors.js')
 const { getDefaultClient, closeDefaultClient } = require('./lib/default-client.js')
 
@@ -19,6 +21,10 @@ module.exports = {
   default: RedisStore,
   Lease,
   Cache,
+  IdempotencyKeys,
+  Claim,
+  /** Express middleware for the `Idempotency-Key` header (see IdempotencyOptions). */
+  idempotency,
   RedisGuardError,
   codes,
   getDefaultClient,
