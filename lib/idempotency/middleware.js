@@ -8,7 +8,7 @@
 // stored response with `Idempotent-Replayed: true`; one that arrives while the first runs gets
 // 409, another request with the same key 422, and a Redis outage 503 (`onUnavailable: 'deny'`).
 
-const { createHash } = require('node:crypto')
+const crypto = require('node:crypto')
 const { isUtf8 } = require('node:buffer')
 const { IdempotencyKeys } = require('./keys.js')
 const { RedisGuardError, codes } = require('../errors.js')
@@ -65,14 +65,20 @@ function parseKey(raw) {
   return out.length >= 1 && out.length <= MAX_KEY_LENGTH ? out : null
 }
 
+/** One-shot hashing (Node >= 20.12): about twice as fast as a Hash object for small inputs. */
+const oneShot = typeof (/** @type {any} */ (crypto).hash) === 'function' ? /** @type {any} */ (crypto).hash : null
+
 /** The default fingerprint: SHA-256 of the method, the URL and the body (bytes, text or JSON). */
 function defaultFingerprint(req) {
-  const h = createHash('sha256')
-  h.update(`${req.method}\n${req.originalUrl || req.url}\n`)
+  const head = `${req.method}\n${req.originalUrl || req.url}\n`
   const body = req.body
-  if (Buffer.isBuffer(body) || typeof body === 'string') h.update(body)
-  else if (body !== undefined && body !== null) h.update(JSON.stringify(body))
-  return h.digest('base64url')
+  if (Buffer.isBuffer(body)) return crypto.createHash('sha256').update(head).update(body).digest('base64url')
+  const text = typeof body === 'string' ? body : body === undefined || body === null ? '' : JSON.stringify(body)
+  if (oneShot) return oneShot('sha256', head + text, 'base64url')
+  return crypto
+    .createHash('sha256')
+    .update(head + text)
+    .digest('base64url')
 }
 
 /**
@@ -131,79 +137,106 @@ function toBuffer(chunk, encoding) {
   return null
 }
 
+const STATE = Symbol('redis-guard idempotency capture')
+
+/**
+ * What `capture` keeps on a response: its claim, the options, the original `write` / `end`,
+ * the body so far. Shared functions below read it from `res[STATE]` (no closures per request).
+ */
+class Capture {
+  constructor(res, claim, o) {
+    this.claim = claim
+    this.o = o
+    this.write = res.write
+    this.end = res.end
+    /** @type {Buffer[]} */
+    this.chunks = []
+    this.size = 0
+    this.over = false
+    this.ended = false
+  }
+
+  keep(chunk, encoding) {
+    if (this.over || chunk === undefined || chunk === null || typeof chunk === 'function') return
+    const b = toBuffer(chunk, encoding)
+    if (!b) return
+    this.size += b.length
+    if (this.size > this.o.maxBodyBytes) {
+      this.over = true
+      this.chunks.length = 0
+    } else this.chunks.push(b)
+  }
+
+  restore(res) {
+    res.write = this.write
+    res.end = this.end
+  }
+}
+
+function captureWrite(chunk, encoding, _cb) {
+  const c = this[STATE]
+  c.keep(chunk, encoding)
+  return c.write.apply(this, arguments)
+}
+
+/** The last chunk: store the response (or release the claim), then send it. */
+function captureEnd(chunk, encoding, _cb) {
+  const res = this
+  const c = res[STATE]
+  if (c.ended) return c.end.apply(res, arguments)
+  c.ended = true
+  c.keep(chunk, encoding)
+  c.restore(res)
+  const { claim, o } = c
+  const args = arguments
+  const send = () => {
+    c.end.apply(res, args)
+  }
+  if (res.destroyed || claim._aborted) {
+    claim.release().then(send, send)
+    return res
+  }
+  const status = res.statusCode
+  let store = false
+  try {
+    store = !c.over && !!o.storeResponse(status)
+  } catch {
+    store = false
+  }
+  if (c.over) o.keys._native.warnTooLarge(o.maxBodyBytes)
+  if (!store) {
+    claim.release().then(send, send)
+    return res
+  }
+  const headers = []
+  for (const name of o.replayHeaders) {
+    const v = res.getHeader(name)
+    if (v !== undefined) headers.push([name, Array.isArray(v) ? v : String(v)])
+  }
+  const body = c.chunks.length === 1 ? c.chunks[0] : Buffer.concat(c.chunks, c.size)
+  claim.complete(encodeResponse(status, headers, body)).then(send, send)
+  return res
+}
+
+/** The client went away before the response ended: the key is given back. */
+function captureClose() {
+  const c = this[STATE]
+  if (c.ended) return
+  c.claim._aborted = true
+  c.restore(this)
+  c.claim.release().catch(noop)
+}
+
 /**
  * Capture `res`'s body and, at its end, store the response (or release the claim) before the
  * last chunk goes out.
  * @param {any} res
  */
 function capture(res, claim, o) {
-  const origWrite = res.write
-  const origEnd = res.end
-  /** @type {Buffer[]} */
-  const chunks = []
-  let size = 0
-  let over = false
-  let ended = false
-  const keep = (chunk, encoding) => {
-    if (over || chunk === undefined || chunk === null || typeof chunk === 'function') return
-    const b = toBuffer(chunk, encoding)
-    if (!b) return
-    size += b.length
-    if (size > o.maxBodyBytes) {
-      over = true
-      chunks.length = 0
-    } else chunks.push(b)
-  }
-  const restore = () => {
-    res.write = origWrite
-    res.end = origEnd
-  }
-  res.write = function (chunk, encoding, _cb) {
-    keep(chunk, encoding)
-    return origWrite.apply(this, arguments)
-  }
-  res.end = function (chunk, encoding, _cb) {
-    if (ended) return origEnd.apply(this, arguments)
-    ended = true
-    keep(chunk, encoding)
-    restore()
-    const args = arguments
-    const send = () => {
-      origEnd.apply(res, args)
-    }
-    if (res.destroyed || claim._aborted) {
-      claim.release().then(send, send)
-      return res
-    }
-    const status = res.statusCode
-    let store = false
-    try {
-      store = !over && !!o.storeResponse(status)
-    } catch {
-      store = false
-    }
-    if (over) o.keys._native.warnTooLarge(o.maxBodyBytes)
-    if (!store) {
-      claim.release().then(send, send)
-      return res
-    }
-    const headers = []
-    for (const name of o.replayHeaders) {
-      const v = res.getHeader(name)
-      if (v !== undefined) headers.push([name, Array.isArray(v) ? v : String(v)])
-    }
-    const body = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)
-    claim.complete(encodeResponse(status, headers, body)).then(send, send)
-    return res
-  }
-  res.on('close', () => {
-    // The client went away before the response ended: the key is given back.
-    if (!ended) {
-      claim._aborted = true
-      restore()
-      claim.release().catch(noop)
-    }
-  })
+  res[STATE] = new Capture(res, claim, o)
+  res.write = captureWrite
+  res.end = captureEnd
+  res.once('close', captureClose)
 }
 
 /**
