@@ -406,6 +406,29 @@ describe('idempotency middleware', () => {
     )
   })
 
+  test('a response over maxBodyBytes is logged once through the client logger', async () => {
+    const server = await startRedis()
+    const lines = []
+    const client = new RedisClient({ url: server.url, logger: (level, message) => lines.push([level, message]) })
+    const app = express()
+    app.post('/big', idempotency({ client, prefix: uniquePrefix('idem'), maxBodyBytes: 10 }), (req, res) =>
+      res.send('x'.repeat(100)),
+    )
+    const h = await listen(app)
+    try {
+      assert.equal(await client.ready(5000), true)
+      for (let i = 0; i < 3; i++) assert.equal((await post(`${h.url}/big`, { key: `b${i}` })).body.length, 100)
+      await sleep(100)
+      const warned = lines.filter(([level, m]) => level === 'warn' && /maxBodyBytes/.test(m))
+      assert.equal(warned.length, 1, JSON.stringify(lines))
+      assert.match(warned[0][1], /more than 10 bytes/)
+    } finally {
+      await h.close()
+      await client.close()
+      await server.stop()
+    }
+  })
+
   test('Redis round trips per request: 2 for a new key, 1 for a replay', async () => {
     await withApp({}, { '/pay': (req, res) => res.json({ ok: 1 }) }, async ({ url, server }) => {
       await post(`${url}/pay`, { key: 'warm' })
