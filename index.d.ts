@@ -443,16 +443,17 @@ export interface IdempotencyOptions extends Omit<IdempotencyKeysOptions, 'serial
   methods?: string[]
   /**
    * The scope of a request's key (e.g. the user or the API key), so that one client can never
-   * replay another's result: records are `${prefix}${encodeURIComponent(scope)}:${key}`. The
-   * default value is none (one scope for everyone: records are `${prefix}${key}`).
+   * replay another's result: records are `${prefix}${encodeURIComponent(scope)}:${key}`. A
+   * promise is awaited. The default value is none (one scope for everyone: records are
+   * `${prefix}${key}`).
    */
-  scope?: (req: any) => string | number | undefined | null
+  scope?: (req: any) => string | number | undefined | null | Promise<string | number | undefined | null>
   /**
    * What makes two requests "the same": a retry with the same key and another fingerprint gets
    * `422`. The default value is the SHA-256 of the method, the URL (`req.originalUrl`) and the
    * body (`req.body`: bytes, text, or JSON of a parsed body).
    */
-  fingerprint?: (req: any) => string
+  fingerprint?: (req: any) => string | Promise<string>
   /**
    * Whether a response with this status is stored (others release the key, so a retry runs the
    * handler again). The default value is `(status) => status < 500` (5xx responses and handler

@@ -429,6 +429,20 @@ describe('idempotency middleware', () => {
     }
   })
 
+  test('an async scope is awaited (never the text of a promise)', async () => {
+    await withApp(
+      { scope: async (req) => `user-${req.get('x-user')}` },
+      { '/pay': (req, res) => res.json({ user: req.get('x-user') }) },
+      async ({ url, server, mw }) => {
+        await post(`${url}/pay`, { key: 'k', headers: { 'x-user': '1' } })
+        const other = await post(`${url}/pay`, { key: 'k', headers: { 'x-user': '2' } })
+        assert.equal(other.headers['idempotent-replayed'], undefined, 'another scope')
+        assert.equal(other.json.user, '2')
+        assert.equal(await server.cli('EXISTS', `${mw.keys.prefix}user-1:k`), '1')
+      },
+    )
+  })
+
   test('Redis round trips per request: 2 for a new key, 1 for a replay', async () => {
     await withApp({}, { '/pay': (req, res) => res.json({ ok: 1 }) }, async ({ url, server }) => {
       await post(`${url}/pay`, { key: 'warm' })

@@ -34,6 +34,8 @@ const DEFAULT_REPLAY_HEADERS = [
 const MAX_KEY_LENGTH = 255
 
 const PROBLEM = 'application/problem+json'
+/** @param {any} v */
+const isThenable = (v) => v !== null && typeof v === 'object' && typeof v.then === 'function'
 /** `Retry-After` of a 409 (in progress) and a 503 (store unavailable), in seconds. */
 const RETRY_AFTER_S = 1
 const noop = () => {}
@@ -124,8 +126,9 @@ function replay(res, stored) {
   res.statusCode = stored.status
   for (const [name, value] of stored.headers) res.setHeader(name, value)
   res.setHeader('idempotent-replayed', 'true')
-  res.setHeader('content-length', stored.body.length)
-  res.end(stored.body)
+  const bodiless = stored.status < 200 || stored.status === 204 || stored.status === 304
+  if (!bodiless) res.setHeader('content-length', stored.body.length)
+  res.end(bodiless ? undefined : stored.body)
 }
 
 /** @param {any} chunk @param {any} encoding */
@@ -311,18 +314,24 @@ function idempotency(options = {}) {
         `${header} is malformed`,
         `The ${header} header must be one string (a structured-field string or a token) of 1 to ${MAX_KEY_LENGTH} characters.`,
       )
-    let redisKey, fp
+    let scoped, fp
     try {
-      if (scope) {
-        const s = scope(req)
-        redisKey = `${encodeURIComponent(s === undefined || s === null ? '' : String(s))}:${key}`
-      } else redisKey = key
+      scoped = scope ? scope(req) : undefined
       fp = fingerprint(req)
-      if (typeof fp !== 'string') fp = String(fp)
     } catch (e) {
       return next(e)
     }
-    keys.claim(redisKey, { fingerprint: fp }).then(
+    // An async scope or fingerprint (a user looked up) is awaited; a plain value is not.
+    if (isThenable(scoped) || isThenable(fp))
+      return Promise.all([scoped, fp]).then(([s, f]) => run(req, res, next, key, s, f), next)
+    run(req, res, next, key, scoped, fp)
+  }
+
+  function run(req, res, next, key, scoped, fp) {
+    const redisKey = scope
+      ? `${encodeURIComponent(scoped === undefined || scoped === null ? '' : String(scoped))}:${key}`
+      : key
+    keys.claim(redisKey, { fingerprint: typeof fp === 'string' ? fp : String(fp) }).then(
       (claim) => {
         switch (claim.state) {
           case 'acquired':
