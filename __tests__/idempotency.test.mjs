@@ -133,6 +133,17 @@ describe('IdempotencyKeys', () => {
       await rejectsCode(keys.claim(''), codes.INVALID_ARG, 'empty key')
       await rejectsCode(keys.claim(/** @type {any} */ (42)), codes.INVALID_ARG, 'a number')
       await rejectsCode(keys.claim('x'.repeat(8193)), codes.INVALID_ARG, 'a long key')
+      await rejectsCode(keys.claim('x'.repeat(1 << 20)), codes.INVALID_ARG, 'a 1 MiB key')
+      // NUL, emoji, braces and the longest key are keys like any other, each its own.
+      const odd = ['a\0b', 'a\0c', '💳', '{x}', '{x}y', '}{', 'é'.repeat(4096)]
+      const got = await Promise.all(odd.map((k) => keys.claim(k)))
+      assert.deepEqual(new Set(got.map((c) => c.state)), new Set(['acquired']), 'distinct keys')
+      await Promise.all(got.map((c, i) => c.complete(i)))
+      const back = await Promise.all(odd.map((k) => keys.claim(k)))
+      assert.deepEqual(
+        back.map((c) => c.result),
+        odd.map((_, i) => i),
+      )
       await rejectsCode(keys.claim('a\uD800b'), codes.INVALID_ARG, 'a lone surrogate')
       await rejectsCode(keys.claim('k', { fingerprint: 'x'.repeat(2000) }), codes.INVALID_ARG, 'a long fingerprint')
       const bad = await keys.claim('order-3')
