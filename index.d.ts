@@ -429,8 +429,27 @@ export declare class IdempotencyKeys {
    * bytes; the default value is `''`): one atomic script call.
    */
   claim(key: string, options?: { fingerprint?: string }): Promise<Claim>
+  /** Counters of this process since it was made. */
+  stats(): IdempotencyStats
   /** Records the memory tier holds now. */
   fallbackSize(): number
+}
+
+/** Counters of one IdempotencyKeys (or middleware: `mw.keys.stats()`) in this process. */
+export interface IdempotencyStats {
+  /** Claims answered. */
+  claims: number
+  acquired: number
+  inProgress: number
+  /** Claims of completed keys: replays. */
+  completed: number
+  mismatches: number
+  /** Claims answered without Redis (memory records, or `allow`). */
+  fallbacks: number
+  /** Claims rejected (Redis unavailable under `'deny'`, bad input that reached Redis). */
+  errors: number
+  /** Claims whose lease was lost: it expired without an extension, or another holder took the key (their `complete` rejects). */
+  lost: number
 }
 
 /** Options of the `idempotency` middleware: the IdempotencyKeys options, and these. */

@@ -116,6 +116,10 @@ describe('IdempotencyKeys', () => {
       assert.equal(done.state, 'completed')
       assert.deepEqual(done.result, { id: 'ch_1', amount: 42 })
       assert.equal((await keys.claim('order-1', { fingerprint: 'other' })).state, 'mismatch')
+      assert.deepEqual(keys.stats(), {
+        ...{ claims: 5, acquired: 1, inProgress: 1, completed: 1, mismatches: 2 },
+        ...{ fallbacks: 0, errors: 0, lost: 0 },
+      })
       // TTLs: the record keeps the retention, not the lease.
       const pttl = Number(await server.cli('PTTL', `${keys.prefix}order-1`))
       assert.ok(pttl > 23 * 3600_000, `retention ${pttl}`)
@@ -220,6 +224,8 @@ describe('IdempotencyKeys', () => {
       process.kill(w.child.pid, 'SIGCONT')
       w.write(JSON.stringify({ id: 2, op: 'complete', key: 'pay-7', result: { by: 'paused' } }) + '\n')
       assert.equal((await w.next((l) => l.id === 2)).error, codes.LOCK_LOST, 'the paused holder is fenced')
+      w.write(JSON.stringify({ id: 3, op: 'stats' }) + '\n')
+      assert.equal((await w.next((l) => l.id === 3)).result.lost, 1, 'counted as lost')
       const seen = await keys.claim('pay-7', { fingerprint: 'f' })
       assert.equal(seen.state, 'completed')
       assert.deepEqual(seen.result, { by: 'second' })

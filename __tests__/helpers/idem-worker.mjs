@@ -5,6 +5,7 @@
 // handler runs.
 // In:  {"id":1,"op":"claim","key":"k","fingerprint":"f"}   -> {"id":1,"result":"acquired"}
 //      {"id":2,"op":"complete","key":"k","result":...}     -> {"id":2,"result":null} or {"error":CODE}
+//      {"id":3,"op":"stats"}                                -> {"id":3,"result":{claims,...,lost}}
 //      {"op":"exit"}
 // Out: {"ready":true,"port":P} once connected and listening.
 import readline from 'node:readline'
@@ -40,6 +41,7 @@ const ops = {
     await claims.get(key).complete(result)
     return null
   },
+  stats: () => keys.stats(),
 }
 
 await client.ready(5000)

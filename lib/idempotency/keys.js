@@ -115,6 +115,7 @@ class Claim {
 
   _lose(why) {
     if (this._lost) return
+    this._keys._stats.lost++
     this._lost = new RedisGuardError(codes.LOCK_LOST, `idempotency key lease lost: ${why}`)
     this._keys._held.delete(this)
     if (this._ac) this._ac.abort(this._lost)
@@ -252,6 +253,27 @@ class IdempotencyKeys {
     this._held = new Set()
     this._sweep = null
     this._every = Math.max(1, Math.floor(this.lockTtlMs / 3))
+    this._stats = {
+      claims: 0,
+      acquired: 0,
+      inProgress: 0,
+      completed: 0,
+      mismatches: 0,
+      fallbacks: 0,
+      errors: 0,
+      lost: 0,
+    }
+  }
+
+  /**
+   * Counters of this process, since the IdempotencyKeys was made: `claims` answered, by state
+   * (`acquired`, `inProgress`, `completed` — replays —, `mismatches`), `fallbacks` (claims
+   * answered by the memory records or `allow`), `errors` (claims rejected: Redis unavailable
+   * under `'deny'`, bad input), `lost` (claims whose lease was lost: it expired without an extension, or another holder took the key).
+   * @returns {{ claims: number, acquired: number, inProgress: number, completed: number, mismatches: number, fallbacks: number, errors: number, lost: number }}
+   */
+  stats() {
+    return { ...this._stats }
   }
 
   /** The result as stored text. */
@@ -300,9 +322,19 @@ class IdempotencyKeys {
     const bytes = Buffer.from(token + fingerprint)
     if (bytes.length - token.length > IDEM_MAX_FINGERPRINT_BYTES)
       return Promise.reject(invalid(`the fingerprint must be at most ${IDEM_MAX_FINGERPRINT_BYTES} bytes`))
+    const st = this._stats
     return this._batch.push(IDEM_CLAIM, key, this.lockTtlMs, token.length, bytes).then(({ nums, bytes: out }) => {
-      if (nums[0] < 0) throw fromNumber(nums[0], `idempotency key ${JSON.stringify(key.slice(0, 64))}`)
+      if (nums[0] < 0) {
+        st.errors++
+        throw fromNumber(nums[0], `idempotency key ${JSON.stringify(key.slice(0, 64))}`)
+      }
       const state = STATES[nums[1]]
+      st.claims++
+      if (nums[0] !== 0) st.fallbacks++
+      if (nums[1] === IDEM_ACQUIRED) st.acquired++
+      else if (nums[1] === IDEM_IN_PROGRESS) st.inProgress++
+      else if (nums[1] === IDEM_COMPLETED) st.completed++
+      else st.mismatches++
       const result = state === 'completed' ? this._decode(out) : undefined
       const claim = new Claim(this, key, token, state, SOURCES[nums[0]], state === 'in-progress' ? nums[2] : 0, result)
       if (state === 'acquired' && claim.source !== 'allow') this._hold(claim)
