@@ -144,7 +144,8 @@ const STATE = Symbol('redis-guard idempotency capture')
 
 /**
  * What `capture` keeps on a response: its claim, the options, the original `write` / `end`,
- * the body so far. Shared functions below read it from `res[STATE]` (no closures per request).
+ * the body so far. Shared functions below read it from `res[STATE]` (no closures per request);
+ * once the response ended they pass every call straight to the originals.
  */
 class Capture {
   constructor(res, claim, o) {
@@ -169,16 +170,11 @@ class Capture {
       this.chunks.length = 0
     } else this.chunks.push(b)
   }
-
-  restore(res) {
-    res.write = this.write
-    res.end = this.end
-  }
 }
 
 function captureWrite(chunk, encoding, _cb) {
   const c = this[STATE]
-  c.keep(chunk, encoding)
+  if (!c.ended) c.keep(chunk, encoding)
   return c.write.apply(this, arguments)
 }
 
@@ -189,7 +185,6 @@ function captureEnd(chunk, encoding, _cb) {
   if (c.ended) return c.end.apply(res, arguments)
   c.ended = true
   c.keep(chunk, encoding)
-  c.restore(res)
   const { claim, o } = c
   const args = arguments
   const send = () => {
@@ -226,7 +221,6 @@ function captureClose() {
   const c = this[STATE]
   if (c.ended) return
   c.claim._aborted = true
-  c.restore(this)
   c.claim.release().catch(noop)
 }
 
