@@ -127,10 +127,12 @@ export declare class NativeIdempotency {
    */
   batcher(): NativeBatcher
   /**
-   * Log once (through the client's logger) that a response of more than `maxBytes` bytes was
-   * not stored. Returns whether this call logged it.
+   * Log once per kind, through the client's logger, what the middleware did not store:
+   * `IDEM_WARN_TOO_LARGE` (a response of more than `n` bytes, `maxBodyBytes`) or
+   * `IDEM_WARN_LOST` (a response whose lease was lost: its handler ran on after the key was
+   * taken over). Returns whether this call logged.
    */
-  warnTooLarge(maxBytes: number): boolean
+  warnOnce(kind: number, n: number): boolean
   /** Records held by the memory tier now. The default value is `0` (nothing held until an outage). */
   fallbackSize(): number
 }
@@ -342,6 +344,12 @@ export declare const IDEM_RELEASE: number
  * `IDEM_MEMORY`, `IDEM_ALLOW`), times this.
  */
 export declare const IDEM_SOURCE_SHIFT: number
+
+/** `warnOnce` kind: a response was not stored because its lease was lost. */
+export declare const IDEM_WARN_LOST: number
+
+/** `warnOnce` kind: a response over `maxBodyBytes` was not stored. */
+export declare const IDEM_WARN_TOO_LARGE: number
 
 /** Lock op (the low two bits of an op byte): grant. */
 export declare const LOCK_ACQUIRE: number

@@ -423,14 +423,19 @@ describe('idempotency middleware', () => {
     )
   })
 
-  test('a response over maxBodyBytes is logged once through the client logger', async () => {
+  test('a response over maxBodyBytes, and one whose lease was lost, are logged once through the client logger', async () => {
     const server = await startRedis()
     const lines = []
     const client = new RedisClient({ url: server.url, logger: (level, message) => lines.push([level, message]) })
     const app = express()
-    app.post('/big', idempotency({ client, prefix: uniquePrefix('idem'), maxBodyBytes: 10 }), (req, res) =>
-      res.send('x'.repeat(100)),
-    )
+    const prefix = uniquePrefix('idem')
+    const mw = idempotency({ client, prefix, maxBodyBytes: 10 })
+    app.post('/big', mw, (req, res) => res.send('x'.repeat(100)))
+    // Another holder takes the key while the handler runs (as after a pause past the lease).
+    app.post('/stolen', mw, async (req, res) => {
+      await server.cli('SET', `${prefix}${req.get('idempotency-key')}`, 'p:other:fp', 'PX', '10000')
+      res.send('ok')
+    })
     const h = await listen(app)
     try {
       assert.equal(await client.ready(5000), true)
@@ -439,6 +444,11 @@ describe('idempotency middleware', () => {
       const warned = lines.filter(([level, m]) => level === 'warn' && /maxBodyBytes/.test(m))
       assert.equal(warned.length, 1, JSON.stringify(lines))
       assert.match(warned[0][1], /more than 10 bytes/)
+      for (let i = 0; i < 3; i++) assert.equal((await post(`${h.url}/stolen`, { key: `s${i}` })).status, 200)
+      await sleep(100)
+      const lost = lines.filter(([level, m]) => level === 'warn' && /lease was lost/.test(m))
+      assert.equal(lost.length, 1, JSON.stringify(lines))
+      assert.equal(mw.keys.stats().lost, 3)
     } finally {
       await h.close()
       await client.close()

@@ -17,7 +17,7 @@
 //! (`batch::settle`); a completion Redis did not confirm is sent again the same way (it is
 //! token-checked, so a second delivery changes nothing).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use fred::types::Value;
@@ -42,6 +42,7 @@ pub const IDEM_COMPLETE: u32 = 1;
 pub const IDEM_RELEASE: u32 = 2;
 /// Idempotency op: extend the lease (numbers: lock TTL ms, token length) if the token holds it.
 #[napi]
+#[cfg_attr(test, allow(dead_code))] // used from JS only
 pub const IDEM_EXTEND: u32 = 3;
 /// Bits 2-3 of a complete, release or extend op byte: who granted the claim (`IDEM_REDIS`,
 /// `IDEM_MEMORY`, `IDEM_ALLOW`), times this.
@@ -75,6 +76,14 @@ pub const IDEM_MISMATCH: u32 = 3;
 /// `ERR_REDIS_GUARD_INVALID_ARG`. The value is `8192`.
 #[napi]
 pub const IDEM_MAX_KEY_BYTES: u32 = 8192;
+
+/// `warnOnce` kind: a response over `maxBodyBytes` was not stored.
+#[napi]
+pub const IDEM_WARN_TOO_LARGE: u32 = 0;
+/// `warnOnce` kind: a response was not stored because its lease was lost.
+#[napi]
+#[cfg_attr(test, allow(dead_code))] // used from JS only
+pub const IDEM_WARN_LOST: u32 = 1;
 
 /// The longest fingerprint, in bytes. The value is `1024`.
 #[napi]
@@ -123,8 +132,8 @@ struct IdemFeature {
   memory: MemoryCache,
   /// Whether the memory records may hold something (checked before each claim).
   memory_used: AtomicBool,
-  /// Whether the "response too large" warning was logged.
-  warned_large: AtomicBool,
+  /// The warnings logged (`warn_once`), a bit per kind.
+  warned: AtomicU32,
 }
 
 /// The native half of `IdempotencyKeys` (lib/idempotency/keys.js).
@@ -465,7 +474,7 @@ impl NativeIdempotency {
         policy,
         memory: MemoryCache::new(max, CACHE_FALLBACK_MAX_BYTES),
         memory_used: AtomicBool::new(false),
-        warned_large: AtomicBool::new(false),
+        warned: AtomicU32::new(0),
       }),
     })
   }
@@ -481,16 +490,27 @@ impl NativeIdempotency {
     NativeBatcher::new(self.inner.clone())
   }
 
-  /// Log once (through the client's logger) that a response of more than `maxBytes` bytes was
-  /// not stored. Returns whether this call logged it.
+  /// Log once per kind, through the client's logger, what the middleware did not store:
+  /// `IDEM_WARN_TOO_LARGE` (a response of more than `n` bytes, `maxBodyBytes`) or
+  /// `IDEM_WARN_LOST` (a response whose lease was lost: its handler ran on after the key was
+  /// taken over). Returns whether this call logged.
   #[napi]
-  pub fn warn_too_large(&self, max_bytes: f64) -> bool {
-    if self.inner.warned_large.swap(true, Ordering::Relaxed) {
+  pub fn warn_once(&self, kind: u32, n: f64) -> bool {
+    let bit = 1u32 << kind.min(31);
+    if self.inner.warned.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
       return false;
     }
-    tracing::warn!(target: "redis_guard", client = self.inner.client.id as u64,
-      "idempotency: a response of more than {} bytes (maxBodyBytes) was not stored; its key was \
-       released, so a retry runs the handler again (logged once)", max_bytes);
+    let id = self.inner.client.id as u64;
+    if kind == IDEM_WARN_TOO_LARGE {
+      tracing::warn!(target: "redis_guard", client = id,
+        "idempotency: a response of more than {} bytes (maxBodyBytes) was not stored; its key was \
+         released, so a retry runs the handler again (logged once)", n);
+    } else {
+      tracing::warn!(target: "redis_guard", client = id,
+        "idempotency: a response was sent but not stored: its lease was lost (the handler ran on \
+         past lockTtlMs without an extension, e.g. a paused process, and another request took \
+         the key); the result of the one that took over stands (logged once)");
+    }
     true
   }
 

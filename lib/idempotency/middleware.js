@@ -10,6 +10,7 @@
 
 const crypto = require('node:crypto')
 const { isUtf8 } = require('node:buffer')
+const { IDEM_WARN_TOO_LARGE, IDEM_WARN_LOST } = require('../../binding.js')
 const { IdempotencyKeys } = require('./keys.js')
 const { RedisGuardError, codes } = require('../errors.js')
 
@@ -201,7 +202,7 @@ function captureEnd(chunk, encoding, _cb) {
   } catch {
     store = false
   }
-  if (c.over) o.keys._native.warnTooLarge(o.maxBodyBytes)
+  if (c.over) o.keys._native.warnOnce(IDEM_WARN_TOO_LARGE, o.maxBodyBytes)
   if (!store) {
     claim.release().then(send, send)
     return res
@@ -212,7 +213,10 @@ function captureEnd(chunk, encoding, _cb) {
     if (v !== undefined) headers.push([name, Array.isArray(v) ? v : String(v)])
   }
   const body = c.chunks.length === 1 ? c.chunks[0] : Buffer.concat(c.chunks, c.size)
-  claim.complete(encodeResponse(status, headers, body)).then(send, send)
+  claim.complete(encodeResponse(status, headers, body)).then(send, (e) => {
+    if (e && e.code === codes.LOCK_LOST) o.keys._native.warnOnce(IDEM_WARN_LOST, 0)
+    send()
+  })
   return res
 }
 
