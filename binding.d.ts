@@ -45,11 +45,13 @@ export declare class NativeCache {
    */
   constructor(client: NativeClient, prefix?: string | undefined | null, onUnavailable?: string | undefined | null, maxKeys?: number | undefined | null)
   /**
-   * The batcher of this cache: ops `CACHE_*` on keys, one number in (a set's TTL in ms) and
-   * bytes (a set's value; empty otherwise); four numbers out per call: status (`CACHE_REDIS`,
-   * `CACHE_MEMORY`, `CACHE_BYPASS`; negative: an error code), found (get, has: 1 or 0; set: 1
-   * when stored; delete: keys deleted), and the offset and length of a get's value bytes
-   * (offset -1: none).
+   * The batcher of this cache: ops `CACHE_*` on keys (tags for `CACHE_TAG_VERSION` and
+   * `CACHE_INVALIDATE`), one number in (the TTL in ms of a set or a fill lock) and bytes (a
+   * set's value, a lock's token; empty otherwise); five numbers out per call: status
+   * (`CACHE_REDIS`, `CACHE_MEMORY`, `CACHE_BYPASS`; negative: an error code), a number (found:
+   * 1 or 0; set: 1 when stored; delete: keys deleted; a tag's version; lock taken: 1 or 0),
+   * flags (`CACHE_STALE`, `CACHE_UNCHECKED`, `CACHE_ENVELOPE`), and the offset and length of
+   * the answer's bytes (a value, or the token of a lock's holder; offset -1: none).
    */
   batcher(): NativeBatcher
   /**
@@ -103,8 +105,36 @@ export declare class NativeClient {
   ready(timeoutMs?: number | undefined | null): Promise<boolean>
   /** PING (and with `deep`, SET/GET/DEL of a probe key), under the command deadline. */
   healthCheck(deep?: boolean | undefined | null): Promise<HealthResult>
+  /**
+   * The client's counters for `metrics()` as JSON (lib/metrics.js): per feature calls,
+   * batches, fallbacks and errors, the round-trip histogram, and the connection's counters.
+   */
+  metricsJson(): string
   /** Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`. */
   close(): Promise<void>
+  /**
+   * Keys, TTLs and memory per prefix, in one scan of every key (`SCAN`, every primary). Keys
+   * are counted under the longest prefix they start with, or `""`. `sampleEvery`: one key in
+   * so many gets a `MEMORY USAGE` (the default value is `20`). `onProgress(scanned)` after each
+   * page.
+   */
+  scanStats(prefixes: string[], sampleEvery?: number, onProgress?: (scanned: number) => void): Promise<ScanStats>
+  /**
+   * Delete (or with `dryRun`, count) every key matching the `SCAN MATCH` glob `pattern`:
+   * `SCAN` + `UNLINK` on every primary, never `KEYS`. `onProgress(n)` after each page.
+   * Resolves the number of keys deleted (or matched). The default value of `dryRun` is false.
+   */
+  deleteMatching(pattern: string, dryRun?: boolean, onProgress?: (n: number) => void): Promise<number>
+  /**
+   * The locks held under `prefix` (the default value is the client's `lockPrefix`): key,
+   * TTL left and last fence; at most `limit` (the default value is `1000`).
+   */
+  heldLocks(prefix?: string | undefined | null, limit?: number | undefined | null): Promise<Array<HeldLock>>
+  /**
+   * `INFO` of the server (cluster: of every primary, concatenated, each section headed by
+   * `# node host:port`), for `redis-guard monitor`.
+   */
+  serverInfo(): Promise<string>
 }
 
 /** The native half of `IdempotencyKeys` (lib/idempotency/keys.js). */
@@ -161,13 +191,18 @@ export declare class NativeStore {
    * `deny`. `scriptMode`: `batch` (one script call per batch and slot, the default) or
    * `per-key` (rate-limit-redis's single-key scripts, one call per key).
    */
-  constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null, scriptMode?: string | undefined | null)
-  /** Set the window length (ms) and `resetExpiryOnChange`. */
-  configure(windowMs: number, resetExpiry: boolean): void
+  constructor(client: NativeClient, prefix: string, onUnavailable: string, maxKeys?: number | undefined | null, scriptMode?: string | undefined | null, algorithm?: string | undefined | null)
   /**
-   * The batcher of this store: ops `STORE_*` on keys, no numbers in; three numbers out per
-   * call: status (`STORE_REDIS`, `STORE_MEMORY`, `STORE_ALLOW`, `STORE_NONE`; negative: an
-   * error code), hits, and ms until the window resets.
+   * Set the window length (ms), `resetExpiryOnChange`, the limit of the express-rate-limit ops
+   * (0 or absent: none) and GCRA's burst (0 or absent: the limit).
+   */
+  configure(windowMs: number, resetExpiry: boolean, limit?: number | undefined | null, burst?: number | undefined | null): void
+  /**
+   * The batcher of this store: ops `STORE_*` on keys, three numbers in (cost, limit, window
+   * ms: the ops `STORE_LIMIT`, `STORE_HIT`, `STORE_THROTTLE`; the others ignore them); six
+   * numbers out per call: status (`STORE_REDIS`, `STORE_MEMORY`, `STORE_ALLOW`, `STORE_NONE`;
+   * negative: an error code), hits, ms until reset, allowed (1 or 0), remaining, and ms until a
+   * refused call could pass (-1: never).
    */
   batcher(): NativeBatcher
   /**
@@ -289,6 +324,31 @@ export interface HealthResult {
   topology: string
   /** What went wrong, masked; absent when healthy. */
   error?: string
+  /**
+   * With `deep`: server settings that put limits, locks and caches at risk (README,
+   * "Operations"); absent otherwise. The default value is absent.
+   */
+  warnings?: Array<HealthWarning>
+}
+
+/** One warning of `healthCheck({ deep: true })`. */
+export interface HealthWarning {
+  /**
+   * Stable: `EVICTION_POLICY`, `PERSISTENCE_OFF`, `MEMORY_NEAR_LIMIT`, `REPLICATION_LAG`,
+   * `NO_REPLICA`, `CLUSTER_STATE`, `OLD_SERVER`, `CHECK_SKIPPED`.
+   */
+  code: string
+  /** What is at risk and how to fix it. */
+  message: string
+}
+
+/** One held lock. */
+export interface HeldLock {
+  key: string
+  /** TTL left, in ms. */
+  ttlMs: number
+  /** The last fencing token granted for the key (absent if none was kept). */
+  fence?: number
 }
 
 /** Claim state (the second result number): acquired — run the work. */
@@ -366,6 +426,20 @@ export declare const LOCK_RELEASE: number
 /** The prefix of this process's lock tokens (see `Lease.token`). */
 export declare function lockTokenPrefix(): string
 
+/** Keys, TTLs and memory of the keys under one prefix. */
+export interface PrefixStats {
+  /** The prefix (`""`: keys under none of the prefixes asked for). */
+  prefix: string
+  keys: number
+  /** Keys without a TTL (redis-guard writes none: these are someone else's). */
+  withoutTtl: number
+  /** Smallest and largest TTL left, in ms (absent without keys with a TTL). */
+  ttlMinMs?: number
+  ttlMaxMs?: number
+  /** `MEMORY USAGE` summed over a sample (one key in `sampleEvery`) and scaled up, in bytes. */
+  memoryBytes: number
+}
+
 /** Reconnection backoff. */
 export interface ReconnectOptions {
   /** First delay, in ms. The default value is `50`. */
@@ -429,6 +503,13 @@ export interface RedisClientOptions {
   probeIntervalMs?: number
 }
 
+/** The result of `scanStats`. */
+export interface ScanStats {
+  /** Keys scanned (every key of every primary). */
+  scanned: number
+  prefixes: Array<PrefixStats>
+}
+
 /** Sentinel options. */
 export interface SentinelOptions {
   /** Name of the monitored primary (`sentinel monitor NAME ...`). Required. */
@@ -450,8 +531,20 @@ export declare const STORE_DECREMENT: number
 /** Store op: read a key's count. */
 export declare const STORE_GET: number
 
+/**
+ * Store op: count `cost` whatever the limit (as @fastify/rate-limit's stores do); allowed while
+ * the count is at most `limit`.
+ */
+export declare const STORE_HIT: number
+
 /** Store op: count a hit. */
 export declare const STORE_INCREMENT: number
+
+/**
+ * Store op: count `cost` (the first number) only if it fits under `limit` (the second) in a
+ * window of `windowMs` (the third): a refused call consumes nothing; cost 0 only reads.
+ */
+export declare const STORE_LIMIT: number
 
 /** Result status: counted by the memory fallback. */
 export declare const STORE_MEMORY: number
@@ -464,6 +557,13 @@ export declare const STORE_REDIS: number
 
 /** Store op: forget a key. */
 export declare const STORE_RESET: number
+
+/**
+ * Store op: @nestjs/throttler's `increment` (numbers: block ms, limit, window ms): a key over
+ * its limit is blocked for the block duration and its hits are not counted meanwhile. The
+ * sliding window and GCRA treat it as `STORE_LIMIT` of cost 1 (blocked until it would pass).
+ */
+export declare const STORE_THROTTLE: number
 
 /** TLS options. */
 export interface TlsOptions {

@@ -73,6 +73,23 @@ export interface Health {
   mode: 'redis' | 'fallback'
   topology: 'standalone' | 'cluster' | 'sentinel'
   error?: string
+  /** With `{ deep: true }`: server settings that put limits, locks and caches at risk (README, "Operations"). */
+  warnings?: HealthWarning[]
+}
+
+/** One warning of a deep health check. */
+export interface HealthWarning {
+  code:
+    | 'EVICTION_POLICY'
+    | 'PERSISTENCE_OFF'
+    | 'MEMORY_NEAR_LIMIT'
+    | 'REPLICATION_LAG'
+    | 'NO_REPLICA'
+    | 'CLUSTER_STATE'
+    | 'OLD_SERVER'
+    | 'CHECK_SKIPPED'
+  /** What is at risk and how to fix it. */
+  message: string
 }
 
 /** What to do when Redis cannot be reached, for locks. */
@@ -131,6 +148,12 @@ export declare class RedisClient {
   healthCheck(options?: { deep?: boolean }): Promise<Health>
   /** An Express handler: 200 with the health JSON when healthy or degraded, 503 when unhealthy. */
   healthHandler(options?: { deep?: boolean }): (req: unknown, res: any, next?: (err?: unknown) => void) => void
+  /** This client's metrics as Prometheus text (format 0.0.4): `redis_guard_*` (README, "Operations"). */
+  metrics(): string
+  /** Add this client's metrics to a prom-client registry (prom-client is an optional peer). */
+  registerMetrics(register: { registerMetric(metric: any): void }): void
+  /** An Express handler serving `metrics()`. */
+  metricsHandler(): (req: unknown, res: any) => void
   /** Counters: timeouts, errors, stateChanges, reconnects, fallbacks. */
   stats(): Record<string, number>
   close(): Promise<void>
@@ -174,7 +197,18 @@ export interface RedisStoreOptions {
    * Same keys, values and TTLs either way. The default value is `'batch'`.
    */
   scriptMode?: 'batch' | 'per-key'
+  /**
+   * `'fixed-window'` (rate-limit-redis's counter, wire-compatible), `'sliding-window'` (the
+   * previous window weighted by its overlap plus the current one) or `'gcra'` (a smooth rate
+   * with bursts up to `limit`; needs a numeric `limit`). The sliding window and GCRA use Redis's
+   * clock and do not count refused hits. See the README's "Limits". The default value is
+   * `'fixed-window'`.
+   */
+  algorithm?: LimitAlgorithm
 }
+
+/** The rate-limit algorithms. */
+export type LimitAlgorithm = 'fixed-window' | 'sliding-window' | 'gcra'
 
 export interface IncrementResponse {
   /** Hits in the current window, an integer >= 1 after `increment`. */
@@ -204,6 +238,112 @@ export declare class RedisStore {
   shutdown(): Promise<void>
   /** Keys the memory fallback holds now. */
   fallbackSize(): number
+}
+
+export interface RateLimiterOptions {
+  /** Calls (of cost 1) allowed per window: a whole number >= 1. Required: there is no default value. */
+  limit: number
+  /** The window in ms (GCRA: `limit` per `windowMs` is the rate): a whole number >= 1. Required: there is no default value. */
+  windowMs: number
+  /** `'fixed-window'`, `'sliding-window'` or `'gcra'` (README, "Limits"). The default value is `'fixed-window'`. */
+  algorithm?: LimitAlgorithm
+  /** Key prefix (`${prefix}${key}`, `${prefix}sw:${key}`, `${prefix}gcra:${key}`). The default value is `'rl:'`. */
+  prefix?: string
+  /** GCRA only: calls allowed at once. The default value is `limit`. */
+  burst?: number
+  /** The client to use. The default value is the default client (built from `REDIS_URL`, ...). */
+  client?: RedisClient
+  /** A URL for a client of the limiter's own (closed by `close()`). The default value is none: `client`, else the default client. */
+  url?: string
+  /** `'memory'`: the same algorithm in process, bounded; `'allow'`; `'deny'` (reject). The default value is `'memory'`. */
+  onUnavailable?: StoreUnavailablePolicy
+  /** Most keys the memory fallback holds. The default value is the client's `fallbackMaxKeys` (100000). */
+  fallbackMaxKeys?: number
+}
+
+/** The answer of `RateLimiter.limit()` and `get()`. */
+export interface LimitResult {
+  /** Whether the call passed and was counted (`get`: whether a call of cost 1 would pass). */
+  allowed: boolean
+  /** The limit. */
+  limit: number
+  /** Calls of cost 1 that would pass now. */
+  remaining: number
+  /** When the window ends (fixed, sliding) or the capacity is fully back (gcra). */
+  resetTime: Date
+  /** 0 when allowed; else ms until this call would pass (`Infinity` when its cost is over the limit). */
+  retryAfterMs: number
+  /** `redis`, `memory` (the fallback decided) or `allow` (Redis was down and the policy let it pass). */
+  source: 'redis' | 'memory' | 'allow'
+}
+
+/** A rate limiter without a framework. Refused calls consume nothing. */
+export declare class RateLimiter {
+  constructor(options: RateLimiterOptions)
+  readonly algorithm: LimitAlgorithm
+  readonly prefix: string
+  readonly windowMs: number
+  readonly limitPerWindow: number
+  readonly client: RedisClient
+  /** Take `cost` (a whole number >= 1; the default value is `1`) from `key`'s allowance. */
+  limit(key: string, options?: { cost?: number }): Promise<LimitResult>
+  /** The state of `key`, taking nothing. */
+  get(key: string): Promise<LimitResult>
+  /** Forget `key`. */
+  reset(key: string): Promise<void>
+  /** Close the client if this limiter created it (`url`). */
+  close(): Promise<void>
+  fallbackSize(): number
+}
+
+/** Options of the framework adapters. */
+export interface AdapterOptions {
+  /** Key prefix. The default value is `'rl:'`. */
+  prefix?: string
+  /** The client to use. The default value is the default client (built from `REDIS_URL`, ...). */
+  client?: RedisClient
+  /** A URL for a client of the adapter's own. The default value is none: `client`, else the default client. */
+  url?: string
+  /** `'fixed-window'`, `'sliding-window'` or `'gcra'` (README, "Limits"). The default value is `'fixed-window'`. */
+  algorithm?: LimitAlgorithm
+  /** `'memory'`: the same algorithm in process, bounded; `'allow'`; `'deny'` (the call fails). The default value is `'memory'`. */
+  onUnavailable?: StoreUnavailablePolicy
+  /** Most keys the memory fallback holds. The default value is the client's `fallbackMaxKeys` (100000). */
+  fallbackMaxKeys?: number
+}
+
+/** A store of @fastify/rate-limit 11 (the plugin constructs it). */
+export declare class FastifyRateLimitStore {
+  readonly prefix: string
+  incr(
+    key: string,
+    cb: (err: Error | null, res?: { current: number; ttl: number }) => void,
+    timeWindow: number,
+    max: number,
+  ): void
+  read(
+    key: string,
+    cb: (err: Error | null, res?: { current: number; ttl: number }) => void,
+    timeWindow: number,
+    max: number,
+  ): void
+  child(routeOptions: { routeInfo: { method: string; url: string } }): FastifyRateLimitStore
+}
+/** The `store` option of @fastify/rate-limit 11. */
+export declare function fastifyStore(options?: AdapterOptions): new (globalParams?: object) => FastifyRateLimitStore
+
+/** The `storage` option of @nestjs/throttler 6. */
+export declare class ThrottlerStorageRedisGuard {
+  constructor(options?: AdapterOptions)
+  readonly client: RedisClient
+  increment(
+    key: string,
+    ttl: number,
+    limit: number,
+    blockDuration: number,
+    throttlerName: string,
+  ): Promise<{ totalHits: number; timeToExpire: number; isBlocked: boolean; timeToBlockExpire: number }>
+  onApplicationShutdown(): Promise<void>
 }
 
 /** What the query cache does when Redis cannot be reached. */
@@ -518,6 +658,8 @@ export declare function isRedisAvailable(): boolean
 /** Health of the default client. */
 export declare function healthCheck(options?: { deep?: boolean }): Promise<Health>
 /** An Express handler for the default client's health. */
+/** An Express handler serving the default client's metrics (Prometheus text, format 0.0.4). */
+export declare function metricsHandler(): (req: unknown, res: any) => void
 export declare function healthHandler(options?: {
   deep?: boolean
 }): (req: unknown, res: any, next?: (err?: unknown) => void) => void

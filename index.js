@@ -5,6 +5,9 @@
 const { RedisClient } = require('./lib/client.js')
 const { Lease } = require('./lib/lock.js')
 const { RedisStore } = require('./lib/store.js')
+const { RateLimiter } = require('./lib/limiter.js')
+const { fastifyStore } = require('./lib/adapters/fastify.js')
+const { ThrottlerStorageRedisGuard } = require('./lib/adapters/nest.js')
 const { Cache, cacheGet, cacheSet, cacheDelete, cacheDeletePattern } = require('./lib/cache.js')
 const { IdempotencyKeys, Claim } = require('./lib/idempotency/keys.js')
 const { idempotency } = require('./lib/idempotency/middleware.js')
@@ -20,6 +23,12 @@ module.exports = {
    */
   default: RedisStore,
   Lease,
+  /** A rate limiter without a framework: `limit(key, { cost })`, `get(key)`, `reset(key)`. */
+  RateLimiter,
+  /** A store class for @fastify/rate-limit 11: `store: fastifyStore(options)`. */
+  fastifyStore,
+  /** A storage for @nestjs/throttler 6: `storage: new ThrottlerStorageRedisGuard(options)`. */
+  ThrottlerStorageRedisGuard,
   Cache,
   IdempotencyKeys,
   Claim,
@@ -37,6 +46,8 @@ module.exports = {
   healthHandler: (options) => {
     return (req, res, next) => getDefaultClient().healthHandler(options)(req, res, next)
   },
+  /** An Express handler serving the default client's metrics (Prometheus text, format 0.0.4). */
+  metricsHandler: () => (req, res) => getDefaultClient().metricsHandler()(req, res),
   /** Take `lock:${key}` for `ttlSeconds` (default 30) on the default client. */
   acquireLock: (key, ttlSeconds, options) => getDefaultClient().acquireLock(key, ttlSeconds, options),
   /** Release `lock:${key}` if this process holds it. */

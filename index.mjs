@@ -1,10 +1,17 @@
-// ESM entry: the same objects as the CommonJS entry.
-import cjs from './index.js'
+// ESM entry: the same objects as the CommonJS entry. Loaded with require, not `import cjs from`:
+// index.js sets `__esModule` (for TypeScript's interop), and runtimes that follow it (Bun,
+// bundlers) would then give its `default` (RedisStore) instead of the module.
+import { createRequire } from 'node:module'
+
+const cjs = createRequire(import.meta.url)('./index.js')
 
 export const {
   RedisClient,
   RedisStore,
   Lease,
+  RateLimiter,
+  fastifyStore,
+  ThrottlerStorageRedisGuard,
   Cache,
   IdempotencyKeys,
   Claim,
@@ -16,6 +23,7 @@ export const {
   isRedisAvailable,
   healthCheck,
   healthHandler,
+  metricsHandler,
   acquireLock,
   releaseLock,
   extendLock,

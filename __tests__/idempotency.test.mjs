@@ -120,6 +120,14 @@ describe('IdempotencyKeys', () => {
         ...{ claims: 5, acquired: 1, inProgress: 1, completed: 1, mismatches: 2 },
         ...{ fallbacks: 0, errors: 0, lost: 0 },
       })
+      const text = client.metrics()
+      for (const [result, n] of Object.entries({ acquired: 1, replayed: 1, in_progress: 1, mismatch: 2 }))
+        assert.match(
+          text,
+          new RegExp(`^redis_guard_idempotency_claims_total\\{result="${result}"\\} ${n}$`, 'm'),
+          result,
+        )
+      assert.match(text, /^redis_guard_calls_total\{feature="idempotency"\} \d+$/m)
       // TTLs: the record keeps the retention, not the lease.
       const pttl = Number(await server.cli('PTTL', `${keys.prefix}order-1`))
       assert.ok(pttl > 23 * 3600_000, `retention ${pttl}`)

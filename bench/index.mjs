@@ -14,8 +14,8 @@ import { startRedis } from '../__tests__/helpers/redis.mjs'
 import { BENCH_DIR, ROOT, intOpt, listOpt } from './lib/common.mjs'
 import { STORE_CONTENDERS } from './lib/stores.mjs'
 
-const ALL_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'idempotency', 'down', 'ceiling']
-const DEFAULT_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'idempotency', 'ceiling']
+const ALL_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'idempotency', 'ops', 'down', 'ceiling']
+const DEFAULT_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'idempotency', 'ceiling']
 
 const HELP = `Usage: node bench/index.mjs [options]   (or: npm run bench -- [options])
 
@@ -28,6 +28,8 @@ Options (each also as an environment variable):
   --http-seconds=S     BENCH_HTTP_SECONDS  autocannon duration per HTTP run, http and idempotency (default 10)
   --lock-cycles=N      BENCH_LOCK_CYCLES   acquire+release cycles per lock run (default 100000)
   --cache-n=N          BENCH_CACHE_N       cache hits per cache run (default 100000)
+  --limiter-n=N        BENCH_LIMITER_N     limit() calls per limiter run (default 100000)
+  --ops-keys=N         BENCH_OPS_KEYS      keys for the ops section (default 1000000; not in the default sections)
   --down               BENCH_DOWN=1        add the Redis-down section
   --down-seconds=S     BENCH_DOWN_SECONDS  autocannon duration of the down runs (default 6)
   --contenders=LIST    BENCH_CONTENDERS    store contenders (default: ${STORE_CONTENDERS.join(',')})
@@ -46,6 +48,8 @@ function options() {
       'http-seconds': { type: 'string' },
       'lock-cycles': { type: 'string' },
       'cache-n': { type: 'string' },
+      'limiter-n': { type: 'string' },
+      'ops-keys': { type: 'string' },
       down: { type: 'boolean' },
       'down-seconds': { type: 'string' },
       contenders: { type: 'string' },
@@ -83,6 +87,8 @@ function options() {
     httpSeconds: intOpt(values['http-seconds'] ?? env.BENCH_HTTP_SECONDS, 10),
     lockCycles: intOpt(values['lock-cycles'] ?? env.BENCH_LOCK_CYCLES, 100_000),
     cacheN: intOpt(values['cache-n'] ?? env.BENCH_CACHE_N, 100_000),
+    limiterN: intOpt(values['limiter-n'] ?? env.BENCH_LIMITER_N, 100_000),
+    opsKeys: intOpt(values['ops-keys'] ?? env.BENCH_OPS_KEYS, 1_000_000),
     downSeconds: intOpt(values['down-seconds'] ?? env.BENCH_DOWN_SECONDS, 6, 3),
     contenders,
     out: values.out ?? env.BENCH_OUT ?? path.join(BENCH_DIR, 'results', 'latest.json'),
@@ -180,6 +186,8 @@ async function main() {
         else if (section === 'http') r = await (await import('./lib/http.mjs')).runHttp(ctx)
         else if (section === 'locks') r = await (await import('./lib/locks.mjs')).runLocks(ctx)
         else if (section === 'cache') r = await (await import('./lib/cache.mjs')).runCache(ctx)
+        else if (section === 'limiter') r = await (await import('./lib/limiter.mjs')).runLimiter(ctx)
+        else if (section === 'ops') r = await (await import('./lib/ops.mjs')).runOps(ctx)
         else if (section === 'idempotency') r = await (await import('./lib/idempotency.mjs')).runIdempotency(ctx)
         else if (section === 'down') r = await (await import('./lib/down.mjs')).runDown(ctx)
         else if (section === 'ceiling') r = await (await import('./lib/ceiling.mjs')).runCeiling(ctx)

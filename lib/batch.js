@@ -78,23 +78,25 @@ class Batcher {
   }
 
   /**
-   * Queue one call: `op` on `key`, with up to two numbers (the feature's `widthIn`) and, for
-   * features that send bytes, `bytes`. Resolves the call's numbers (a Float64Array view), or
+   * Queue one call: `op` on `key`, with up to three numbers (the feature's `widthIn`: `n0`,
+   * `n1`, then `n2`) and, for features that send bytes, `bytes`. Resolves the call's numbers (a Float64Array view), or
    * `{ nums, bytes }` for features whose answers carry bytes.
    * @param {number} op
    * @param {string} key
    * @param {number} [n0]
    * @param {number} [n1]
    * @param {Uint8Array} [bytes]
+   * @param {number} [n2]
    * @returns {Promise<any>}
    */
-  push(op, key, n0 = 0, n1 = 0, bytes = undefined) {
+  push(op, key, n0 = 0, n1 = 0, bytes = undefined, n2 = 0) {
     return new Promise((resolve, reject) => {
       this.ops.push(op)
       this.keys.push(key)
       const w = this.widthIn
       if (w > 0) this.nums.push(n0)
       if (w > 1) this.nums.push(n1)
+      if (w > 2) this.nums.push(n2)
       if (this.bytesIn) {
         const b = bytes || NO_BYTES
         this.chunks.push(b)

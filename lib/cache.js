@@ -25,7 +25,7 @@ const {
   CACHE_READ,
   CACHE_RESERVED,
   CACHE_MAX_KEY_BYTES,
-} = require('../binding.js')
+} = require('./native.js')
 const { RedisClient } = require('./client.js')
 const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
@@ -197,6 +197,8 @@ class Cache {
       throw toError(e)
     }
     this._origin = this._native.origin
+    /** @type {Record<string, number>} the client's cache counters (lib/metrics.js) */
+    this._meter = this.client._meter.cache
     this._batch = new Batcher(this._native.batcher())
     /** @type {Map<string, Promise<unknown>>} the fill of each key under way in this process */
     this._filling = new Map()
@@ -226,6 +228,12 @@ class Cache {
         else tier.channel(event === 0)
       })
     }
+  }
+
+  /** Count one `what` in this cache's stats and in its client's metrics. */
+  _count(what) {
+    this._stats[what]++
+    this._meter[what]++
   }
 
   /** The serialized text of `value` (a typed error for what cannot be stored). */
@@ -340,17 +348,17 @@ class Cache {
     const l1 = this._l1
     const hit = l1 && l1.get(key)
     if (hit) {
-      this._stats.hits++
-      this._stats.l1Hits++
+      this._count('hits')
+      this._count('l1Hits')
       return hit.value
     }
     const epoch = l1 ? l1.epoch : 0
     const r = await this._lookup(key)
     if (!r.found || r.stale) {
-      this._stats.misses++
+      this._count('misses')
       return undefined
     }
-    this._stats.hits++
+    this._count('hits')
     if (l1) l1.set(key, r.value, this.ttlMs, r.tags, epoch)
     return r.value
   }
@@ -436,8 +444,8 @@ class Cache {
     const l1 = this._l1
     const hit = l1 && l1.get(key)
     if (hit) {
-      this._stats.hits++
-      this._stats.l1Hits++
+      this._count('hits')
+      this._count('l1Hits')
       return /** @type {T} */ (hit.value)
     }
     const joined = this._filling.get(key)
@@ -447,11 +455,11 @@ class Cache {
     const epoch = l1 ? l1.epoch : 0
     const found = await this._lookup(key)
     if (found.found && !found.stale) {
-      this._stats.hits++
+      this._count('hits')
       if (l1) l1.set(key, found.value, write.ttl, found.tags, epoch)
       return /** @type {T} */ (found.value)
     }
-    this._stats.misses++
+    this._count('misses')
     let filling = this._filling.get(key)
     if (!filling) {
       filling = this._fill(key, factory, write, timeoutMs, found)
@@ -488,7 +496,7 @@ class Cache {
     if (lock.nums[1] === 1) return this._run(key, factory, write, versions, found, timeoutMs, tokenBytes)
     // Another process fills the key.
     if (found.stale) {
-      this._stats.staleHits++
+      this._count('staleHits')
       return found.value
     }
     let wait = 10
@@ -516,7 +524,7 @@ class Cache {
         return this._run(key, factory, write, v, now, Math.max(1, deadline - clock()), tokenBytes)
       }
     }
-    this._stats.timeouts++
+    this._count('timeouts')
     throw new RedisGuardError(
       codes.TIMEOUT,
       `getOrSet ${JSON.stringify(key.slice(0, 64))}: no value within ${timeoutMs} ms`,
@@ -532,7 +540,7 @@ class Cache {
 
   /** Run the factory holding the fill lock; store its value; give the lock back. */
   _run(key, factory, write, versions, found, timeoutMs, tokenBytes) {
-    this._stats.factoryCalls++
+    this._count('factoryCalls')
     const token = tokenBytes.toString('latin1')
     this._live.add(token)
     const work = (async () => {
@@ -551,10 +559,10 @@ class Cache {
         if (settled) return
         settled = true
         if (found.stale) {
-          this._stats.staleHits++
+          this._count('staleHits')
           resolve(found.value)
         } else {
-          this._stats.timeouts++
+          this._count('timeouts')
           reject(
             new RedisGuardError(
               codes.TIMEOUT,
@@ -575,7 +583,7 @@ class Cache {
           if (settled) return
           settled = true
           if (found.stale) {
-            this._stats.staleHits++
+            this._count('staleHits')
             resolve(found.value)
           } else reject(e)
         },

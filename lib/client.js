@@ -4,8 +4,9 @@
 // feature's (lib/lock.js), made on first use.
 
 const { inspect } = require('node:util')
-const { NativeClient } = require('../binding.js')
+const { NativeClient } = require('./native.js')
 const { RedisGuardError, codes, toError } = require('./errors.js')
+const metrics = require('./metrics.js')
 
 const ENV_KEYS = [
   'REDIS_URL',
@@ -120,6 +121,31 @@ class RedisClient {
     }
     /** @type {import('./lock.js').Locks | null} this client's locks, made on first use */
     this._lockFeature = null
+    /** What the features' JS halves count for `metrics()` (lib/metrics.js). */
+    this._meter = new metrics.Meter()
+  }
+
+  /**
+   * This client's metrics as Prometheus text (format 0.0.4): `redis_guard_*` counters per
+   * feature, the round-trip histogram, availability (README, "Operations").
+   * @returns {string}
+   */
+  metrics() {
+    return metrics.text(this)
+  }
+
+  /**
+   * Add this client's metrics to a prom-client registry (prom-client is an optional peer):
+   * `client.registerMetrics(require('prom-client').register)`.
+   * @param {{ registerMetric(m: any): void }} register
+   */
+  registerMetrics(register) {
+    metrics.register(this, register)
+  }
+
+  /** An Express handler serving `metrics()` (content type `text/plain; version=0.0.4`). */
+  metricsHandler() {
+    return metrics.handler(() => this)
   }
 
   /** The URL, password masked. */

@@ -2,7 +2,7 @@
 // Errors with a stable `.code`. Rust encodes the code as a `[CODE] ` prefix of the message
 // (napi cannot set `.code` on the rejection of an async call); `toError` rebuilds a real Error.
 
-const { errorCodes } = require('../binding.js')
+const { errorCodes } = require('./native.js')
 
 /**
  * The stable codes, defined once in Rust (src/error.rs): `codes.CONFIG` is

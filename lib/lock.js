@@ -4,14 +4,7 @@
 // (lib/batch.js, src/lock.rs). RedisClient's lock methods delegate here.
 
 const { inspect } = require('node:util')
-const {
-  NativeLocks,
-  lockTokenPrefix,
-  LOCK_ACQUIRE,
-  LOCK_RELEASE,
-  LOCK_EXTEND,
-  LOCK_NO_FENCE,
-} = require('../binding.js')
+const { NativeLocks, lockTokenPrefix, LOCK_ACQUIRE, LOCK_RELEASE, LOCK_EXTEND, LOCK_NO_FENCE } = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const timers = require('./timers.js')
@@ -154,6 +147,7 @@ class Lease {
   _lose(why) {
     timers.cancel(this._timer)
     if (this._lost) return
+    this._locks._meter.lock.lost++
     this._lost = new RedisGuardError(codes.LOCK_LOST, `lock "${this.key}" was lost: ${why}`)
     if (this._ac) this._ac.abort(this._lost)
   }
@@ -198,6 +192,8 @@ class Lease {
 class Locks {
   /** @param {import('./client.js').RedisClient} client */
   constructor(client) {
+    /** @type {import('./metrics.js').Meter} */
+    this._meter = client._meter
     this._native = new NativeLocks(client._native)
     this._batch = new Batcher(this._native.batcher(), LOCK_BATCH)
     /** @type {Map<string, {seq: number, source: string}>} locks taken with acquireLock() (seq: the token's number) */
@@ -219,7 +215,10 @@ class Locks {
     const seq = newSeq()
     return this._batch.push(ACQUIRE | (policy << 2) | (fence ? 0 : NO_FENCE), key, seq, ttlMs).then((r) => {
       if (r[0] < 0) throw fromNumber(r[0], `lock ${JSON.stringify(key.slice(0, 64))}`)
-      return { acquired: r[1] === 1, seq, fence: r[2], source: SOURCE_NAMES[r[0]] }
+      const source = SOURCE_NAMES[r[0]]
+      if (r[1] === 1) this._meter.lockGrants[source]++
+      else this._meter.lock.contended++
+      return { acquired: r[1] === 1, seq, fence: r[2], source }
     })
   }
 

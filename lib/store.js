@@ -13,12 +13,15 @@ const {
   STORE_REDIS,
   STORE_MEMORY,
   STORE_ALLOW,
-} = require('../binding.js')
+} = require('./native.js')
 const { RedisClient } = require('./client.js')
 const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const timers = require('./timers.js')
+
+/** The algorithms of `algorithm`. */
+const ALGORITHMS = ['fixed-window', 'sliding-window', 'gcra']
 
 /** Most keys the over-limit cache holds. */
 const MAX_BLOCKED = 10_000
@@ -61,6 +64,7 @@ class RedisStore {
       blockOverLimit = true,
       fallbackMaxKeys,
       scriptMode = 'batch',
+      algorithm = 'fixed-window',
       sendCommand,
       ...unknown
     } = options
@@ -68,7 +72,7 @@ class RedisStore {
     if (extra.length)
       throw new RedisGuardError(
         codes.CONFIG,
-        `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys, scriptMode)`,
+        `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys, scriptMode, algorithm)`,
       )
     if (sendCommand !== undefined) {
       throw new RedisGuardError(
@@ -81,6 +85,10 @@ class RedisStore {
       throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'allow' or 'deny'")
     if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0))
       throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
+    if (!ALGORITHMS.includes(algorithm))
+      throw new RedisGuardError(codes.CONFIG, "option `algorithm` must be 'fixed-window', 'sliding-window' or 'gcra'")
+    if (algorithm !== 'fixed-window' && resetExpiryOnChange)
+      throw new RedisGuardError(codes.CONFIG, "option `resetExpiryOnChange` is for the 'fixed-window' algorithm only")
     if (client !== undefined && !(client instanceof RedisClient))
       throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
     /** The key prefix. The default value is `rl:`. */
@@ -88,6 +96,8 @@ class RedisStore {
     /** express-rate-limit: counts are shared between processes. */
     this.localKeys = false
     this.onUnavailable = onUnavailable
+    /** `'fixed-window'`, `'sliding-window'` or `'gcra'`. The default value is `'fixed-window'`. */
+    this.algorithm = algorithm
     this.resetExpiryOnChange = !!resetExpiryOnChange
     this.blockOverLimit = !!blockOverLimit
     this._ownClient = !client && url !== undefined
@@ -95,7 +105,7 @@ class RedisStore {
     this.client =
       /** @type {RedisClient} */ (client) || (url !== undefined ? new RedisClient({ url }) : getDefaultClient())
     try {
-      this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys, scriptMode)
+      this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys, scriptMode, algorithm)
     } catch (e) {
       throw toError(e)
     }
@@ -114,13 +124,23 @@ class RedisStore {
     // `limit: 0` is not a real limit: express-slow-down always passes it (its threshold is
     // `delayAfter`, which the store never sees), and it must keep sharing its counts in Redis.
     this.limit = typeof limit === 'number' && Number.isFinite(limit) && limit > 0 ? limit : undefined
-    this._native.configure(this.windowMs, this.resetExpiryOnChange)
+    if (this.algorithm === 'gcra' && this.limit === undefined)
+      throw new RedisGuardError(
+        codes.CONFIG,
+        "a 'gcra' RedisStore needs a numeric `limit` (a rate: limit per windowMs); use 'sliding-window' with a limit function",
+      )
+    this._native.configure(this.windowMs, this.resetExpiryOnChange, Math.floor(this.limit || 0))
   }
 
   _result(r, key, op) {
     const status = r[0]
     if (status < 0) throw fromNumber(status, `${op} ${JSON.stringify(key.slice(0, 64))}`)
-    return { totalHits: r[1], resetMs: r[2], source: SOURCES[status] }
+    // For the sliding window and GCRA, a hit over the limit's reset time is when the next one
+    // would pass (so Retry-After and the local block are exact).
+    const resetMs = r[3] === 0 && r[5] >= 0 && this.algorithm !== 'fixed-window' ? r[5] : r[2]
+    const source = SOURCES[status]
+    if (op === 'increment') this.client._meter.rateLimit[source]++
+    return { totalHits: r[1], resetMs, source }
   }
 
   /** Count a hit for `key`: `{ totalHits, resetTime }`. */
@@ -132,6 +152,7 @@ class RedisStore {
       if (left > 0) {
         b.totalHits++
         b.local++
+        this.client._meter.rateLimit.blocked++
         return { totalHits: b.totalHits, resetTime: b.resetTime, source: 'blocked' }
       }
       this._blocked.delete(key)
@@ -206,8 +227,8 @@ class RedisStore {
   }
 
   [inspect.custom]() {
-    return `RedisStore { prefix: ${JSON.stringify(this.prefix)}, onUnavailable: '${this.onUnavailable}', client: ${inspect(this.client)} }`
+    return `RedisStore { prefix: ${JSON.stringify(this.prefix)}, algorithm: '${this.algorithm}', onUnavailable: '${this.onUnavailable}', client: ${inspect(this.client)} }`
   }
 }
 
-module.exports = { RedisStore }
+module.exports = { RedisStore, ALGORITHMS, SOURCES }

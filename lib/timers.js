@@ -9,7 +9,7 @@
 // real time whatever a test does with its own.
 
 const timers = require('node:timers')
-const { clockMs } = require('../binding.js')
+const { clockMs } = require('./native.js')
 
 /**
  * `node:timers`'s own `name`. @sinonjs/fake-timers, installed before this module first loads,

@@ -7,18 +7,20 @@ const { join } = require('node:path')
 const { spawnSync } = require('node:child_process')
 
 const root = join(__dirname, '..')
-function loads() {
+/** Whether the addon loads (lib/native.js: binding.js or REDIS_GUARD_NATIVE_PATH); warns why not when `explain`. */
+function loads(explain = false) {
   try {
-    require(join(root, 'binding.js'))
+    require(join(root, 'lib', 'native.js'))
     return true
-  } catch {
+  } catch (e) {
+    if (explain) console.warn(e instanceof Error ? e.message : e)
     return false
   }
 }
 
 if (process.env.REDIS_GUARD_SKIP_BUILD === '1') process.exit(0)
 if (!existsSync(join(root, 'Cargo.toml'))) {
-  if (!loads()) console.warn('redis-guard: no prebuilt addon for this platform and no sources to build')
+  loads(true)
   process.exit(0)
 }
 if (existsSync(join(root, 'binding.js')) && loads() && process.env.REDIS_GUARD_FORCE_BUILD !== '1') process.exit(0)

@@ -1,6 +1,7 @@
 //! The query cache (`Cache`, lib/cache.js) as a feature of the batch core (`batch/mod.rs`):
-//! get, set (value bytes, TTL ms), delete and has, one `CACHE_BATCH` script call per batch and
-//! cluster slot, bytes in and out. An entry is the plain value at `${prefix}${key}` with a TTL,
+//! get, set (value bytes, TTL ms), delete, tag versions and invalidations, and fill locks; per
+//! batch and cluster slot one `MGET` (a batch of plain gets) or one `CACHE_BATCH` script call,
+//! bytes in and out. An entry is the plain value at `${prefix}${key}` with a TTL,
 //! what `SETEX cache:KEY ttl JSON.stringify(v)` writes, so hand-written helpers and this cache
 //! read each other's entries. When Redis cannot decide, the `onUnavailable` policy answers:
 //! the bounded memory tier (`fallback/cache.rs`), a miss (`bypass`), or an error (`deny`).
@@ -264,6 +265,7 @@ impl CacheFeature {
 }
 
 impl Feature for CacheFeature {
+  const NAME: &'static str = "cache";
   type Op = CacheOp;
   /// The TTL in ms (sets and locks only).
   const WIDTH_IN: usize = 1;
@@ -515,11 +517,13 @@ impl NativeCache {
     })
   }
 
-  /// The batcher of this cache: ops `CACHE_*` on keys, one number in (a set's TTL in ms) and
-  /// bytes (a set's value; empty otherwise); four numbers out per call: status (`CACHE_REDIS`,
-  /// `CACHE_MEMORY`, `CACHE_BYPASS`; negative: an error code), found (get, has: 1 or 0; set: 1
-  /// when stored; delete: keys deleted), and the offset and length of a get's value bytes
-  /// (offset -1: none).
+  /// The batcher of this cache: ops `CACHE_*` on keys (tags for `CACHE_TAG_VERSION` and
+  /// `CACHE_INVALIDATE`), one number in (the TTL in ms of a set or a fill lock) and bytes (a
+  /// set's value, a lock's token; empty otherwise); five numbers out per call: status
+  /// (`CACHE_REDIS`, `CACHE_MEMORY`, `CACHE_BYPASS`; negative: an error code), a number (found:
+  /// 1 or 0; set: 1 when stored; delete: keys deleted; a tag's version; lock taken: 1 or 0),
+  /// flags (`CACHE_STALE`, `CACHE_UNCHECKED`, `CACHE_ENVELOPE`), and the offset and length of
+  /// the answer's bytes (a value, or the token of a lock's holder; offset -1: none).
   #[napi]
   pub fn batcher(&self) -> NativeBatcher {
     NativeBatcher::new(self.inner.clone())

@@ -263,6 +263,7 @@ impl IdemFeature {
 
 impl Feature for IdemFeature {
   type Op = IdemOp;
+  const NAME: &'static str = "idempotency";
   /// The TTL in ms, the token's length in the call's bytes.
   const WIDTH_IN: usize = 2;
   /// Source, a state (claim) or 1/0 (held), the lease's ms left (in progress), the bytes'

@@ -17,6 +17,8 @@ mod fallback;
 mod idempotency;
 mod lock;
 mod log;
+mod metrics;
+mod ops;
 mod redis;
 mod runtime;
 mod store;

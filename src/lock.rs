@@ -262,6 +262,7 @@ impl LockFeature {
 }
 
 impl Feature for LockFeature {
+  const NAME: &'static str = "lock";
   type Op = Op;
   /// The token number and the TTL (ms).
   const WIDTH_IN: usize = 2;

@@ -119,6 +119,34 @@ export function runWorker(file, params, { timeoutMs = 300_000, exitGraceMs = 10_
   })
 }
 
+/**
+ * `n` calls of `call(i)` (resolving true, or false for a refused / contended call), `concurrency`
+ * in flight: resolves `{ lat, refused }` (latency of each call in ms, and the false ones).
+ * @param {(i: number) => Promise<boolean>} call
+ * @param {number} n
+ * @param {number} concurrency
+ * @returns {Promise<{ lat: Float64Array, refused: number }>}
+ */
+export function inFlight(call, n, concurrency) {
+  return new Promise((resolve, reject) => {
+    const lat = new Float64Array(n)
+    let issued = 0
+    let done = 0
+    let refused = 0
+    const issue = () => {
+      const i = issued++
+      const t0 = performance.now()
+      call(i).then((ok) => {
+        lat[i] = performance.now() - t0
+        if (!ok) refused++
+        if (++done === n) resolve({ lat, refused })
+        else if (issued < n) issue()
+      }, reject)
+    }
+    for (let k = 0; k < Math.min(concurrency, n); k++) issue()
+  })
+}
+
 /** Worker side of runWorker: run `main(params)`, send its result, then let the process exit. */
 export async function workerMain(main) {
   const params = JSON.parse(process.argv[2] || '{}')

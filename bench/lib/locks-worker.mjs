@@ -4,7 +4,7 @@
 
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
-import { latencySummary, procCpuMicros, workerMain } from './common.mjs'
+import { inFlight, latencySummary, procCpuMicros, workerMain } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const KEYS = 1000
@@ -71,30 +71,13 @@ async function main({ contender, url, redisPid, cycles, concurrency, warmup }) {
   const l = await makeLocker(contender, url)
   try {
     const keys = Array.from({ length: KEYS }, (_, i) => `bench:${i}`)
-    const load = (n) =>
-      new Promise((resolve, reject) => {
-        const lat = new Float64Array(n)
-        let issued = 0
-        let done = 0
-        let contended = 0
-        const issue = () => {
-          const i = issued++
-          const t0 = performance.now()
-          l.cycle(keys[i % KEYS]).then((ok) => {
-            lat[i] = performance.now() - t0
-            if (!ok) contended++
-            if (++done === n) resolve({ lat, contended })
-            else if (issued < n) issue()
-          }, reject)
-        }
-        for (let k = 0; k < Math.min(concurrency, n); k++) issue()
-      })
+    const load = (n) => inFlight((i) => l.cycle(keys[i % KEYS]), n, concurrency)
     await load(warmup)
     const st0 = l.stats()
     const redis0 = procCpuMicros(redisPid)
     const cpu0 = process.cpuUsage()
     const t0 = performance.now()
-    const { lat, contended } = await load(cycles)
+    const { lat, refused: contended } = await load(cycles)
     const wallMs = performance.now() - t0
     const cpu = process.cpuUsage(cpu0)
     const redis1 = procCpuMicros(redisPid)

@@ -21,7 +21,7 @@ const {
   IDEM_MISMATCH,
   IDEM_MAX_KEY_BYTES,
   IDEM_MAX_FINGERPRINT_BYTES,
-} = require('../../binding.js')
+} = require('../native.js')
 const { RedisClient } = require('../client.js')
 const { getDefaultClient } = require('../default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('../errors.js')
@@ -116,6 +116,7 @@ class Claim {
   _lose(why) {
     if (this._lost) return
     this._keys._stats.lost++
+    this._keys._meter.lost++
     this._lost = new RedisGuardError(codes.LOCK_LOST, `idempotency key lease lost: ${why}`)
     this._keys._held.delete(this)
     if (this._ac) this._ac.abort(this._lost)
@@ -253,6 +254,8 @@ class IdempotencyKeys {
     this._held = new Set()
     this._sweep = null
     this._every = Math.max(1, Math.floor(this.lockTtlMs / 3))
+    /** @type {Record<string, number>} the client's idempotency counters (lib/metrics.js) */
+    this._meter = this.client._meter.idempotency
     this._stats = {
       claims: 0,
       acquired: 0,
@@ -331,10 +334,20 @@ class IdempotencyKeys {
       const state = STATES[nums[1]]
       st.claims++
       if (nums[0] !== 0) st.fallbacks++
-      if (nums[1] === IDEM_ACQUIRED) st.acquired++
-      else if (nums[1] === IDEM_IN_PROGRESS) st.inProgress++
-      else if (nums[1] === IDEM_COMPLETED) st.completed++
-      else st.mismatches++
+      const m = this._meter
+      if (nums[1] === IDEM_ACQUIRED) {
+        st.acquired++
+        m.acquired++
+      } else if (nums[1] === IDEM_IN_PROGRESS) {
+        st.inProgress++
+        m.inProgress++
+      } else if (nums[1] === IDEM_COMPLETED) {
+        st.completed++
+        m.replayed++
+      } else {
+        st.mismatches++
+        m.mismatch++
+      }
       const result = state === 'completed' ? this._decode(out) : undefined
       const claim = new Claim(this, key, token, state, SOURCES[nums[0]], state === 'in-progress' ? nums[2] : 0, result)
       if (state === 'acquired' && claim.source !== 'allow') this._hold(claim)

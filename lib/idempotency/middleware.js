@@ -10,7 +10,7 @@
 
 const crypto = require('node:crypto')
 const { isUtf8 } = require('node:buffer')
-const { IDEM_WARN_TOO_LARGE, IDEM_WARN_LOST } = require('../../binding.js')
+const { IDEM_WARN_TOO_LARGE, IDEM_WARN_LOST } = require('../native.js')
 const { IdempotencyKeys } = require('./keys.js')
 const { RedisGuardError, codes } = require('../errors.js')
 

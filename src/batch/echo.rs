@@ -18,6 +18,7 @@ struct Echo<const BYTES: bool> {
 }
 
 impl<const BYTES: bool> Feature for Echo<BYTES> {
+  const NAME: &'static str = "echo";
   type Op = (f64, Vec<u8>, usize);
   const WIDTH_IN: usize = 1;
   const WIDTH_OUT: usize = if BYTES { 4 } else { 3 };

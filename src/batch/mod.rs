@@ -135,6 +135,8 @@ fn classify(client: &Arc<ClientInner>, e: &fred::error::Error) -> (Failure, bool
 
 /// A feature on the batch core. Its methods run on the tokio thread.
 pub trait Feature: Send + Sync + 'static {
+  /// The feature's name in metrics (`feature` label): calls, fallbacks, errors.
+  const NAME: &'static str;
   /// One validated call.
   type Op: Send + Sync;
   /// Numbers per call from JS (without the byte length).
@@ -183,8 +185,39 @@ pub struct Input {
   pub bytes: Vec<u8>,
 }
 
-/// Run one batch of feature `f`.
+/// Answer `op` from `f`'s policy, counting a fallback when the policy answered (not an error).
+fn fall_back<F: Feature>(
+  f: &F,
+  op: &F::Op,
+  why: &Failure,
+  now: u64,
+  out: &mut Out<'_>,
+  n: &mut u64,
+) {
+  f.unavailable(op, why, now, out);
+  if matches!(why, Failure::Unavailable(_)) && out.nums[0] >= 0.0 {
+    *n += 1;
+  }
+}
+
+/// Run one batch of feature `f`, and count it in the client's metrics (`F::NAME`).
 pub async fn run<F: Feature>(f: &F, input: Input) -> Answer {
+  let n = input.keys.len();
+  let mut fallbacks = 0u64;
+  let answer = run_batch_of(f, input, &mut fallbacks).await;
+  let m = f.client().metrics.feature(F::NAME);
+  m.calls
+    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+  m.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+  m.fallbacks
+    .fetch_add(fallbacks, std::sync::atomic::Ordering::Relaxed);
+  let errors = answer.0.chunks(F::WIDTH_OUT).filter(|c| c[0] < 0.0).count() as u64;
+  m.errors
+    .fetch_add(errors, std::sync::atomic::Ordering::Relaxed);
+  answer
+}
+
+async fn run_batch_of<F: Feature>(f: &F, input: Input, fallbacks: &mut u64) -> Answer {
   let n = input.keys.len();
   let width = F::WIDTH_OUT;
   let mut nums = vec![0f64; n * width];
@@ -249,25 +282,26 @@ pub async fn run<F: Feature>(f: &F, input: Input) -> Answer {
   }
   let todo: Vec<&F::Op> = pending.iter().filter_map(|&i| ops[i].as_ref()).collect();
   let client = f.client();
-  let fail_all = |why: Failure, nums: &mut Vec<f64>, blob: &mut Vec<u8>| {
+  let fail_all = |why: Failure, nums: &mut Vec<f64>, blob: &mut Vec<u8>, fallbacks: &mut u64| {
     let now = now_ms();
     for (j, &i) in pending.iter().enumerate() {
       let mut o = Out {
         nums: &mut nums[i * width..(i + 1) * width],
         blob,
       };
-      f.unavailable(todo[j], &why, now, &mut o);
+      fall_back(f, todo[j], &why, now, &mut o, fallbacks);
     }
   };
   if client.is_closed() {
-    fail_all(Failure::Closed, &mut nums, &mut blob);
+    fail_all(Failure::Closed, &mut nums, &mut blob, fallbacks);
     return (nums, F::BYTES_OUT.then_some(blob));
   }
   if !client.usable().await {
-    fail_all(Failure::Unavailable(None), &mut nums, &mut blob);
+    fail_all(Failure::Unavailable(None), &mut nums, &mut blob, fallbacks);
     return (nums, F::BYTES_OUT.then_some(blob));
   }
   let (groups, calls) = f.plan(&todo, client.is_cluster());
+  let sent = std::time::Instant::now();
   let results = match client
     .run(async { Ok(scripts::run_batch(&client.redis, &calls).await) })
     .await
@@ -276,10 +310,16 @@ pub async fn run<F: Feature>(f: &F, input: Input) -> Answer {
     Err(e) => {
       // The deadline fired: Redis may still apply every call of the batch.
       f.in_doubt(&todo);
-      fail_all(Failure::Unavailable(Some(e)), &mut nums, &mut blob);
+      fail_all(
+        Failure::Unavailable(Some(e)),
+        &mut nums,
+        &mut blob,
+        fallbacks,
+      );
       return (nums, F::BYTES_OUT.then_some(blob));
     }
   };
+  client.metrics.round_trip(sent.elapsed());
   // One clock read for the answers of the whole batch.
   let now = now_ms();
   for (group, r) in groups.iter().zip(results.iter()) {
@@ -306,12 +346,12 @@ pub async fn run<F: Feature>(f: &F, input: Input) -> Answer {
       let res = match &replies {
         Ok(r) => f.apply(todo[j], r[k], now, &mut o),
         Err(why) => {
-          f.unavailable(todo[j], why, now, &mut o);
+          fall_back(f, todo[j], why, now, &mut o, fallbacks);
           Ok(())
         }
       };
       if let Err(why) = res {
-        f.unavailable(todo[j], &why, now, &mut o);
+        fall_back(f, todo[j], &why, now, &mut o, fallbacks);
       }
     }
   }

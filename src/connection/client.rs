@@ -56,6 +56,8 @@ pub struct ClientInner {
   last_error: Mutex<Option<String>>,
   tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
   pub counters: Counters,
+  /// Per feature calls, fallbacks and errors, and the round-trip histogram (`metrics()`).
+  pub metrics: crate::metrics::Metrics,
 }
 
 /// A server address; with `tls.servername`, the name its certificate is verified against
@@ -353,6 +355,7 @@ impl ClientInner {
       last_error: Mutex::new(None),
       tasks: Mutex::new(Vec::new()),
       counters: Counters::default(),
+      metrics: crate::metrics::Metrics::default(),
     }))
   }
 
@@ -705,6 +708,9 @@ pub struct HealthResult {
   pub topology: String,
   /// What went wrong, masked; absent when healthy.
   pub error: Option<String>,
+  /// With `deep`: server settings that put limits, locks and caches at risk (README,
+  /// "Operations"); absent otherwise. The default value is absent.
+  pub warnings: Option<Vec<crate::connection::advice::HealthWarning>>,
 }
 
 /// The native half of `RedisClient` (`lib/client.js` wraps it). Holds one connection to Redis.
@@ -839,6 +845,11 @@ impl NativeClient {
       }
     }
     let latency = start.elapsed().as_secs_f64() * 1000.0;
+    let warnings = if connected && deep.unwrap_or(false) {
+      Some(crate::connection::advice::check(me).await)
+    } else {
+      None
+    };
     if connected && !me.is_up() {
       // Redis answers although the circuit is open: the probe will close it shortly.
       degraded = true;
@@ -866,7 +877,28 @@ impl NativeClient {
       mode: if me.is_up() { "redis" } else { "fallback" }.into(),
       topology: me.settings.mode_name().into(),
       error: error.map(|e| me.settings.mask(&e)),
+      warnings,
     }
+  }
+
+  /// The client's counters for `metrics()` as JSON (lib/metrics.js): per feature calls,
+  /// batches, fallbacks and errors, the round-trip histogram, and the connection's counters.
+  #[napi]
+  pub fn metrics_json(&self) -> String {
+    let me = &self.inner;
+    let mut v = me.metrics.snapshot();
+    let c = &me.counters;
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    v["connection"] = serde_json::json!({
+      "up": me.is_up(),
+      "timeouts": g(&c.timeouts),
+      "errors": g(&c.errors),
+      "stateChanges": g(&c.state_changes),
+      "reconnects": g(&c.reconnects),
+      "fallbacks": g(&c.fallbacks),
+      "orphansRemoved": g(&c.orphans_removed),
+    });
+    v.to_string()
   }
 
   /// Close the connection; later calls use the fallback policy or fail with `ERR_REDIS_GUARD_CLOSED`.

@@ -184,7 +184,7 @@ mod tests {
     assert_eq!(c.get("a", 999), Some((b"1".to_vec(), 1)));
     assert!(c.get("a", 999).is_some());
     assert_eq!(c.get("a", 1000), None);
-    assert!(!c.get("a", 1000).is_some());
+    assert!(c.get("a", 1000).is_none());
     for i in 0..10_000 {
       c.set(&format!("k{i}"), b"v", 60_000, 2000);
     }
@@ -219,7 +219,7 @@ mod tests {
     drop(g);
     c.set("huge", &[0u8; 2000], 60_000, 0);
     assert!(
-      !c.get("huge", 0).is_some(),
+      c.get("huge", 0).is_none(),
       "a value over the whole budget is not kept"
     );
   }

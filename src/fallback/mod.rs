@@ -4,12 +4,14 @@
 //! per-call cost stay flat under a flood of distinct keys.
 
 mod cache;
+mod limits;
 mod locks;
 mod windows;
 
 use std::borrow::Cow;
 
 pub use cache::{Change, MemoryCache, CACHE_FALLBACK_MAX_BYTES};
+pub use limits::{Algo, Cells, Decision, LimitOp};
 pub use locks::{process_locks, Locks};
 pub use windows::Windows;
 

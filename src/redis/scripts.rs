@@ -17,7 +17,8 @@ pub struct Script {
 }
 
 impl Script {
-  fn new(text: &'static str) -> Self {
+  /// A script of `text` (its SHA-1 computed once).
+  pub fn new(text: &'static str) -> Self {
     Script {
       text,
       sha: sha1_smol::Sha1::from(text).digest().to_string(),
@@ -471,65 +472,6 @@ pub async fn run_batch(client: &Client, calls: &[Call]) -> Vec<Result<Value, fre
   }
   results
 }
-
-/// Every operation of a batch in one script call (one slot): per key, exactly what the
-/// single-key scripts above do (`i` increment as rate-limit-redis, `g` get, `d` decrement,
-/// `r` reset). A failing key (e.g. WRONGTYPE) yields `{-1, -3}` for that key only.
-/// ARGV: resetExpiryOnChange ("1"/"0"), window ms, one op letter per key.
-/// Returns a flat array: hits, pttl for each key (`-1, -2` when a get/decrement finds no key).
-pub static BATCH: LazyLock<Script> = LazyLock::new(|| {
-  Script::new(
-    r#"local reset = ARGV[1] == "1"
-local window = tonumber(ARGV[2])
-local ops = ARGV[3]
-local function one(op, k)
-  if op == "i" then
-    local t = redis.call("PTTL", k)
-    if t <= 0 then
-      redis.call("SET", k, 1, "PX", window)
-      return 1, window
-    end
-    local h = redis.call("INCR", k)
-    if reset then
-      redis.call("PEXPIRE", k, window)
-      t = window
-    end
-    return h, t
-  elseif op == "g" then
-    local h = tonumber(redis.call("GET", k))
-    if h == nil then return -1, -2 end
-    return h, redis.call("PTTL", k)
-  elseif op == "d" then
-    local v = tonumber(redis.call("GET", k))
-    if v == nil then return -1, -2 end
-    if v > 0 then v = redis.call("DECR", k) end
-    local t = redis.call("PTTL", k)
-    if t < 0 then
-      redis.call("PEXPIRE", k, window)
-      t = window
-    end
-    return v, t
-  end
-  return redis.call("DEL", k), 0
-end
-local out = {}
-for i, k in ipairs(KEYS) do
-  local ok, h, t = pcall(one, string.sub(ops, i, i), k)
-  if ok then
-    out[2 * i - 1] = h
-    out[2 * i] = t
-  elseif string.find(tostring(type(h) == "table" and h.err or h), "READONLY", 1, true) then
-    -- A replica (a primary demoted without dropping its clients): no write ran here, so
-    -- fail the whole call and let the client see it (src/connection/client.rs asks the sentinels again).
-    return redis.error_reply(tostring(type(h) == "table" and h.err or h))
-  else
-    out[2 * i - 1] = -1
-    out[2 * i] = -3
-  end
-end
-return out"#,
-  )
-});
 
 /// `resetKey`: DEL (a script so that it batches with the others).
 pub static RESET: LazyLock<Script> =

@@ -1,0 +1,150 @@
+'use strict'
+// RateLimiter: a rate limiter without a framework, on the store's batch core (src/store.rs):
+// `limit(key, { cost })` decides, counts only what it lets through, and answers from Redis, or
+// from the same algorithm in process under `onUnavailable`. Calls of one event-loop turn cross to
+// Rust together and run as one script call (per cluster slot).
+
+const { inspect } = require('node:util')
+const { STORE_LIMIT, STORE_RESET, STORE_NONE } = require('./native.js')
+const { RedisGuardError, codes, fromNumber } = require('./errors.js')
+const { Batcher } = require('./batch.js')
+const { SOURCES } = require('./store.js')
+const { adapterOptions, clientOf, nativeStore } = require('./adapters/common.js')
+
+/** Largest limit, cost, window or burst: integers JS and Lua both hold exactly. */
+const MAX_NUMBER = 9e15
+
+/**
+ * @param {unknown} v
+ * @param {number} min
+ */
+function isWhole(v, min) {
+  return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= MAX_NUMBER
+}
+
+/** @param {unknown} key */
+function checkKey(key) {
+  if (typeof key !== 'string')
+    throw new RedisGuardError(codes.INVALID_ARG, `the rate-limit key must be a string, got ${typeof key}`)
+}
+
+/**
+ * @typedef {object} LimitResult
+ * @property {boolean} allowed whether the call passed (and was counted)
+ * @property {number} limit the limit
+ * @property {number} remaining calls of cost 1 that would pass now, after this one
+ * @property {Date} resetTime when the window ends (sliding, fixed) or the capacity is fully back (gcra)
+ * @property {number} retryAfterMs 0 when allowed; else ms until this call would pass (Infinity when its cost is over the limit)
+ * @property {'redis' | 'memory' | 'allow'} source who decided
+ */
+
+class RateLimiter {
+  /**
+   * @param {import('../index').RateLimiterOptions} options
+   */
+  constructor(options) {
+    if (options === null || typeof options !== 'object')
+      throw new RedisGuardError(codes.CONFIG, 'RateLimiter options must be an object (at least `limit` and `windowMs`)')
+    const { limit, windowMs, burst, ...rest } = options
+    const o = adapterOptions(rest, 'RateLimiter', 'rl:', ['limit', 'windowMs', 'burst'])
+    if (!isWhole(limit, 1)) throw new RedisGuardError(codes.CONFIG, 'option `limit` must be a whole number >= 1')
+    if (!isWhole(windowMs, 1)) throw new RedisGuardError(codes.CONFIG, 'option `windowMs` must be a whole number >= 1')
+    if (burst !== undefined && !(o.algorithm === 'gcra' && isWhole(burst, 1)))
+      throw new RedisGuardError(codes.CONFIG, "option `burst` must be a whole number >= 1, with algorithm 'gcra'")
+    this.limitPerWindow = limit
+    this.windowMs = windowMs
+    this.algorithm = o.algorithm
+    this.prefix = o.prefix
+    this.burst = burst
+    this.onUnavailable = o.onUnavailable
+    const { client, own } = clientOf(o)
+    this._ownClient = own
+    /** @type {import('./client.js').RedisClient} */
+    this.client = client
+    this._native = nativeStore(client, o.prefix, o)
+    this._native.configure(windowMs, false, limit, burst || 0)
+    this._batch = new Batcher(this._native.batcher())
+  }
+
+  /**
+   * @param {Float64Array} r
+   * @param {string} key
+   * @param {string} what
+   * @returns {LimitResult}
+   */
+  _result(r, key, what) {
+    const status = r[0]
+    if (status < 0) throw fromNumber(status, `${what} ${JSON.stringify(key.slice(0, 64))}`)
+    const allowed = r[3] === 1
+    return {
+      allowed,
+      limit: this.limitPerWindow,
+      remaining: r[4],
+      resetTime: new Date(Date.now() + r[2]),
+      retryAfterMs: allowed ? 0 : r[5] < 0 ? Infinity : r[5],
+      source: /** @type {'redis' | 'memory' | 'allow'} */ (SOURCES[status] || 'redis'),
+    }
+  }
+
+  /**
+   * Take `cost` (default 1) from `key`'s allowance: `{ allowed, limit, remaining, resetTime,
+   * retryAfterMs, source }`. A refused call consumes nothing; a cost over the limit is always
+   * refused (retryAfterMs Infinity). A bad key or cost rejects with ERR_REDIS_GUARD_INVALID_ARG.
+   * @param {string} key
+   * @param {{ cost?: number }} [options]
+   * @returns {Promise<LimitResult>}
+   */
+  async limit(key, options) {
+    checkKey(key)
+    const cost = options == null ? 1 : options.cost === undefined ? 1 : options.cost
+    if (!isWhole(cost, 1))
+      throw new RedisGuardError(codes.INVALID_ARG, `the cost must be a whole number >= 1, got ${String(cost)}`)
+    return this._result(
+      await this._batch.push(STORE_LIMIT, key, cost, this.limitPerWindow, undefined, this.windowMs),
+      key,
+      'limit',
+    )
+  }
+
+  /**
+   * The state of `key` without taking anything: the same fields as `limit()`, `allowed` telling
+   * whether a call of cost 1 would pass now.
+   * @param {string} key
+   * @returns {Promise<LimitResult>}
+   */
+  async get(key) {
+    checkKey(key)
+    return this._result(
+      await this._batch.push(STORE_LIMIT, key, 0, this.limitPerWindow, undefined, this.windowMs),
+      key,
+      'get',
+    )
+  }
+
+  /**
+   * Forget `key`: its full allowance is back.
+   * @param {string} key
+   * @returns {Promise<void>}
+   */
+  async reset(key) {
+    checkKey(key)
+    const r = await this._batch.push(STORE_RESET, key)
+    if (r[0] < 0 && r[0] !== STORE_NONE) throw fromNumber(r[0], `reset ${JSON.stringify(key.slice(0, 64))}`)
+  }
+
+  /** Close the client if this limiter created it (`url` option). */
+  async close() {
+    if (this._ownClient) await this.client.close()
+  }
+
+  /** Keys the memory fallback holds now. */
+  fallbackSize() {
+    return this._native.fallbackSize()
+  }
+
+  [inspect.custom]() {
+    return `RateLimiter { limit: ${this.limitPerWindow}, windowMs: ${this.windowMs}, algorithm: '${this.algorithm}', prefix: ${JSON.stringify(this.prefix)}, onUnavailable: '${this.onUnavailable}' }`
+  }
+}
+
+module.exports = { RateLimiter }

@@ -1,0 +1,406 @@
+//! The rate-limit scripts, one per algorithm: every op of a batch (one cluster slot) in one call.
+//! Each returns four numbers per op: `hits`, `reset` (ms), `allowed` (1 or 0) and `retry` (ms
+//! until a refused op could pass; -1: never, its cost is over the limit). A failing op (e.g.
+//! WRONGTYPE) yields `-1, -3, 0, 0` for that op only; `READONLY` (a demoted primary) fails the
+//! whole call. The op letters:
+//! - `i` increment, `g` get, `d` decrement, `r` reset: the express-rate-limit store's ops;
+//! - `l` limit (args: cost, limit, window ms): counts `cost` only when it fits under `limit`, so
+//!   a refused call consumes nothing; cost 0 reads without writing;
+//! - `h` hit (args: cost, limit, window ms), and `i` with the store's limit and window: counts
+//!   always, as express-rate-limit's and @fastify/rate-limit's stores do (the middleware
+//!   decides, and may decrement), and allows while the count is at most `limit`; a refused
+//!   hit's `retry` is when the next one would pass;
+//! - `t` throttle (args: block ms, limit, window ms; fixed window only): @nestjs/throttler's
+//!   `increment`: a key over its limit is blocked for the block duration and not counted.
+//!
+//! A key's state is read once per script call and written once at its end (`load`, `save`,
+//! `write` below): a hot key's 64 ops of a batch cost one read and one write, not 64 of each. A
+//! write that fails (OOM) fails every op that counted on it. (The fixed window's `l`/`h` on a key
+//! that has no other op in the call go straight to Redis: `PTTL`, then `SET PX` or `INCRBY`.) An op letter in upper case repeats
+//! the args of the op before it (the usual case: one limiter's calls share limit and window).
+//!
+//! Key layout (README, "Limits"): the fixed window is rate-limit-redis's integer string at
+//! `${prefix}${key}`; the sliding window the string `<window index>:<current count>:<previous
+//! count>` at `${prefix}sw:${key}` (one `GET` and one `SET PX`); GCRA the theoretical arrival time (ms since the
+//! epoch, a decimal string) at `${prefix}gcra:${key}`. Sliding window and GCRA read the time
+//! with `TIME`, once per call: the clock of the server that holds the key, never a host's.
+
+use std::sync::LazyLock;
+
+use super::scripts::Script;
+
+/// The common part of the three scripts: the per-key state cache, and the loop that runs
+/// `one(op, key, a1, a2, a3)` for every op, catching each op's error. `ARGV` from `ARGV[first]`
+/// on: three args per op of the letters `l`, `h`, `t` (none for `L`, `H`, `T`: the previous
+/// op's). Each script defines `load` (reads into `cache`) and `write` (the state to Redis).
+const CACHE: &str = r#"
+local cache, dirty, owners, out, count = {}, {}, {}, {}, {}
+local readonly = nil
+local function errtext(e) return tostring(type(e) == "table" and e.err or e) end
+local write
+-- Write the pending state of `k`; on failure, every op that counted on it fails.
+local function flush(k)
+  if dirty[k] then
+    dirty[k] = nil
+    local ok, e = pcall(write, k, cache[k])
+    if not ok then
+      local msg = errtext(e)
+      if string.find(msg, "READONLY", 1, true) then readonly = msg end
+      local o = owners[k]
+      if type(o) == "number" then o = { o } end
+      for _, j in ipairs(o or {}) do
+        out[j], out[j + 1], out[j + 2], out[j + 3] = -1, -3, 0, 0
+      end
+    end
+  end
+  cache[k], owners[k] = nil, nil
+end
+-- The new state of `k`: written at once when `k` has no other op in this call, else at the end.
+local function save(k, s)
+  s.found = true
+  if count[k] == 1 then
+    write(k, s)
+    return
+  end
+  cache[k] = s
+  dirty[k] = true
+end
+-- Keep the state read for `k` for its next ops in this call.
+local function keep(k, s)
+  if count[k] > 1 then cache[k] = s end
+  return s
+end
+-- Forget `k`'s pending state (it is being deleted).
+local function drop(k)
+  cache[k], dirty[k], owners[k] = nil, nil, nil
+end
+"#;
+
+const LOOP: &str = r#"
+for _, k in ipairs(KEYS) do count[k] = (count[k] or 0) + 1 end
+local a = FIRST
+local x, y, z = 0, 0, 0
+for i, k in ipairs(KEYS) do
+  local op = string.sub(ops, i, i)
+  if op == "l" or op == "h" or op == "t" then
+    x, y, z = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    a = a + 3
+  elseif op == "L" or op == "H" or op == "T" then
+    op = string.lower(op)
+  end
+  local ok, h, t, al, rt = pcall(one, op, k, x, y, z)
+  local j = 4 * i - 3
+  if ok then
+    out[j], out[j + 1], out[j + 2], out[j + 3] = h, t, al, rt
+    if dirty[k] then
+      local o = owners[k]
+      if o == nil then
+        owners[k] = j
+      elseif type(o) == "number" then
+        owners[k] = { o, j }
+      else
+        o[#o + 1] = j
+      end
+    end
+  elseif string.find(errtext(h), "READONLY", 1, true) then
+    return redis.error_reply(errtext(h))
+  else
+    out[j], out[j + 1], out[j + 2], out[j + 3] = -1, -3, 0, 0
+  end
+end
+for k in pairs(dirty) do flush(k) end
+if readonly then return redis.error_reply(readonly) end
+return out"#;
+
+fn with_loop(body: &str, first: usize) -> &'static str {
+  let text = format!("{CACHE}{body}{}", LOOP.replace("FIRST", &first.to_string()));
+  Box::leak(text.into_boxed_str())
+}
+
+/// The fixed window. `i`, `g`, `d`, `r` are exactly rate-limit-redis's increment (v4.3–v6) and
+/// the store's get, decrement (never below zero, never without a TTL) and reset, run one by one
+/// (a pending `l`/`h`/`t` state of the key is written first). `l`/`h`/`t` keep the count and
+/// TTL read once; the write is `SET count PX` for a window started here, else `INCRBY` the
+/// difference (and `PEXPIRE` for a new TTL: a block, or resetExpiryOnChange).
+/// ARGV: resetExpiryOnChange ("1"/"0"), window ms, the op letters, then the ops' args.
+pub static FIXED: LazyLock<Script> = LazyLock::new(|| {
+  Script::new(with_loop(
+    r#"local reset = ARGV[1] == "1"
+local window = tonumber(ARGV[2])
+local ops = ARGV[3]
+local function load(k, w)
+  local s = cache[k]
+  if s and s.w == w then return s end
+  if s then flush(k) end
+  local t = redis.call("PTTL", k)
+  s = { w = w, fresh = t <= 0, h = 0, base = 0, t = t }
+  if s.fresh then
+    s.t = w
+  else
+    s.h = tonumber(redis.call("GET", k)) or 0
+    s.base = s.h
+  end
+  return keep(k, s)
+end
+write = function(k, s)
+  if s.fresh then
+    redis.call("SET", k, s.h, "PX", s.px or s.w)
+  else
+    if s.h ~= s.base then redis.call("INCRBY", k, s.h - s.base) end
+    if s.px then redis.call("PEXPIRE", k, s.px) end
+  end
+end
+local function one(op, k, x, lim, w)
+  if op == "i" then
+    flush(k)
+    local t = redis.call("PTTL", k)
+    if t <= 0 then
+      redis.call("SET", k, 1, "PX", window)
+      return 1, window, 1, 0
+    end
+    local h = redis.call("INCR", k)
+    if reset then
+      redis.call("PEXPIRE", k, window)
+      t = window
+    end
+    return h, t, 1, 0
+  elseif op == "g" then
+    flush(k)
+    local h = tonumber(redis.call("GET", k))
+    if h == nil then return -1, -2, 1, 0 end
+    return h, redis.call("PTTL", k), 1, 0
+  elseif op == "d" then
+    flush(k)
+    local v = tonumber(redis.call("GET", k))
+    if v == nil then return -1, -2, 1, 0 end
+    if v > 0 then v = redis.call("DECR", k) end
+    local t = redis.call("PTTL", k)
+    if t < 0 then
+      redis.call("PEXPIRE", k, window)
+      t = window
+    end
+    return v, t, 1, 0
+  elseif op == "r" then
+    drop(k)
+    return redis.call("DEL", k), 0, 1, 0
+  end
+  if count[k] == 1 and op ~= "t" and x > 0 then
+    -- the key's only op of this call: straight to Redis
+    local t = redis.call("PTTL", k)
+    if t <= 0 then
+      if op == "l" and x > lim then return x, w, 0, -1 end
+      redis.call("SET", k, x, "PX", w)
+      if x > lim then return x, w, 0, w end
+      return x, w, 1, 0
+    end
+    local h = redis.call("INCRBY", k, x)
+    if op == "l" and h > lim then
+      redis.call("DECRBY", k, x)
+      if x > lim then return h, t, 0, -1 end
+      return h, t, 0, t
+    end
+    if reset then
+      redis.call("PEXPIRE", k, w)
+      t = w
+    end
+    if h > lim then return h, t, 0, t end
+    return h, t, 1, 0
+  end
+  local s = load(k, w)
+  local h, t = s.h, s.t
+  if op == "t" then
+    if h > lim then return h, t, 0, t end
+    s.h = h + 1
+    if s.h > lim then
+      s.px, s.t = x, x
+      save(k, s)
+      return s.h, t, 0, x
+    end
+    save(k, s)
+    return s.h, t, 1, 0
+  end
+  if x == 0 then
+    if h < lim then return h, t, 1, 0 end
+    return h, t, 0, t
+  end
+  if op == "l" and x > lim then return h + x, t, 0, -1 end
+  if op == "l" and h + x > lim then return h + x, t, 0, t end
+  s.h = h + x
+  if reset and not s.fresh then s.px, s.t = w, w end
+  save(k, s)
+  if s.h > lim then return s.h, s.t, 0, s.t end
+  return s.h, s.t, 1, 0
+end"#,
+    4,
+  ))
+});
+
+/// The sliding window: the count is the current window's hits plus the previous window's,
+/// weighted by how much of it the sliding window still covers (rounded down). Windows are
+/// aligned on multiples of the window length since the epoch, on Redis's clock. `reset`: ms
+/// until the current window ends. A refused `l` writes nothing; its `retry` is exact to the ms.
+/// ARGV: the op letters, the store's limit and window (for `i`, `g`, `d`), then the ops' args.
+pub static SLIDING: LazyLock<Script> = LazyLock::new(|| {
+  Script::new(with_loop(
+    r#"local ops = ARGV[1]
+local slim, swin = tonumber(ARGV[2]), tonumber(ARGV[3])
+local tm = redis.call("TIME")
+local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local function load(k, w)
+  local s = cache[k]
+  if s and s.w == w then return s end
+  if s then flush(k) end
+  local v = redis.call("GET", k)
+  local cur = math.floor(now / w)
+  local idx, c, p
+  if v then
+    local a1, a2, a3 = string.match(v, "^(%d+):(%d+):(%d+)$")
+    idx, c, p = tonumber(a1), tonumber(a2) or 0, tonumber(a3) or 0
+  end
+  if idx == nil then
+    c, p = 0, 0
+  elseif idx == cur - 1 then
+    c, p = 0, c
+  elseif idx ~= cur then
+    c, p = 0, 0
+  end
+  s = { w = w, found = idx ~= nil, cur = cur, c = c, p = p, e = now - cur * w }
+  return keep(k, s)
+end
+write = function(k, s)
+  redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "PX", 2 * s.w - s.e)
+end
+-- ms until `cost` fits under `lim` (the count only falls with time)
+local function retry(c, p, e, w, cost, lim)
+  if c + cost <= lim then
+    local es = w - (lim - c - cost + 1) * w / p
+    return math.floor(es) + 1 - e
+  end
+  local m = lim - cost
+  if c <= m then return w - e end
+  local es = w - (m + 1) * w / c
+  return w - e + math.floor(es) + 1
+end
+local function one(op, k, x, lim, w)
+  if op == "r" then
+    drop(k)
+    return redis.call("DEL", k), 0, 1, 0
+  end
+  if op ~= "l" and op ~= "h" then x, lim, w = 1, slim, swin end
+  local s = load(k, w)
+  local c, p, e = s.c, s.p, s.e
+  local n = c + math.floor(p * (w - e) / w)
+  if op == "g" then
+    if not s.found then return -1, -2, 1, 0 end
+    return n, w - e, 1, 0
+  elseif op == "d" then
+    if not s.found then return -1, -2, 1, 0 end
+    if c > 0 then
+      s.c = c - 1
+      save(k, s)
+      n = n - 1
+    end
+    return n, w - e, 1, 0
+  end
+  if x == 0 then
+    if n < lim then return n, w - e, 1, 0 end
+    return n, w - e, 0, retry(c, p, e, w, 1, lim)
+  end
+  if op ~= "l" then
+    -- counts always; a refused hit's retry is when the next one passes
+    s.c = c + x
+    save(k, s)
+    if n + x <= lim then return n + x, w - e, 1, 0 end
+    return n + x, w - e, 0, retry(c + x, p, e, w, 1, lim)
+  end
+  if x > lim then return n + x, w - e, 0, -1 end
+  if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
+  s.c = c + x
+  save(k, s)
+  return n + x, w - e, 1, 0
+end"#,
+    4,
+  ))
+});
+
+/// GCRA, the generic cell rate algorithm: one key per client holding its theoretical arrival
+/// time (TAT), on Redis's clock (ms, fractional). Emission interval `T = window / limit`; a call
+/// of cost `n` passes when `max(TAT, now) + n·T - now <= burst·T` and then moves TAT there.
+/// `hits`: the capacity in use after the call, in calls (`ceil((TAT - now) / T)`); `reset`: ms
+/// until the TAT is reached (capacity fully back); `retry`: exact ms until the call would pass.
+/// A refused `l` writes nothing. ARGV: the op letters, the store's limit, window, and burst
+/// (0: the limit), then the ops' args.
+pub static GCRA: LazyLock<Script> = LazyLock::new(|| {
+  Script::new(with_loop(
+    r#"local ops = ARGV[1]
+local slim, swin, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tm = redis.call("TIME")
+local now = tonumber(tm[1]) * 1000 + tonumber(tm[2]) / 1000
+local function used(d, T)
+  if d <= 0 then return 0 end
+  return math.ceil(d / T - 1e-9)
+end
+local function load(k)
+  local s = cache[k]
+  if s then return s end
+  local stored = tonumber(redis.call("GET", k))
+  s = { found = stored ~= nil, tat = stored or now }
+  return keep(k, s)
+end
+write = function(k, s)
+  -- the number as Redis writes a Lua number (17 significant digits: µs precision)
+  redis.call("SET", k, s.tat, "PX", s.px or math.max(1, math.ceil(s.tat - now)))
+end
+local function one(op, k, x, lim, w)
+  if op == "r" then
+    drop(k)
+    return redis.call("DEL", k), 0, 1, 0
+  end
+  if op ~= "l" and op ~= "h" then x, lim, w = 1, slim, swin end
+  local T = w / lim
+  local b = lim
+  if burst > 0 then b = burst end
+  local tau = b * T
+  local s = load(k)
+  local tat = s.tat
+  if tat < now then tat = now end
+  if op == "g" then
+    if not s.found then return -1, -2, 1, 0 end
+    return used(tat - now, T), math.ceil(tat - now), 1, 0
+  elseif op == "d" then
+    if not s.found then return -1, -2, 1, 0 end
+    tat = tat - T
+    if tat <= now then
+      -- at zero; the key stays (for a window), as the fixed window's does
+      s.tat, s.px = now, w
+      save(k, s)
+      return 0, 0, 1, 0
+    end
+    s.tat, s.px = tat, nil
+    save(k, s)
+    return used(tat - now, T), math.ceil(tat - now), 1, 0
+  end
+  if x == 0 then
+    local nt = tat + T
+    if nt - now <= tau + 1e-6 then return used(tat - now, T), math.ceil(tat - now), 1, 0 end
+    return used(tat - now, T), math.ceil(tat - now), 0, math.ceil(nt - tau - now)
+  end
+  local nt = tat + x * T
+  if op ~= "l" then
+    -- counts always; a refused hit's retry is when the next one passes
+    s.tat, s.px = nt, nil
+    save(k, s)
+    if nt - now <= tau + 1e-6 then return used(nt - now, T), math.ceil(nt - now), 1, 0 end
+    return used(nt - now, T), math.ceil(nt - now), 0, math.max(1, math.ceil(nt + T - tau - now))
+  end
+  if x > b then return used(tat - now, T) + x, math.ceil(tat - now), 0, -1 end
+  if nt - now > tau + 1e-6 then
+    return used(nt - now, T), math.ceil(tat - now), 0, math.max(1, math.ceil(nt - tau - now))
+  end
+  s.tat, s.px = nt, nil
+  save(k, s)
+  return used(nt - now, T), math.max(1, math.ceil(nt - now)), 1, 0
+end"#,
+    5,
+  ))
+});
