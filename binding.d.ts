@@ -137,6 +137,36 @@ export declare class NativeClient {
   serverInfo(): Promise<string>
 }
 
+/** The native half of `IdempotencyKeys` (lib/idempotency/keys.js). */
+export declare class NativeIdempotency {
+  /**
+   * Idempotency keys on `client` for records `${prefix}${key}` (the default prefix is
+   * `idem:`). `onUnavailable`: `deny` (reject: a payment must not run twice), `memory`
+   * (process-local records) or `allow` (acquired, unprotected); the default value is `deny`.
+   * `maxKeys`: most records of the memory tier (which also holds at most 64 MiB); the default
+   * value is the client's `fallbackMaxKeys` (100000).
+   */
+  constructor(client: NativeClient, prefix?: string | undefined | null, onUnavailable?: string | undefined | null, maxKeys?: number | undefined | null)
+  /**
+   * The batcher: ops `IDEM_*` (with the claim's source times `IDEM_SOURCE_SHIFT`) on keys, two
+   * numbers in (a TTL in ms, the token's length) and bytes (the token, then the fingerprint
+   * or the result); five numbers out per call: source (`IDEM_REDIS`, `IDEM_MEMORY`,
+   * `IDEM_ALLOW`; negative: an error code), the state (`IDEM_ACQUIRED` ... of a claim; 1 or 0
+   * otherwise: whether the token held the lease), the lease's ms left (in progress), and the
+   * offset and length of a completed claim's result bytes (offset -1: none).
+   */
+  batcher(): NativeBatcher
+  /**
+   * Log once per kind, through the client's logger, what the middleware did not store:
+   * `IDEM_WARN_TOO_LARGE` (a response of more than `n` bytes, `maxBodyBytes`) or
+   * `IDEM_WARN_LOST` (a response whose lease was lost: its handler ran on after the key was
+   * taken over). Returns whether this call logged.
+   */
+  warnOnce(kind: number, n: number): boolean
+  /** Records held by the memory tier now. The default value is `0` (nothing held until an outage). */
+  fallbackSize(): number
+}
+
 /** The native half of a client's locks (lib/lock.js). */
 export declare class NativeLocks {
   /** The locks of `client`: keys `${lockPrefix}${key}`. */
@@ -320,6 +350,66 @@ export interface HeldLock {
   /** The last fencing token granted for the key (absent if none was kept). */
   fence?: number
 }
+
+/** Claim state (the second result number): acquired — run the work. */
+export declare const IDEM_ACQUIRED: number
+
+/** Source: Redis was unavailable and `onUnavailable` is `'allow'`: acquired, unprotected. */
+export declare const IDEM_ALLOW: number
+
+/**
+ * Idempotency op (the low two bits of an op byte): claim a key (bytes: token + fingerprint;
+ * numbers: lock TTL ms, token length).
+ */
+export declare const IDEM_CLAIM: number
+
+/**
+ * Idempotency op: store the result (bytes: token + result; numbers: retention TTL ms, token
+ * length) if the token still holds the lease.
+ */
+export declare const IDEM_COMPLETE: number
+
+/** Claim state: completed (the result in the answer's bytes). */
+export declare const IDEM_COMPLETED: number
+
+/** Idempotency op: extend the lease (numbers: lock TTL ms, token length) if the token holds it. */
+export declare const IDEM_EXTEND: number
+
+/** Claim state: another holder is running the work (the third number: its lease's ms left). */
+export declare const IDEM_IN_PROGRESS: number
+
+/** The longest fingerprint, in bytes. The value is `1024`. */
+export declare const IDEM_MAX_FINGERPRINT_BYTES: number
+
+/**
+ * The longest idempotency key, in bytes (UTF-8), without the prefix. Longer keys are
+ * `ERR_REDIS_GUARD_INVALID_ARG`. The value is `8192`.
+ */
+export declare const IDEM_MAX_KEY_BYTES: number
+
+/** Source: the process-local records decided (`onUnavailable: 'memory'`). */
+export declare const IDEM_MEMORY: number
+
+/** Claim state: the key was used with another fingerprint. */
+export declare const IDEM_MISMATCH: number
+
+/** Source (the first result number): Redis decided. */
+export declare const IDEM_REDIS: number
+
+/** Idempotency op: delete the record if the token still holds the lease (bytes: the token). */
+export declare const IDEM_RELEASE: number
+
+/**
+ * Bits 2-3 of a complete, release or extend op byte: who granted the claim (`IDEM_REDIS`,
+ * `IDEM_MEMORY`, `IDEM_ALLOW`), times this.
+ */
+export declare const IDEM_SOURCE_SHIFT: number
+
+/** `warnOnce` kind: a response was not stored because its lease was lost. */
+export declare const IDEM_WARN_LOST: number
+
+/** `warnOnce` kind: a response over `maxBodyBytes` was not stored. */
+export declare const IDEM_WARN_TOO_LARGE: number
 
 /** Lock op (the low two bits of an op byte): grant. */
 export declare const LOCK_ACQUIRE: number

@@ -492,6 +492,160 @@ export declare class Cache {
   close(): void
 }
 
+/** What idempotency keys do when Redis cannot be reached. */
+export type IdempotencyUnavailablePolicy = 'deny' | 'memory' | 'allow'
+
+export interface IdempotencyKeysOptions {
+  /** The client to use. The default value is the default client (built from `REDIS_URL`, ...). */
+  client?: RedisClient
+  /** Key prefix: records are `${prefix}${key}`. The default value is `'idem:'`. */
+  prefix?: string
+  /** How long a completed key keeps its result, in ms (1 ms to one year). The default value is `86400000` (24 h). */
+  ttlMs?: number
+  /**
+   * The lease of an in-progress key, in ms (1 ms to one year): extended every `lockTtlMs / 3`
+   * while the claim is held, so a crashed holder blocks its key for at most this long. The
+   * default value is `10000`.
+   */
+  lockTtlMs?: number
+  /**
+   * `'deny'`: `claim` rejects with `ERR_REDIS_GUARD_UNAVAILABLE` / `ERR_REDIS_GUARD_TIMEOUT`
+   * within the command deadline (a payment must not run twice); `'memory'`: the same records in
+   * a bounded per-process map (protects retries that reach this process only); `'allow'`:
+   * acquired, unprotected, nothing stored. The default value is `'deny'`.
+   */
+  onUnavailable?: IdempotencyUnavailablePolicy
+  /** Turns results into text and back (`stringify` must return a string). The default value is `JSON`. */
+  serializer?: CacheSerializer
+  /** Most records of the memory tier (which also holds at most 64 MiB). The default value is the client's `fallbackMaxKeys` (100000). */
+  fallbackMaxKeys?: number
+}
+
+/** The outcome of `IdempotencyKeys.claim`. */
+export declare class Claim {
+  readonly key: string
+  /**
+   * `'acquired'`: run the work, then `complete(result)` or `release()`; `'in-progress'`: another
+   * holder runs it (retry after `retryAfterMs`); `'completed'`: `result` holds its result;
+   * `'mismatch'`: the key was used with another fingerprint.
+   */
+  readonly state: 'acquired' | 'in-progress' | 'completed' | 'mismatch'
+  /** `'redis'`, `'memory'` (process-local records: Redis was unavailable) or `'allow'` (unprotected). */
+  readonly source: 'redis' | 'memory' | 'allow'
+  /** In progress: the ms the holder's lease has left (at most `lockTtlMs`); 0 otherwise. */
+  readonly retryAfterMs: number
+  /** Completed: the stored result (undefined otherwise). */
+  readonly result: unknown
+  /** When the lease ends unless extended, in ms since the epoch. */
+  readonly expiresAt: number
+  /** Whether this claim still holds its key. */
+  readonly held: boolean
+  /** Aborted (with an `ERR_REDIS_GUARD_LOCK_LOST` error) when the lease is lost. */
+  readonly signal: AbortSignal
+  /**
+   * Store `result` for `ttlMs` and end the claim (token-checked). Rejects with
+   * `ERR_REDIS_GUARD_LOCK_LOST` when the lease was lost and another holder may have taken the
+   * key (whose result stays), `ERR_REDIS_GUARD_LOCK_NOT_HELD` when not acquired or already
+   * ended, `ERR_REDIS_GUARD_UNAVAILABLE` / `_TIMEOUT` when Redis did not confirm (it is sent
+   * again once Redis answers, while the lease lasts).
+   */
+  complete(result?: unknown): Promise<void>
+  /** Give the key back (token-checked): true when this claim still held it. Never rejects. */
+  release(): Promise<boolean>
+  /** Extend the lease to `lockTtlMs` from now (done every `lockTtlMs / 3` while held). */
+  extend(): Promise<boolean>
+}
+
+/** Idempotency keys: claim a key, run the work once, store its result for `ttlMs`. */
+export declare class IdempotencyKeys {
+  constructor(options?: IdempotencyKeysOptions)
+  readonly client: RedisClient
+  readonly prefix: string
+  readonly ttlMs: number
+  readonly lockTtlMs: number
+  readonly onUnavailable: IdempotencyUnavailablePolicy
+  /**
+   * Claim `key` (1 to 8192 UTF-8 bytes) with a `fingerprint` of the request (at most 1024
+   * bytes; the default value is `''`): one atomic script call.
+   */
+  claim(key: string, options?: { fingerprint?: string }): Promise<Claim>
+  /** Counters of this process since it was made. */
+  stats(): IdempotencyStats
+  /** Records the memory tier holds now. */
+  fallbackSize(): number
+}
+
+/** Counters of one IdempotencyKeys (or middleware: `mw.keys.stats()`) in this process. */
+export interface IdempotencyStats {
+  /** Claims answered. */
+  claims: number
+  acquired: number
+  inProgress: number
+  /** Claims of completed keys: replays. */
+  completed: number
+  mismatches: number
+  /** Claims answered without Redis (memory records, or `allow`). */
+  fallbacks: number
+  /** Claims rejected (Redis unavailable under `'deny'`, bad input that reached Redis). */
+  errors: number
+  /** Claims whose lease was lost: it expired without an extension, or another holder took the key (their `complete` rejects). */
+  lost: number
+}
+
+/** Options of the `idempotency` middleware: the IdempotencyKeys options, and these. */
+export interface IdempotencyOptions extends Omit<IdempotencyKeysOptions, 'serializer'> {
+  /** The request header that carries the key. The default value is `'Idempotency-Key'`. */
+  header?: string
+  /** Answer `400` when a request of `methods` has no key (else it runs unprotected). The default value is `false`. */
+  required?: boolean
+  /** The methods the middleware protects (others pass through). The default value is `['POST', 'PATCH']`. */
+  methods?: string[]
+  /**
+   * The scope of a request's key (e.g. the user or the API key), so that one client can never
+   * replay another's result: records are `${prefix}${encodeURIComponent(scope)}:${key}`. A
+   * promise is awaited. The default value is none (one scope for everyone: records are
+   * `${prefix}${key}`).
+   */
+  scope?: (req: any) => string | number | undefined | null | Promise<string | number | undefined | null>
+  /**
+   * What makes two requests "the same": a retry with the same key and another fingerprint gets
+   * `422`. The default value is the SHA-256 of the method, the URL (`req.originalUrl`) and the
+   * body (`req.body`: bytes, text, or JSON of a parsed body).
+   */
+  fingerprint?: (req: any) => string | Promise<string>
+  /**
+   * Whether a response with this status is stored (others release the key, so a retry runs the
+   * handler again). The default value is `(status) => status < 500` (5xx responses and handler
+   * exceptions, which Express answers with 500, are not stored).
+   */
+  storeResponse?: (status: number) => boolean
+  /**
+   * The largest body stored, in bytes: a larger response is sent but not stored (its key is
+   * released and a warning is logged once). The default value is `1048576` (1 MiB).
+   */
+  maxBodyBytes?: number
+  /**
+   * The response headers stored and replayed (lower case). The default value is `['content-type',
+   * 'content-language', 'content-location', 'location', 'cache-control', 'etag',
+   * 'last-modified', 'vary']`.
+   */
+  replayHeaders?: string[]
+}
+
+/** An Express (or `node:http`) middleware with its IdempotencyKeys as `.keys`. */
+export interface IdempotencyMiddleware {
+  (req: any, res: any, next: (err?: unknown) => void): void
+  readonly keys: IdempotencyKeys
+}
+
+/**
+ * The `Idempotency-Key` middleware (IETF draft -07): the first request runs the handler and its
+ * response is stored; a retry replays it (`Idempotent-Replayed: true`); `400` for a missing
+ * (with `required`) or malformed key, `409` + `Retry-After` while the first runs, `422` for the
+ * same key on another request, `503` + `Retry-After` when Redis is unavailable (`'deny'`).
+ */
+export declare function idempotency(options?: IdempotencyOptions): IdempotencyMiddleware
+
 /** rate-limit-redis's form works too: `import RedisStore from 'redis-guard'` (CJS: `require('redis-guard').default`). */
 export default RedisStore
 

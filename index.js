@@ -1,5 +1,5 @@
 'use strict'
-// redis-guard: rate limiting, distributed locks, a query cache and health checks on Redis for Express.
+// redis-guard: rate limiting, distributed locks, a query cache, idempotency keys and health checks on Redis for Express.
 // The work happens in Rust (src/); this file wires the thin JavaScript layer (lib/).
 
 const { RedisClient } = require('./lib/client.js')
@@ -9,6 +9,8 @@ const { RateLimiter } = require('./lib/limiter.js')
 const { fastifyStore } = require('./lib/adapters/fastify.js')
 const { ThrottlerStorageRedisGuard } = require('./lib/adapters/nest.js')
 const { Cache, cacheGet, cacheSet, cacheDelete, cacheDeletePattern } = require('./lib/cache.js')
+const { IdempotencyKeys, Claim } = require('./lib/idempotency/keys.js')
+const { idempotency } = require('./lib/idempotency/middleware.js')
 const { RedisGuardError, codes } = require('./lib/errors.js')
 const { getDefaultClient, closeDefaultClient } = require('./lib/default-client.js')
 
@@ -28,6 +30,10 @@ module.exports = {
   /** A storage for @nestjs/throttler 6: `storage: new ThrottlerStorageRedisGuard(options)`. */
   ThrottlerStorageRedisGuard,
   Cache,
+  IdempotencyKeys,
+  Claim,
+  /** Express middleware for the `Idempotency-Key` header (see IdempotencyOptions). */
+  idempotency,
   RedisGuardError,
   codes,
   getDefaultClient,

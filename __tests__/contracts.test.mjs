@@ -1,5 +1,5 @@
-// The contract bodies (__tests__/contracts/: client, store, locks, cache) on every topology of
-// __tests__/helpers/topologies.mjs: standalone, a 3-primary cluster, a sentinel set and a
+// The contract bodies (__tests__/contracts/: client, store, locks, cache, idempotency) on every
+// topology of __tests__/helpers/topologies.mjs: standalone, a 3-primary cluster, a sentinel set and a
 // TLS-only server. Each deployment is started once, every body runs against it, then it is
 // stopped. A new feature's body is added in __tests__/contracts/index.mjs (one import, one line).
 // Start-up and run times per topology are printed as `TIMING <name> <json>` lines.

@@ -23,7 +23,11 @@
 //    lock error surfaced to the caller (except the ACL NOPERM case, where it must);
 //  - cache (getOrSet / get / set / delete in two loops, default `'memory'`): no error surfaced
 //    (but in the ACL case), no call longer than a request may take, never two factories of
-//    one key at once in the process.
+//    one key at once in the process;
+//  - idempotency keys (two loops retrying the same payments, default `'deny'`): never two charges
+//    of one key that no data-loss event explains, no claim longer than a request may take, and
+//    no error but UNAVAILABLE / TIMEOUT (the 503 of the middleware) surfaced; charges repeated
+//    after a data loss are counted and reported.
 // Timing: only the bounds the product guarantees are asserted — a call made during a hang
 // settles within the command deadline + 50 ms (measured on a quiet client in this process) —
 // plus generous sanity bounds (no request costs more than a few deadlines). Figures are printed
@@ -66,6 +70,11 @@ function report(t, f) {
         ? `; cache: ${f.cache.calls} calls, p99 ${r1(f.cache.p99Ms)} max ${r1(f.cache.maxMs)} ms, errors ${f.cache.errors}` +
           `, overlaps ${f.cache.overlaps}, fallbacks ${f.cache.stats.fallbacks}`
         : '') +
+      (f.idem
+        ? `; idempotency: ${f.idem.charged} keys charged, twice ${f.idem.twice} (after data loss ${f.idem.afterDataLoss}), ` +
+          `${f.idem.replays} replays, ${f.idem.conflicts} conflicts, claim p99 ${r1(f.idem.p99Ms)} max ${r1(f.idem.maxMs)} ms, ` +
+          `errors ${JSON.stringify(f.idem.errorCodes)}, complete errors ${JSON.stringify(f.idem.completeErrorCodes)}`
+        : '') +
       `; stats ${JSON.stringify(f.clientStats)}; app event-loop delay max ${r1(f.loopDelayMaxMs)} ms; ${r1(f.elapsedMs / 1000)} s`,
   )
   const n = f.notes || {}
@@ -89,7 +98,7 @@ function report(t, f) {
 }
 
 /** The invariants every fault run under the app must keep. */
-function assertInvariants(f, { lockErrors = 0, cacheErrors = 0, recover = true } = {}) {
+function assertInvariants(f, { lockErrors = 0, cacheErrors = 0, idemErrors = 0, recover = true } = {}) {
   const where = `${f.fault} / ${f.variant}`
   assert.equal(f.http.answered, f.http.total, `${where}: every request answered (timeouts: ${f.http.timeouts})`)
   assert.equal(f.http.ok, f.http.total, `${where}: every request served (200), no error surfaced`)
@@ -119,6 +128,19 @@ function assertInvariants(f, { lockErrors = 0, cacheErrors = 0, recover = true }
     if (cacheErrors === 0) {
       assert.equal(f.cache.errors, 0, `${where}: cache errors surfaced: ${JSON.stringify(f.cache.errorCodes)}`)
       assert.ok(f.cache.calls > 0, `${where}: the cache workload made no call`)
+    }
+  }
+  if (f.idem) {
+    assert.equal(
+      f.idem.unexplained,
+      0,
+      `${where}: a key charged twice with no data loss: ${JSON.stringify(f.idem.examples)}`,
+    )
+    assert.ok(f.idem.maxMs <= MAX_REQUEST_MS, `${where}: a claim took ${f.idem.maxMs} ms`)
+    if (idemErrors === 0) {
+      const other = Object.keys(f.idem.errorCodes).filter((c) => !/_(UNAVAILABLE|TIMEOUT)$/.test(c))
+      assert.deepEqual(other, [], `${where}: idempotency errors surfaced: ${JSON.stringify(f.idem.errorCodes)}`)
+      if (recover) assert.ok(f.idem.charged > 0, `${where}: the idempotency workload charged nothing`)
     }
   }
   if (recover) assert.equal(f.backToRedis, true, `${where}: not back on Redis after the fault`)
@@ -282,7 +304,7 @@ describe('faults (FAULTS.md), default configuration, Express app in a child proc
   test('auth: ACL user ~rl:* +@read +@write +@scripting — store counts in Redis, a lock key outside ~rl:* is NOPERM, reported as an auth error', async (t) => {
     const f = await F.aclNoperm()
     report(t, f)
-    assertInvariants(f, { lockErrors: 'expected', cacheErrors: 'expected' })
+    assertInvariants(f, { lockErrors: 'expected', cacheErrors: 'expected', idemErrors: 'expected' })
     assert.equal(f.httpFromRedis, f.http.total, 'the store works with the scoped user')
     assert.ok(f.locks.errors > 0)
     assert.deepEqual(

@@ -128,6 +128,18 @@ function cacheCell(f) {
   )
 }
 
+function idemCell(f) {
+  if (!f.idem) return '–'
+  const i = f.idem
+  const errs = Object.entries(i.errorCodes).reduce((n, [, v]) => n + v, 0)
+  return (
+    `${i.charged} keys, ${i.twice - i.afterDataLoss} charged twice` +
+    (i.afterDataLoss ? ` (+${i.afterDataLoss} after data loss)` : '') +
+    `, claim p99 ${fmt(i.p99Ms, 1)} / max ${fmt(i.maxMs)} ms` +
+    (errs ? `, ${errs} denied (503)` : '')
+  )
+}
+
 function guardRow(id, f, base) {
   const h = f.http
   const c = f.counts
@@ -156,6 +168,7 @@ function guardRow(id, f, base) {
     String(f.unhandled ?? 0),
     lockCell(f),
     cacheCell(f),
+    idemCell(f),
     reconnects,
     f.secretsFound?.length ? 'LEAK' : '0',
     notes.join('; '),
@@ -280,7 +293,7 @@ async function main() {
   )
   lines.push(
     '',
-    `Each row: the Express app (express-rate-limit + RedisStore, default configuration) in a child process, 200 HTTP requests (fetch, 5 s client timeout), two lock clients contending for one key, a cache workload (getOrSet / get / set / delete on 50 keys, two loops), background increments; command deadline ${DEADLINE_MS} ms. ` +
+    `Each row: the Express app (express-rate-limit + RedisStore, default configuration) in a child process, 200 HTTP requests (fetch, 5 s client timeout), two lock clients contending for one key, a cache workload (getOrSet / get / set / delete on 50 keys, two loops), an idempotency workload (two loops retrying the same payment keys, default 'deny'), background increments; command deadline ${DEADLINE_MS} ms. ` +
       `Baseline p99: ${fmt(out.baselines.direct.http.p99)} ms direct, ${fmt(out.baselines.proxy.http.p99)} ms through the proxy (p99 added = fault p99 − baseline p99 of the same path).`,
     '',
   )
@@ -296,6 +309,7 @@ async function main() {
     'unhandled rejections',
     'lock double grants / wrongful releases',
     'cache: calls, p99 / max, factory overlaps',
+    'idempotency: keys, charged twice, claim p99 / max',
     'reconnect attempts/min per client',
     'secrets',
     'notes',
@@ -305,7 +319,23 @@ async function main() {
     const f = out.guard[id]
     if (!f) continue
     if (f.error) {
-      rows.push([f.fault, f.variant, '–', '–', '–', '–', '–', '–', '–', '–', '–', '–', '–', f.error.split('\n')[0]])
+      rows.push([
+        f.fault,
+        f.variant,
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        '–',
+        f.error.split('\n')[0],
+      ])
       continue
     }
     rows.push(guardRow(id, f, out.baselines[baseId]))

@@ -14,8 +14,8 @@ import { startRedis } from '../__tests__/helpers/redis.mjs'
 import { BENCH_DIR, ROOT, intOpt, listOpt } from './lib/common.mjs'
 import { STORE_CONTENDERS } from './lib/stores.mjs'
 
-const ALL_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'ops', 'down', 'ceiling']
-const DEFAULT_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'ceiling']
+const ALL_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'idempotency', 'ops', 'down', 'ceiling']
+const DEFAULT_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'idempotency', 'ceiling']
 
 const HELP = `Usage: node bench/index.mjs [options]   (or: npm run bench -- [options])
 
@@ -25,7 +25,7 @@ Options (each also as an environment variable):
   --c1-n=N             BENCH_C1_N          sequential calls per concurrency-1 run (default 5000)
   --concurrency=N      BENCH_CONCURRENCY   calls in flight in micro (default 256)
   --rounds=N           BENCH_ROUNDS        alternating rounds, at least 3 recommended (default 3)
-  --http-seconds=S     BENCH_HTTP_SECONDS  autocannon duration per HTTP run (default 10)
+  --http-seconds=S     BENCH_HTTP_SECONDS  autocannon duration per HTTP run, http and idempotency (default 10)
   --lock-cycles=N      BENCH_LOCK_CYCLES   acquire+release cycles per lock run (default 100000)
   --cache-n=N          BENCH_CACHE_N       cache hits per cache run (default 100000)
   --limiter-n=N        BENCH_LIMITER_N     limit() calls per limiter run (default 100000)
@@ -147,6 +147,10 @@ function environment() {
         'express',
         'express-rate-limit',
         'autocannon',
+        'express-idempotency',
+        'express-idempotency-redis-adapter',
+        '@node-idempotency/core',
+        '@node-idempotency/storage-adapter-redis',
       ].map((p) => {
         try {
           return [p, JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', p, 'package.json'), 'utf8')).version]
@@ -184,6 +188,7 @@ async function main() {
         else if (section === 'cache') r = await (await import('./lib/cache.mjs')).runCache(ctx)
         else if (section === 'limiter') r = await (await import('./lib/limiter.mjs')).runLimiter(ctx)
         else if (section === 'ops') r = await (await import('./lib/ops.mjs')).runOps(ctx)
+        else if (section === 'idempotency') r = await (await import('./lib/idempotency.mjs')).runIdempotency(ctx)
         else if (section === 'down') r = await (await import('./lib/down.mjs')).runDown(ctx)
         else if (section === 'ceiling') r = await (await import('./lib/ceiling.mjs')).runCeiling(ctx)
         r.seconds = (Date.now() - t0) / 1000

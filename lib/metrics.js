@@ -18,6 +18,7 @@ class Meter {
     this.lockGrants = { redis: 0, local: 0, allow: 0 }
     this.lock = { contended: 0, lost: 0 }
     this.cache = { hits: 0, misses: 0, staleHits: 0, l1Hits: 0, factoryCalls: 0, timeouts: 0 }
+    this.idempotency = { acquired: 0, replayed: 0, inProgress: 0, mismatch: 0, lost: 0 }
   }
 }
 
@@ -123,6 +124,24 @@ const FAMILIES = [
     help: 'getOrSet calls that got no value within timeoutMs.',
     type: 'counter',
     samples: (s, m) => [[{}, m.cache.timeouts]],
+  },
+  {
+    name: 'redis_guard_idempotency_claims_total',
+    help: 'Idempotency-key claims by result: acquired (the work runs), replayed (a completed key: its result is returned), in_progress (a 409), mismatch (a 422).',
+    type: 'counter',
+    samples: (s, m) =>
+      labelled('result', {
+        acquired: m.idempotency.acquired,
+        replayed: m.idempotency.replayed,
+        in_progress: m.idempotency.inProgress,
+        mismatch: m.idempotency.mismatch,
+      }),
+  },
+  {
+    name: 'redis_guard_idempotency_lost_total',
+    help: 'Idempotency-key leases lost (expired without an extension, or taken over): their results are not stored.',
+    type: 'counter',
+    samples: (s, m) => [[{}, m.idempotency.lost]],
   },
 ]
 

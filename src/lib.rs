@@ -6,7 +6,7 @@
 //! - `batch/`: the one JS↔Rust crossing every feature rides (payload, runner, completion);
 //! - `fallback/`: the bounded in-process state used while Redis is unavailable;
 //! - the features, each one file on the batch core: `store.rs` (rate limits), `lock.rs`,
-//!   `cache.rs` (the query cache).
+//!   `cache.rs` (the query cache), `idempotency.rs` (idempotency keys).
 
 mod batch;
 mod cache;
@@ -14,6 +14,7 @@ mod clock;
 mod connection;
 mod error;
 mod fallback;
+mod idempotency;
 mod lock;
 mod log;
 mod metrics;

@@ -14,12 +14,13 @@
 import { RedisClient } from '../../index.mjs'
 import cache from './cache.mjs'
 import client from './client.mjs'
+import idempotency from './idempotency.mjs'
 import limiter from './limiter.mjs'
 import lock from './lock.mjs'
 import store from './store.mjs'
 
 /** Every contract body, in the order they run. */
-export const CONTRACTS = [client, store, limiter, lock, cache]
+export const CONTRACTS = [client, store, limiter, lock, cache, idempotency]
 
 /**
  * @typedef {object} ContractEnv  What a body gets. `name` and `topology` are known when tests

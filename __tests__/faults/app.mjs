@@ -1,5 +1,6 @@
 // Child process of the fault suite: a real Express 5 app with express-rate-limit on one store,
-// plus (redis-guard only) a lock workload, a cache workload and a background increment loop.
+// plus (redis-guard only) a lock workload, a cache workload, an idempotency workload and a
+// background increment loop.
 //
 // argv[2] = JSON {
 //   kind: 'redis-guard' | 'rlr-ioredis',
@@ -213,6 +214,63 @@ async function cacheWorker(w) {
   }
 }
 
+// ---- idempotency workload (redis-guard only) ----------------------------------------------------
+// Two loops walk the same keys `pay:0`, `pay:1`, ... (two clients retrying one payment each):
+// claim (IdempotencyKeys, default options: `'deny'`, 10 s lease), and when acquired run the
+// "charge" (5 ms) and complete; in progress or Redis unavailable: retry after 10 / 20 ms, for
+// at most 1.5 s; completed: a replay. Every charge is recorded with its time and the claim's
+// source, so the parent counts charges per key and tells a second charge that a data loss
+// explains from one that nothing does.
+let idemRunning = false
+let idemLoops = []
+let idem
+/** key -> [{ t, source }] of each charge */
+const idemCharges = new Map()
+const idemCalls = []
+const idemCodes = {}
+const idemCompleteCodes = {}
+const idemCounts = { keys: 0, replays: 0, conflicts: 0, mismatches: 0, gaveUp: 0 }
+async function idemKey(key) {
+  const until = now() + 1500
+  while (idemRunning && now() < until) {
+    const t = now()
+    let c
+    try {
+      c = await idem.claim(key, { fingerprint: 'charge' })
+    } catch (e) {
+      idemCodes[e.code] = (idemCodes[e.code] || 0) + 1
+      if (idemCalls.length < 200_000) idemCalls.push(now() - t)
+      await sleep(20)
+      continue
+    }
+    if (idemCalls.length < 200_000) idemCalls.push(now() - t)
+    if (c.state === 'acquired') {
+      const list = idemCharges.get(key) || []
+      list.push({ t: now(), source: c.source })
+      idemCharges.set(key, list)
+      await sleep(5)
+      try {
+        await c.complete({ charged: key })
+      } catch (e) {
+        idemCompleteCodes[e.code] = (idemCompleteCodes[e.code] || 0) + 1
+      }
+      return
+    }
+    if (c.state === 'completed') return void idemCounts.replays++
+    if (c.state === 'mismatch') return void idemCounts.mismatches++
+    idemCounts.conflicts++
+    await sleep(10)
+  }
+  if (idemRunning) idemCounts.gaveUp++
+}
+async function idemWorker(w) {
+  for (let k = 0; idemRunning; k++) {
+    if (w === 0) idemCounts.keys++
+    await idemKey(`pay:${k}`)
+    await sleep(2 + w)
+  }
+}
+
 // ---- background increments (redis-guard only) ---------------------------------------------
 let bgRunning = false
 let bgLoop
@@ -316,6 +374,28 @@ const handlers = {
       stats: cache.stats(),
     }
   },
+  async idemStart() {
+    if (!client || idemRunning) return false
+    const { IdempotencyKeys } = require('../../index.js')
+    idem ??= new IdempotencyKeys({ client, prefix: 'i:' })
+    idemRunning = true
+    idemLoops = [idemWorker(0), idemWorker(1)]
+    return true
+  },
+  async idemStop() {
+    idemRunning = false
+    await Promise.all(idemLoops)
+    const ms = [...idemCalls].sort((a, b) => a - b)
+    return {
+      ...idemCounts,
+      claims: ms.length,
+      p99Ms: ms[Math.floor(ms.length * 0.99)] ?? 0,
+      maxMs: ms[ms.length - 1] ?? 0,
+      errorCodes: idemCodes,
+      completeErrorCodes: idemCompleteCodes,
+      charges: [...idemCharges.entries()],
+    }
+  },
   async loopDelayReset() {
     loopDelay.reset()
     return true
@@ -340,8 +420,10 @@ const handlers = {
     locksRunning = false
     bgRunning = false
     cacheRunning = false
+    idemRunning = false
     await Promise.all(lockLoops)
     await Promise.all(cacheLoops)
+    await Promise.all(idemLoops)
     await bgLoop
     server.closeAllConnections()
     await new Promise((r) => server.close(r))

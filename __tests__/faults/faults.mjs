@@ -47,8 +47,8 @@ const connectionsReceived = async (server) =>
  *  count                   the server (or () => server) whose rl:* keys are compared with the
  *                          acknowledged increments; omit when nothing can be counted
  *  recover                 expect the client back on Redis after the fault (default true)
- *  locks, cache, bg        run the lock workload / the cache workload / background increments
- *                          (redis-guard only; each on unless false)
+ *  locks, cache, idem, bg  run the lock workload / the cache workload / the idempotency workload /
+ *                          background increments (redis-guard only; each on unless false)
  */
 export async function scenario(o) {
   const kind = o.kind ?? 'redis-guard'
@@ -56,6 +56,7 @@ export async function scenario(o) {
   const locks = guard && o.locks !== false
   const bg = guard && o.bg !== false
   const cache = guard && o.cache !== false
+  const idem = guard && o.idem !== false
   const started = Date.now()
   const app = await startApp({ kind, clientOptions: o.clientOptions, url: o.url })
   const figures = { fault: o.fault, variant: o.variant, kind, notes: {}, marks: {} }
@@ -69,6 +70,7 @@ export async function scenario(o) {
     }
     if (locks) await app.ask('locksStart')
     if (cache) await app.ask('cacheStart')
+    if (idem) await app.ask('idemStart')
     if (bg) await app.ask('bgStart', { everyMs: 10, perTick: 2 })
     await app.ask('loopDelayReset')
     const t0 = Date.now()
@@ -115,6 +117,7 @@ export async function scenario(o) {
     if (bg) bgSent = (await app.ask('bgStop')).sent
     if (locks) figures.locks = analyseLocks(await app.ask('locksStop', {}, 15_000), ctx.dataLoss)
     if (cache) figures.cache = await app.ask('cacheStop', {}, 15_000)
+    if (idem) figures.idem = analyseCharges(await app.ask('idemStop', {}, 15_000), ctx.dataLoss)
     const stats = await app.ask('stats')
     figures.unhandled = stats.unhandled
     figures.unhandledReasons = stats.unhandledReasons
@@ -162,6 +165,30 @@ export async function scenario(o) {
     figures.elapsedMs = Date.now() - started
   }
   return figures
+}
+
+/**
+ * Charges per key of the idempotency workload (app.mjs): a key charged twice is explained when a
+ * data-loss event lies between its two charges (the record was lost with the data), and
+ * unexplained otherwise (what must never happen while Redis is up).
+ */
+export function analyseCharges(r, dataLoss) {
+  let charged = 0
+  let twice = 0
+  let afterDataLoss = 0
+  const examples = []
+  const sources = {}
+  for (const [key, list] of r.charges) {
+    charged++
+    for (const c of list) sources[c.source] = (sources[c.source] || 0) + 1
+    if (list.length < 2) continue
+    twice++
+    const explained = list.slice(1).every((c, i) => dataLoss.some(([s, e]) => e >= list[i].t - 50 && s <= c.t + 50))
+    if (explained) afterDataLoss++
+    else if (examples.length < 5) examples.push({ key, charges: list })
+  }
+  const { charges: _charges, ...rest } = r
+  return { ...rest, charged, twice, afterDataLoss, unexplained: twice - afterDataLoss, sources, examples }
 }
 
 /** Requests (records) whose start lies in [fromMs, toMs) of the load. */

@@ -20,6 +20,10 @@ import {
   type CacheStats,
   type RedisStoreOptions,
   type RedisClientOptions,
+  IdempotencyKeys,
+  idempotency,
+  type Claim,
+  type IdempotencyOptions,
 } from 'redis-guard'
 // rate-limit-redis's default-import form (compiled to CommonJS: `require('redis-guard').default`).
 import DefaultStore from 'redis-guard'
@@ -146,3 +150,38 @@ void cache.getOrSet('k', 42)
 // @ts-expect-error onUnavailable is 'memory' | 'bypass' | 'deny'
 new Cache({ onUnavailable: 'allow' })
 export { useCache }
+
+// Idempotency keys: the function API and the middleware.
+async function useIdempotency(client: RedisClient) {
+  const keys = new IdempotencyKeys({ client, prefix: 'idem:', ttlMs: 86_400_000, lockTtlMs: 10_000 })
+  const claim: Claim = await keys.claim('order-1', { fingerprint: 'f' })
+  if (claim.state === 'acquired') {
+    const signal: AbortSignal = claim.signal
+    void signal
+    await claim.complete({ id: 'ch_1' })
+  } else if (claim.state === 'in-progress') {
+    const wait: number = claim.retryAfterMs
+    void wait
+  } else if (claim.state === 'completed') {
+    const r: unknown = claim.result
+    void r
+  }
+  const released: boolean = await claim.release()
+  const options: IdempotencyOptions = {
+    client,
+    required: true,
+    methods: ['POST'],
+    scope: (req) => req.user?.id,
+    fingerprint: (req) => String(req.body),
+    storeResponse: (status) => status < 500,
+    maxBodyBytes: 1024,
+    replayHeaders: ['content-type'],
+    onUnavailable: 'deny',
+  }
+  const mw = idempotency(options)
+  const same: IdempotencyKeys = mw.keys
+  void [released, same]
+}
+// @ts-expect-error onUnavailable is 'deny' | 'memory' | 'allow'
+new IdempotencyKeys({ onUnavailable: 'bypass' })
+export { useIdempotency }

@@ -1,4 +1,5 @@
-// Parent-side handle on an Express app child (bench/lib/http-server.mjs).
+// Parent-side handle on an Express app child (bench/lib/http-server.mjs, or another `script` of
+// the same protocol: bench/lib/idem-server.mjs).
 
 import { fork } from 'node:child_process'
 import path from 'node:path'
@@ -11,9 +12,9 @@ const SERVER = path.join(BENCH_DIR, 'lib', 'http-server.mjs')
  * close() asks it to close its server and clients and waits (≤ 10 s) for it to exit by itself;
  * resolves whether it did (else it is SIGKILLed).
  */
-export function startApp(params, { readyTimeoutMs = 15_000 } = {}) {
+export function startApp(params, { readyTimeoutMs = 15_000, script = SERVER } = {}) {
   return new Promise((resolve, reject) => {
-    const child = fork(SERVER, [JSON.stringify(params)], {
+    const child = fork(script, [JSON.stringify(params)], {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
       env: { ...process.env, REDIS_URL: '' },
     })
@@ -31,11 +32,11 @@ export function startApp(params, { readyTimeoutMs = 15_000 } = {}) {
     )
     const t = setTimeout(() => {
       child.kill('SIGKILL')
-      reject(new Error(`app (${params.store}) not ready after ${readyTimeoutMs} ms: ${stderr}`))
+      reject(new Error(`app (${params.store ?? params.contender}) not ready after ${readyTimeoutMs} ms: ${stderr}`))
     }, readyTimeoutMs)
     exit.then(({ code, signal }) => {
       clearTimeout(t)
-      reject(new Error(`app (${params.store}) exited early (${code ?? signal}): ${stderr}`))
+      reject(new Error(`app (${params.store ?? params.contender}) exited early (${code ?? signal}): ${stderr}`))
     })
     const waiters = []
     child.on('message', (m) => {
@@ -73,7 +74,9 @@ export function startApp(params, { readyTimeoutMs = 15_000 } = {}) {
         const { code, signal } = await exit
         clearTimeout(timer)
         if (code !== 0 || signal)
-          process.stderr.write(`[bench] warning: app (${params.store}) did not exit by itself (${code ?? signal})\n`)
+          process.stderr.write(
+            `[bench] warning: app (${params.store ?? params.contender}) did not exit by itself (${code ?? signal})\n`,
+          )
         return code === 0 && !signal
       },
     })

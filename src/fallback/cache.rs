@@ -40,6 +40,16 @@ impl Inner {
   }
 }
 
+/// What [`MemoryCache::update`] does with an entry.
+pub enum Change {
+  /// Leave it as it is.
+  Keep,
+  /// Replace it with these bytes for this many ms.
+  Set(Vec<u8>, u64),
+  /// Remove it.
+  Delete,
+}
+
 /// A bounded map of serialized values with expiry.
 pub struct MemoryCache {
   inner: Mutex<Inner>,
@@ -78,9 +88,36 @@ impl MemoryCache {
   /// the cache is full. A value larger than the whole byte budget is not kept.
   pub fn set(&self, key: &str, value: &[u8], ttl_ms: u64, now: u64) {
     let key = local_key(key).into_owned();
-    let size = key.len() + value.len();
     let mut g = self.lock();
-    let g = &mut *g;
+    self.put(&mut g, key, value, ttl_ms, now);
+  }
+
+  /// Read the live value of `key` at `now` (with the ms it has left) and change it as `f`
+  /// decides, under one lock: a compare-and-set for features whose records move between
+  /// states (`idempotency.rs`). Returns `f`'s result.
+  pub fn update<R>(
+    &self,
+    key: &str,
+    now: u64,
+    f: impl FnOnce(Option<(&[u8], u64)>) -> (Change, R),
+  ) -> R {
+    let key = local_key(key).into_owned();
+    let mut g = self.lock();
+    let (change, r) = f(g
+      .live(&key, now)
+      .map(|e| (&e.value[..], e.expires_at - now)));
+    match change {
+      Change::Keep => {}
+      Change::Set(value, ttl) => self.put(&mut g, key, &value, ttl, now),
+      Change::Delete => {
+        g.remove(&key);
+      }
+    }
+    r
+  }
+
+  fn put(&self, g: &mut Inner, key: String, value: &[u8], ttl_ms: u64, now: u64) {
+    let size = key.len() + value.len();
     g.remove(&key);
     if size > self.max_bytes {
       return;

@@ -10,7 +10,7 @@ mod windows;
 
 use std::borrow::Cow;
 
-pub use cache::{MemoryCache, CACHE_FALLBACK_MAX_BYTES};
+pub use cache::{Change, MemoryCache, CACHE_FALLBACK_MAX_BYTES};
 pub use limits::{Algo, Cells, Decision, LimitOp};
 pub use locks::{process_locks, Locks};
 pub use windows::Windows;

@@ -259,6 +259,105 @@ return out"#,
   )
 });
 
+/// Every idempotency-key operation of a batch in one script call (one slot; see
+/// idempotency.rs). `ARGV[1]` has one letter per op, one key per op. A record is a string:
+/// `p:TOKEN:FINGERPRINT` while in progress (a lease: its TTL is the lock TTL) and
+/// `c:N:FINGERPRINT` followed by the result once completed (N the fingerprint's length; its TTL
+/// the retention).
+/// Then each op takes, in order, only the args its kind uses:
+/// - `c` claim (args: token, fingerprint, lock TTL ms): no record: write `p:...` with `PX`, `{0}`
+///   (acquired); in progress with the same fingerprint: `{1, pttl}`; completed with the same
+///   fingerprint: `{2, result}`; another fingerprint: `{3}` (mismatch);
+/// - `f` complete (args: token, result, TTL ms): when the record is `p:` with this token, write
+///   `c:...` (the fingerprint of the record) with `PX`: 1; else 0 (the lease was lost);
+/// - `r` release (arg: token): delete the record if it is `p:` with this token: 1 or 0;
+/// - `e` extend (args: token, lock TTL ms): `PEXPIRE` the record if it is `p:` with this token:
+///   1 or 0.
+///
+/// A failing op (a key of another type, a value that is no record) yields -1 for that op only
+/// (-2 when Redis is out of memory: the caller's `onUnavailable` policy decides); `READONLY`
+/// (a demoted primary) fails the call.
+pub static IDEM_BATCH: LazyLock<Script> = LazyLock::new(|| {
+  Script::new(
+    r#"local ops = ARGV[1]
+local out = {}
+local a = 2
+local function claim(k, tok, fp, ttl)
+  local v = redis.call("GET", k)
+  if not v then
+    redis.call("SET", k, "p:" .. tok .. ":" .. fp, "PX", ttl)
+    return {0}
+  end
+  local kind = string.sub(v, 1, 2)
+  local e = string.find(v, ":", 3, true)
+  if not e then return -1 end
+  if kind == "p:" then
+    if string.sub(v, e + 1) ~= fp then return {3} end
+    return {1, redis.call("PTTL", k)}
+  elseif kind == "c:" then
+    local n = tonumber(string.sub(v, 3, e - 1))
+    if not n then return -1 end
+    if string.sub(v, e + 1, e + n) ~= fp then return {3} end
+    return {2, string.sub(v, e + n + 1)}
+  end
+  return -1
+end
+local function held(k, tok)
+  local v = redis.call("GET", k)
+  local pre = "p:" .. tok .. ":"
+  if v and string.sub(v, 1, #pre) == pre then return string.sub(v, #pre + 1) end
+  return nil
+end
+local function complete(k, tok, res, ttl)
+  local fp = held(k, tok)
+  if not fp then return 0 end
+  redis.call("SET", k, "c:" .. #fp .. ":" .. fp .. res, "PX", ttl)
+  return 1
+end
+local function release(k, tok)
+  if not held(k, tok) then return 0 end
+  redis.call("DEL", k)
+  return 1
+end
+local function extend(k, tok, ttl)
+  if not held(k, tok) then return 0 end
+  redis.call("PEXPIRE", k, ttl)
+  return 1
+end
+for i = 1, #ops do
+  local op = string.sub(ops, i, i)
+  local k = KEYS[i]
+  local ok, r
+  if op == "c" then
+    ok, r = pcall(claim, k, ARGV[a], ARGV[a + 1], ARGV[a + 2])
+    a = a + 3
+  elseif op == "f" then
+    ok, r = pcall(complete, k, ARGV[a], ARGV[a + 1], ARGV[a + 2])
+    a = a + 3
+  elseif op == "r" then
+    ok, r = pcall(release, k, ARGV[a])
+    a = a + 1
+  else
+    ok, r = pcall(extend, k, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  if ok then
+    out[i] = r
+  else
+    local e = tostring(type(r) == "table" and r.err or r)
+    if string.find(e, "READONLY", 1, true) then
+      return redis.error_reply(e)
+    elseif string.find(e, "OOM", 1, true) then
+      out[i] = -2
+    else
+      out[i] = -1
+    end
+  end
+end
+return out"#,
+  )
+});
+
 /// One script call of a batch.
 #[derive(Clone)]
 pub struct Call {
