@@ -610,7 +610,11 @@ impl ClientInner {
       // handshake that never completes — TLS to a plaintext port — sends no error event, and
       // each call of a chain would otherwise wait a deadline again).
       CONNECTING if !self.waited_for_first.load(Ordering::Acquire) => {
-        match self.settings.connect_timeout.checked_sub(self.started.elapsed()) {
+        match self
+          .settings
+          .connect_timeout
+          .checked_sub(self.started.elapsed())
+        {
           Some(left) if !left.is_zero() => {
             let up = self.ready(self.settings.command_timeout.min(left)).await;
             if !up && self.state.load(Ordering::Acquire) == CONNECTING {
