@@ -26,10 +26,11 @@ const {
   CACHE_RESERVED,
   CACHE_MAX_KEY_BYTES,
 } = require('./native.js')
-const { RedisClient } = require('./client.js')
+/** @typedef {import('./client.js').RedisClient} RedisClient */
 const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
+const { optionsObject, checkCommon, config } = require('./options.js')
 const { after, cancel, now: clock } = require('./timers.js')
 const { L1, DEFAULT_L1_MAX_KEYS, DEFAULT_L1_TTL_MS } = require('./l1.js')
 
@@ -118,13 +119,25 @@ function checkArray(v, what) {
 
 let tokenSeq = 0
 
+/** The options of a Cache (ERR_REDIS_GUARD_CONFIG names them for an unknown one). */
+const CACHE_OPTIONS = [
+  'client',
+  'prefix',
+  'ttlMs',
+  'graceMs',
+  'timeoutMs',
+  'l1',
+  'onUnavailable',
+  'serializer',
+  'maxValueBytes',
+  'fallbackMaxKeys',
+]
+
 class Cache {
   /**
    * @param {import('../index').CacheOptions} [options]
    */
-  constructor(options = {}) {
-    if (options === null || typeof options !== 'object')
-      throw new RedisGuardError(codes.CONFIG, 'Cache options must be an object')
+  constructor(options) {
     const {
       client,
       prefix = 'cache:',
@@ -137,16 +150,8 @@ class Cache {
       maxValueBytes = DEFAULT_MAX_VALUE_BYTES,
       fallbackMaxKeys,
       ...unknown
-    } = options
-    const config = (m) => new RedisGuardError(codes.CONFIG, m)
-    const extra = Object.keys(unknown)
-    if (extra.length)
-      throw config(
-        `unknown Cache option \`${extra[0]}\` (known: client, prefix, ttlMs, graceMs, timeoutMs, l1, onUnavailable, serializer, maxValueBytes, fallbackMaxKeys)`,
-      )
-    if (client !== undefined && !(client instanceof RedisClient))
-      throw config('option `client` must be a RedisClient from redis-guard')
-    if (typeof prefix !== 'string') throw config('option `prefix` must be a string')
+    } = optionsObject('Cache', options)
+    checkCommon('Cache', CACHE_OPTIONS, unknown, { client, prefix, serializer, fallbackMaxKeys })
     if (typeof ttlMs !== 'number' || !(ttlMs > 0 && Math.ceil(ttlMs) <= MAX_TTL_MS))
       throw config(`option \`ttlMs\` must be above 0 and at most one year (${MAX_TTL_MS})`)
     if (typeof graceMs !== 'number' || !(graceMs >= 0 && Math.ceil(graceMs) <= MAX_TTL_MS))
@@ -155,17 +160,8 @@ class Cache {
       throw config('option `timeoutMs` must be above 0 and at most one hour (3600000)')
     if (!['memory', 'bypass', 'deny'].includes(onUnavailable))
       throw config("option `onUnavailable` must be 'memory', 'bypass' or 'deny'")
-    if (
-      serializer === null ||
-      typeof serializer !== 'object' ||
-      typeof serializer.stringify !== 'function' ||
-      typeof serializer.parse !== 'function'
-    )
-      throw config('option `serializer` must be an object with `stringify` and `parse`')
     if (!(Number.isInteger(maxValueBytes) && maxValueBytes > 0))
       throw config('option `maxValueBytes` must be a positive integer')
-    if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0))
-      throw config('option `fallbackMaxKeys` must be a positive integer')
     let l1Options
     if (l1 === true) l1Options = {}
     else if (l1 !== undefined && l1 !== false) {

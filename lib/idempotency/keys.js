@@ -22,10 +22,11 @@ const {
   IDEM_MAX_KEY_BYTES,
   IDEM_MAX_FINGERPRINT_BYTES,
 } = require('../native.js')
-const { RedisClient } = require('../client.js')
+/** @typedef {import('../client.js').RedisClient} RedisClient */
 const { getDefaultClient } = require('../default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('../errors.js')
 const { Batcher } = require('../batch.js')
+const { optionsObject, checkCommon, config } = require('../options.js')
 const timers = require('../timers.js')
 
 /** The default retention of a completed key, in ms: 24 hours. */
@@ -192,9 +193,7 @@ class IdempotencyKeys {
   /**
    * @param {import('../../index').IdempotencyKeysOptions & { _raw?: boolean }} [options] (`_raw`: results are strings stored as they are, bytes back: the middleware's)
    */
-  constructor(options = {}) {
-    if (options === null || typeof options !== 'object')
-      throw new RedisGuardError(codes.CONFIG, 'IdempotencyKeys options must be an object')
+  constructor(options) {
     const {
       client,
       prefix = 'idem:',
@@ -205,16 +204,13 @@ class IdempotencyKeys {
       fallbackMaxKeys,
       _raw = false,
       ...unknown
-    } = options
-    const config = (m) => new RedisGuardError(codes.CONFIG, m)
-    const extra = Object.keys(unknown)
-    if (extra.length)
-      throw config(
-        `unknown IdempotencyKeys option \`${extra[0]}\` (known: client, prefix, ttlMs, lockTtlMs, onUnavailable, serializer, fallbackMaxKeys)`,
-      )
-    if (client !== undefined && !(client instanceof RedisClient))
-      throw config('option `client` must be a RedisClient from redis-guard')
-    if (typeof prefix !== 'string') throw config('option `prefix` must be a string')
+    } = optionsObject('IdempotencyKeys', options)
+    checkCommon(
+      'IdempotencyKeys',
+      ['client', 'prefix', 'ttlMs', 'lockTtlMs', 'onUnavailable', 'serializer', 'fallbackMaxKeys'],
+      unknown,
+      { client, prefix, serializer, fallbackMaxKeys },
+    )
     for (const [name, v] of [
       ['ttlMs', ttlMs],
       ['lockTtlMs', lockTtlMs],
@@ -223,15 +219,6 @@ class IdempotencyKeys {
         throw config(`option \`${name}\` must be a number of ms from 1 to one year (${MAX_TTL_MS})`)
     if (!['deny', 'memory', 'allow'].includes(onUnavailable))
       throw config("option `onUnavailable` must be 'deny', 'memory' or 'allow'")
-    if (
-      serializer === null ||
-      typeof serializer !== 'object' ||
-      typeof serializer.stringify !== 'function' ||
-      typeof serializer.parse !== 'function'
-    )
-      throw config('option `serializer` must be an object with `stringify` and `parse`')
-    if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0))
-      throw config('option `fallbackMaxKeys` must be a positive integer')
     /** @type {RedisClient} */
     this.client = /** @type {RedisClient} */ (client) || getDefaultClient()
     /** Records are `${prefix}${key}`. The default value is `'idem:'`. */
