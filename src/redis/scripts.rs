@@ -29,6 +29,27 @@ impl Script {
 /// rate-limit-redis's increment (v4.3 and v6), the same logic: `PTTL <= 0` (no key, or a key
 /// left without a TTL, e.g. "-1" by rate-limit-redis's plain `DECR` after expiry) starts a new
 /// window with `SET 1 PX`; otherwise INCR, and PEXPIRE when `resetExpiryOnChange` is on.
+/// The end of every per-op loop body of the batch scripts: an op that failed answers -1 for
+/// itself only (-2 when Redis is out of memory: the caller's `onUnavailable` policy decides),
+/// and `READONLY` (a demoted primary) fails the whole call. One text, spliced with `concat!`.
+macro_rules! op_outcome {
+  () => {
+    r#"  if ok then
+    out[i] = r
+  else
+    local e = tostring(type(r) == "table" and r.err or r)
+    if string.find(e, "READONLY", 1, true) then
+      return redis.error_reply(e)
+    elseif string.find(e, "OOM", 1, true) then
+      out[i] = -2
+    else
+      out[i] = -1
+    end
+  end
+"#
+  };
+}
+
 /// Returns `{ hits, pttl }`.
 pub static INCREMENT: LazyLock<Script> = LazyLock::new(|| {
   Script::new(
@@ -86,7 +107,7 @@ return { v, t }"#,
 /// A failing op yields -1 for that op only (-2 when Redis is out of memory: the caller's
 /// `onUnavailable` policy decides); `READONLY` (a demoted primary) fails the call.
 pub static LOCK_BATCH: LazyLock<Script> = LazyLock::new(|| {
-  Script::new(
+  Script::new(concat!(
     r#"local ops = ARGV[1]
 local fttl = tonumber(ARGV[2])
 local function bare(lk, tok, ttl)
@@ -130,21 +151,11 @@ for i = 1, #ops do
     ok, r = pcall(extend, KEYS[k], ARGV[a], ARGV[a + 1])
     k, a = k + 1, a + 2
   end
-  if ok then
-    out[i] = r
-  else
-    local e = tostring(type(r) == "table" and r.err or r)
-    if string.find(e, "READONLY", 1, true) then
-      return redis.error_reply(e)
-    elseif string.find(e, "OOM", 1, true) then
-      out[i] = -2
-    else
-      out[i] = -1
-    end
-  end
-end
-return out"#,
-  )
+"#,
+    op_outcome!(),
+    r#"end
+return out"#
+  ))
 });
 
 /// Every query-cache operation of a batch in one script call (one slot; see cache.rs).
@@ -174,7 +185,7 @@ return out"#,
 /// only (-2 when Redis is out of memory: the caller's `onUnavailable` policy decides);
 /// `READONLY` (a demoted primary) fails the call.
 pub static CACHE_BATCH: LazyLock<Script> = LazyLock::new(|| {
-  Script::new(
+  Script::new(concat!(
     r#"local ops = ARGV[1]
 local check = ARGV[2] == "1"
 local tagp = ARGV[3]
@@ -236,27 +247,17 @@ for i = 1, #ops do
     end
     a = a + 1
   end
-  if ok then
-    out[i] = r
-  else
-    local e = tostring(type(r) == "table" and r.err or r)
-    if string.find(e, "READONLY", 1, true) then
-      return redis.error_reply(e)
-    elseif string.find(e, "OOM", 1, true) then
-      out[i] = -2
-    else
-      out[i] = -1
-    end
-  end
-end
+"#,
+    op_outcome!(),
+    r#"end
 if ARGV[4] ~= "" and (#changed > 0 or #tags > 0) then
   local m = {o = ARGV[5]}
   if #changed > 0 then m.k = changed end
   if #tags > 0 then m.t = tags end
   if not pcall(redis.call, "PUBLISH", ARGV[4], cjson.encode(m)) then out[#ops + 1] = 0 end
 end
-return out"#,
-  )
+return out"#
+  ))
 });
 
 /// Every idempotency-key operation of a batch in one script call (one slot; see
@@ -278,7 +279,7 @@ return out"#,
 /// (-2 when Redis is out of memory: the caller's `onUnavailable` policy decides); `READONLY`
 /// (a demoted primary) fails the call.
 pub static IDEM_BATCH: LazyLock<Script> = LazyLock::new(|| {
-  Script::new(
+  Script::new(concat!(
     r#"local ops = ARGV[1]
 local out = {}
 local a = 2
@@ -341,21 +342,11 @@ for i = 1, #ops do
     ok, r = pcall(extend, k, ARGV[a], ARGV[a + 1])
     a = a + 2
   end
-  if ok then
-    out[i] = r
-  else
-    local e = tostring(type(r) == "table" and r.err or r)
-    if string.find(e, "READONLY", 1, true) then
-      return redis.error_reply(e)
-    elseif string.find(e, "OOM", 1, true) then
-      out[i] = -2
-    else
-      out[i] = -1
-    end
-  end
-end
-return out"#,
-  )
+"#,
+    op_outcome!(),
+    r#"end
+return out"#
+  ))
 });
 
 /// One script call of a batch.
