@@ -93,6 +93,16 @@ async function nestApp(storage, throttlers = [{ ttl: 60_000, limit: 3 }]) {
   return { url: await app.getUrl(), close: () => app.close() }
 }
 
+/** The client's rate-limit decisions so far (its metrics): `{ allowed, denied }`. */
+function decisions(client) {
+  const n = (o) =>
+    Number(
+      (client.metrics().match(new RegExp(`^redis_guard_rate_limit_decisions_total\\{outcome="${o}"\\} (\\d+)`, 'm')) ||
+        [])[1] || 0,
+    )
+  return { allowed: n('allowed'), denied: n('denied') }
+}
+
 describe('adapters on a running server', () => {
   let server
   let client
@@ -111,6 +121,7 @@ describe('adapters on a running server', () => {
       const prefix = uniquePrefix(`fastify-${algorithm}`)
       const app = await fastifyApp(fastifyStore({ client, prefix, algorithm }))
       try {
+        const d0 = decisions(client)
         const rs = await hits(app.url, '/', 4)
         assert.deepEqual(statuses(rs), [200, 200, 200, 429])
         assert.equal(rs[0].headers.get('x-ratelimit-limit'), '3')
@@ -127,6 +138,12 @@ describe('adapters on a running server', () => {
           `the route counts under its own prefix: ${keys}`,
         )
         assert.equal(keys.length, 2)
+        const d1 = decisions(client)
+        assert.deepEqual(
+          { allowed: d1.allowed - d0.allowed, denied: d1.denied - d0.denied },
+          { allowed: 4, denied: 2 },
+          'metrics',
+        )
       } finally {
         await app.close()
       }
@@ -155,6 +172,7 @@ describe('adapters on a running server', () => {
       const prefix = uniquePrefix(`nest-${algorithm}`)
       const app = await nestApp(new ThrottlerStorageRedisGuard({ client, prefix, algorithm }))
       try {
+        const d0 = decisions(client)
         const rs = await hits(app.url, '/', 4)
         assert.deepEqual(statuses(rs), [200, 200, 200, 429])
         assert.equal(rs[0].headers.get('x-ratelimit-limit'), '3')
@@ -165,6 +183,12 @@ describe('adapters on a running server', () => {
         const retry = Number(rs[3].headers.get('retry-after'))
         assert.ok(retry >= 1 && retry <= maxWait(algorithm), `retry-after ${retry}`)
         assert.deepEqual(statuses(await hits(app.url, '/strict', 2)), [200, 429])
+        const d1 = decisions(client)
+        assert.deepEqual(
+          { allowed: d1.allowed - d0.allowed, denied: d1.denied - d0.denied },
+          { allowed: 4, denied: 2 },
+          'metrics',
+        )
       } finally {
         await app.close()
       }

@@ -12,7 +12,7 @@ import guard from '../index.js'
 import { startRedis, waitFor } from './helpers/redis.mjs'
 import { listen, uniquePrefix } from './helpers/utils.mjs'
 
-const { RedisClient, RedisStore, Cache } = guard
+const { RedisClient, RedisStore, RateLimiter, Cache } = guard
 const require = createRequire(import.meta.url)
 
 /** `name{labels} value` lines of Prometheus text as a map. */
@@ -34,6 +34,9 @@ test('the text counts every feature’s work, and follows Redis going away', asy
     const store = new RedisStore({ client, prefix: uniquePrefix('m') })
     store.init({ windowMs: 60_000 })
     await Promise.all(Array.from({ length: 10 }, (_, i) => store.increment(`k${i}`)))
+    const limiter = new RateLimiter({ client, prefix: uniquePrefix('ml'), limit: 2, windowMs: 60_000 })
+    for (let i = 0; i < 3; i++) await limiter.limit('u')
+    await limiter.get('u')
     const lease = await client.lock('job')
     assert.equal(await client.lock('job'), null)
     await lease.release()
@@ -46,9 +49,11 @@ test('the text counts every feature’s work, and follows Redis going away', asy
       assert.match(line, /^(# (HELP|TYPE) redis_guard_\w+ .+|redis_guard_\w+(\{[^}]*\})? [0-9.e+-]+)$/, line)
     let s = samples(text)
     assert.equal(s.get('redis_guard_up'), 1)
-    assert.equal(s.get('redis_guard_calls_total{feature="rate_limit"}'), 10)
-    assert.equal(s.get('redis_guard_batches_total{feature="rate_limit"}'), 1, 'ten increments of one turn: one batch')
+    assert.equal(s.get('redis_guard_calls_total{feature="rate_limit"}'), 14, 'ten increments, three limits, one get')
+    assert.equal(s.get('redis_guard_batches_total{feature="rate_limit"}'), 5, 'ten increments of one turn: one batch')
     assert.equal(s.get('redis_guard_rate_limit_increments_total{source="redis"}'), 10)
+    assert.equal(s.get('redis_guard_rate_limit_decisions_total{outcome="allowed"}'), 2)
+    assert.equal(s.get('redis_guard_rate_limit_decisions_total{outcome="denied"}'), 1, 'get() is not a decision')
     assert.equal(s.get('redis_guard_lock_grants_total{source="redis"}'), 1)
     assert.equal(s.get('redis_guard_lock_contended_total'), 1)
     assert.equal(s.get('redis_guard_cache_reads_total{result="hit"}'), 1)

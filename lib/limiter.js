@@ -76,6 +76,7 @@ class RateLimiter {
     const status = r[0]
     if (status < 0) throw fromNumber(status, `${what} ${JSON.stringify(key.slice(0, 64))}`)
     const allowed = r[3] === 1
+    if (what === 'limit') this.client._meter.rateLimitDecisions[allowed ? 'allowed' : 'denied']++
     return {
       allowed,
       limit: this.limitPerWindow,

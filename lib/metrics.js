@@ -15,6 +15,7 @@
 class Meter {
   constructor() {
     this.rateLimit = { redis: 0, memory: 0, allow: 0, blocked: 0 }
+    this.rateLimitDecisions = { allowed: 0, denied: 0 }
     this.lockGrants = { redis: 0, local: 0, allow: 0 }
     this.lock = { contended: 0, lost: 0 }
     this.cache = { hits: 0, misses: 0, staleHits: 0, l1Hits: 0, factoryCalls: 0, timeouts: 0 }
@@ -87,6 +88,12 @@ const FAMILIES = [
     help: 'Rate-limit increments by who counted them: redis, memory (fallback), allow (not counted), blocked (locally blocked key).',
     type: 'counter',
     samples: (s, m) => labelled('source', m.rateLimit),
+  },
+  {
+    name: 'redis_guard_rate_limit_decisions_total',
+    help: 'Rate-limit decisions of RateLimiter.limit() and the Fastify and NestJS stores: allowed, denied.',
+    type: 'counter',
+    samples: (s, m) => labelled('outcome', m.rateLimitDecisions),
   },
   {
     name: 'redis_guard_lock_grants_total',

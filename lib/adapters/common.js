@@ -89,17 +89,21 @@ function whole(n) {
 }
 
 /**
- * The answer of one store op as an object, or throw its error.
+ * The answer of one store op as an object, or throw its error; a decision (`meter` given) is
+ * counted in the client's metrics.
  * @param {Float64Array} r
  * @param {string} key
  * @param {string} what
+ * @param {import('../metrics.js').Meter} [meter]
  */
-function decision(r, key, what) {
+function decision(r, key, what, meter) {
   if (r[0] < 0) throw fromNumber(r[0], `${what} ${JSON.stringify(key.slice(0, 64))}`)
+  const allowed = r[3] === 1
+  if (meter) meter.rateLimitDecisions[allowed ? 'allowed' : 'denied']++
   return {
     hits: r[1],
     resetMs: r[2],
-    allowed: r[3] === 1,
+    allowed,
     remaining: r[4],
     retryMs: r[5],
     source: SOURCES[r[0]] || 'redis',

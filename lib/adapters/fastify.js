@@ -63,7 +63,7 @@ class FastifyRateLimitStore {
       (r) => {
         let d
         try {
-          d = decision(r, key, 'incr')
+          d = decision(r, key, 'incr', cost > 0 ? this.client._meter : undefined)
         } catch (e) {
           cb(e)
           return

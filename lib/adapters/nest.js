@@ -41,6 +41,7 @@ class ThrottlerStorageRedisGuard {
       await this._batch.push(op, key, block > 0 ? block : 1, whole(limit), undefined, whole(ttl)),
       key,
       'increment',
+      this.client._meter,
     )
     const blocked = !d.allowed
     return {
