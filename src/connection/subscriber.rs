@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use napi::bindgen_prelude::FnArgs;
@@ -62,6 +62,24 @@ impl Subscriber {
       let mut ping = tokio::time::interval(PING_EVERY);
       let mut up = false;
       let deadline = owner.settings.command_timeout;
+      // Subscribed, and a PING answered after it: the connection carries bytes both ways and
+      // its replies are in step with its commands. (A connection that lost bytes in a black
+      // hole answers each PING with the reply of an older one, so it never counts as up; and a
+      // new connection into a black hole is open but silent.)
+      let subscribe = || async {
+        tokio::time::timeout(deadline, redis.subscribe(channel.as_str()))
+          .await
+          .is_ok_and(|r| r.is_ok())
+          && tokio::time::timeout(deadline, redis.ping::<Value>(None))
+            .await
+            .is_ok_and(|r| r.is_ok())
+      };
+      // A connection that answers nothing is replaced after `silent_limit`, then after twice
+      // that, and so on, as the client's probe does (client.rs): fred's own unresponsive check
+      // never fires while these PINGs are written.
+      let silent_limit = (deadline * 4).max(Duration::from_millis(1000));
+      let mut silent_since: Option<Instant> = None;
+      let mut replaced = 0u32;
       loop {
         if stopped.load(Ordering::Acquire) || owner.is_closed() {
           break;
@@ -77,7 +95,7 @@ impl Subscriber {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
               up = false;
               emit(SUB_DOWN, String::new());
-              if tokio::time::timeout(deadline, redis.subscribe(channel.as_str())).await.is_ok_and(|r| r.is_ok()) {
+              if subscribe().await {
                 up = true;
                 emit(SUB_UP, String::new());
               }
@@ -89,7 +107,7 @@ impl Subscriber {
               if up {
                 emit(SUB_DOWN, String::new());
               }
-              up = tokio::time::timeout(deadline, redis.subscribe(channel.as_str())).await.is_ok_and(|r| r.is_ok());
+              up = subscribe().await;
               if up {
                 emit(SUB_UP, String::new());
               }
@@ -108,13 +126,32 @@ impl Subscriber {
             Err(_) => break,
           },
           _ = ping.tick() => {
-            let ok = redis.is_connected()
+            let connected = redis.is_connected();
+            let sent = Instant::now();
+            let ok = connected
               && tokio::time::timeout(deadline, redis.ping::<Value>(None)).await.is_ok_and(|r| r.is_ok());
+            if ok || !connected {
+              silent_since = None;
+            } else {
+              let since = *silent_since.get_or_insert(sent);
+              if since.elapsed() >= silent_limit * (1 << replaced.min(4)) {
+                silent_since = None;
+                replaced += 1;
+                let redis = redis.clone();
+                let limit = owner.settings.connect_timeout * 2;
+                napi::bindgen_prelude::spawn(async move {
+                  let _ = tokio::time::timeout(limit, redis.force_reconnection()).await;
+                });
+              }
+            }
+            if ok {
+              replaced = 0;
+            }
             if up && !ok {
               up = false;
               emit(SUB_DOWN, String::new());
             } else if !up && ok {
-              up = tokio::time::timeout(deadline, redis.subscribe(channel.as_str())).await.is_ok_and(|r| r.is_ok());
+              up = subscribe().await;
               if up {
                 emit(SUB_UP, String::new());
               }
