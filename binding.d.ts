@@ -27,11 +27,12 @@ export declare class NativeBatcher {
   /** Keep Node's event loop alive while batches are in flight (`true`), or not (`false`). */
   keepAlive(on: boolean): void
   /**
-   * Submit batch `id`: per call an op byte and a key, `widthIn` numbers (and, when calls send
-   * bytes, their byte length) in `nums`, and the calls' bytes appended in `bytes`. Answered
-   * through the `setDone` callback; never fails once submitted.
+   * Submit batch `id`: per call an op byte, a key (the calls' keys joined in `keys`, each
+   * `lens[i]` UTF-16 units long), `widthIn` numbers (and, when calls send bytes, their byte
+   * length) in `nums`, and the calls' bytes appended in `bytes`. One string crosses instead
+   * of one per call. Answered through the `setDone` callback; never fails once submitted.
    */
-  submit(id: number, ops: Uint8Array, keys: Array<string>, nums?: Float64Array | undefined | null, bytes?: Uint8Array | undefined | null): void
+  submit(id: number, ops: Uint8Array, keys: string, lens: Uint32Array, nums?: Float64Array | undefined | null, bytes?: Uint8Array | undefined | null): void
 }
 
 /** The native half of `Cache` (lib/cache.js). */

@@ -25,9 +25,11 @@ function recorder() {
       n.done = fn
     },
     keepAlive: (on) => n.keepAlive.push(on),
-    submit: (id, ops, keys) => {
+    submit: (id, ops, joined, lens) => {
       if (n.fail) throw n.fail
-      n.submitted.push({ id, keys: [...keys] })
+      let at = 0
+      const keys = [...lens].map((l) => joined.slice(at, (at += l)))
+      n.submitted.push({ id, keys })
     },
   }
   return n
@@ -80,6 +82,14 @@ test('the real crossing: numbers, and bytes both ways (1 KB each), every call it
     assert.deepEqual([nums.widthIn, nums.widthOut, nums.bytesIn, nums.bytesOut], [1, 3, false, false])
     const r = await Promise.all(Array.from({ length: 200 }, (_, i) => nums.push(0, 'k'.repeat(i % 7), i)))
     for (const [i, x] of r.entries()) assert.deepEqual([...x], [0, i, i % 7])
+    // The keys of a batch cross joined in one string: each arrives as it would alone, also
+    // lone surrogates that joining would pair up (each becomes U+FFFD, 3 bytes in UTF-8).
+    const keys = ['a', 'é', '€uro', '😀', 'x\uD83D', '\uDE00y', '', '\uD83D', '', '\uDE00', 'plain']
+    const lengths = await Promise.all(keys.map((k, i) => nums.push(0, k, i)))
+    assert.deepEqual(
+      lengths.map((x) => x[2]),
+      keys.map((k) => Buffer.byteLength(k)),
+    )
 
     const bytes = new Batcher(echoBatcher(client._native, true))
     assert.deepEqual([bytes.widthIn, bytes.widthOut, bytes.bytesIn, bytes.bytesOut], [1, 4, true, true])

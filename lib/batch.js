@@ -1,9 +1,10 @@
 'use strict'
 // The batch core's JS half: the calls of one event-loop turn cross to Rust together (src/batch/)
-// — op bytes, keys, a flat Float64Array of numbers and, for features that send bytes, one
-// buffer — and come back through one persistent callback as a flat Float64Array (and one buffer
-// of bytes), read here with `subarray`: no per-call copy, promise or crossing. Every feature
-// (store, locks, ...) rides one Batcher of its own. See the README's performance notes.
+// — op bytes, the keys joined in one string with their lengths, a flat Float64Array of numbers
+// and, for features that send bytes, one buffer — and come back through one persistent
+// callback as a flat Float64Array (and one buffer of bytes), read here with `subarray`: no
+// per-call copy, promise or crossing. Every feature (store, locks, ...) rides one Batcher of
+// its own. See the README's performance notes.
 
 const { toError } = require('./errors.js')
 const { microtask, setImmediate } = require('./timers.js')
@@ -20,7 +21,7 @@ const NO_BYTES = Buffer.alloc(0)
  * @property {number} widthOut numbers per call out (offset and length last, when `bytesOut`)
  * @property {boolean} bytesIn whether calls send bytes
  * @property {boolean} bytesOut whether answers carry bytes
- * @property {(id: number, ops: Uint8Array, keys: string[], nums?: Float64Array | null, bytes?: Uint8Array | null) => void} submit
+ * @property {(id: number, ops: Uint8Array, keys: string, lens: Uint32Array, nums?: Float64Array | null, bytes?: Uint8Array | null) => void} submit
  * @property {(fn: (id: number, nums: Float64Array, bytes?: Buffer | null) => void) => void} setDone
  * @property {(on: boolean) => void} keepAlive refs the callback while batches are in flight
  */
@@ -51,6 +52,12 @@ class Batcher {
     this.bytesOut = native.bytesOut
     this.inflight = 0
     this.scheduled = false
+    // Reused for every batch: Rust copies them during submit().
+    const stride = this.widthIn + (this.bytesIn ? 1 : 0)
+    this.stride = stride
+    this.opsBuf = new Uint8Array(max)
+    this.lensBuf = new Uint32Array(max)
+    this.numsBuf = stride ? new Float64Array(max * stride) : null
     this.nextId = 0
     // Batches in flight: waiters (resolve, reject pairs) at `id & (size - 1)`, grown when full.
     // Not a Map: V8 keeps a deleted Map entry's value until the table is rehashed, so every
@@ -64,14 +71,12 @@ class Batcher {
   }
 
   reset() {
-    /** @type {number[]} */
-    this.ops = []
+    /** Calls queued. */
+    this.n = 0
     /** @type {string[]} */
     this.keys = []
     /** @type {Function[]} */
     this.waiters = []
-    /** @type {number[]} */
-    this.nums = []
     /** @type {Uint8Array[]} */
     this.chunks = []
     this.byteLength = 0
@@ -91,20 +96,26 @@ class Batcher {
    */
   push(op, key, n0 = 0, n1 = 0, bytes = undefined, n2 = 0) {
     return new Promise((resolve, reject) => {
-      this.ops.push(op)
+      const i = this.n++
+      this.opsBuf[i] = op
+      this.lensBuf[i] = key.length
       this.keys.push(key)
       const w = this.widthIn
-      if (w > 0) this.nums.push(n0)
-      if (w > 1) this.nums.push(n1)
-      if (w > 2) this.nums.push(n2)
+      const nums = this.numsBuf
+      let at = i * this.stride
+      if (w > 0) nums[at++] = n0
+      if (w > 1) nums[at++] = n1
+      if (w > 2) nums[at++] = n2
       if (this.bytesIn) {
         const b = bytes || NO_BYTES
-        this.chunks.push(b)
-        this.nums.push(b.length)
-        this.byteLength += b.length
+        nums[at] = b.length
+        if (b.length) {
+          this.chunks.push(b)
+          this.byteLength += b.length
+        }
       }
       this.waiters.push(resolve, reject)
-      if (this.ops.length >= this.max) this.flush()
+      if (this.n >= this.max) this.flush()
       else if (!this.scheduled) {
         this.scheduled = true
         if (this.inflight === 0) microtask(this.flush)
@@ -115,14 +126,16 @@ class Batcher {
 
   flush() {
     this.scheduled = false
-    if (this.ops.length === 0) return
+    const n = this.n
+    if (n === 0) return
     const { keys, waiters } = this
-    const ops = Uint8Array.from(this.ops)
-    const nums = this.nums.length ? Float64Array.from(this.nums) : null
-    const bytes = this.bytesIn ? Buffer.concat(this.chunks, this.byteLength) : null
+    const ops = this.opsBuf.subarray(0, n)
+    const lens = this.lensBuf.subarray(0, n)
+    const nums = this.numsBuf ? this.numsBuf.subarray(0, n * this.stride) : null
+    const bytes = this.byteLength ? Buffer.concat(this.chunks, this.byteLength) : null
     const id = (this.nextId = (this.nextId + 1) >>> 0)
     try {
-      this.native.submit(id, ops, keys, nums, bytes)
+      this.native.submit(id, ops, keys.join(''), lens, nums, bytes)
     } catch (e) {
       this.reset()
       const err = toError(e)

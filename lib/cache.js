@@ -300,38 +300,63 @@ class Cache {
    * @returns {Promise<Lookup>}
    */
   async _lookup(key) {
-    let r = this._check(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), 'get', key)
+    return this._found(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), key)
+  }
+
+  /**
+   * The lookup of `key` from its first read `r`: at once for a plain value or a miss (the hot
+   * path: no second promise), or a promise when the entry needs another round trip.
+   * @returns {Lookup | Promise<Lookup>}
+   */
+  _found(r, key) {
+    this._check(r, 'get', key)
     // An entry with tags or grace, read by a batch's plain MGET: read it again through the
     // script, which checks its tags and grace atomically with the read.
-    if (r.nums[2] & CACHE_ENVELOPE) r = this._check(await this._batch.push(CACHE_READ, key, 0, 0, EMPTY), 'get', key)
+    if (r.nums[2] & CACHE_ENVELOPE)
+      return this._batch
+        .push(CACHE_READ, key, 0, 0, EMPTY)
+        .then((again) => this._decode(this._check(again, 'get', key)))
+    return this._decode(r)
+  }
+
+  /**
+   * A read's answer as a lookup (a promise only when, in a cluster, the entry's tags must be
+   * compared with their versions now).
+   * @returns {Lookup | Promise<Lookup>}
+   */
+  _decode(r) {
     if (r.nums[1] !== 1) return MISS
+    const stale = (r.nums[2] & CACHE_STALE) !== 0
+    if (r.bytes[0] !== 0) return this._parsed(r.bytes.toString('utf8'), stale, undefined)
     let text = r.bytes.toString('utf8')
-    let tags
-    if (r.bytes[0] === 0 && text.startsWith(ENVELOPE)) {
-      const nl = text.indexOf('\n', ENVELOPE.length)
-      let h
-      try {
-        h = JSON.parse(text.slice(ENVELOPE.length, nl))
-      } catch {
-        h = undefined
-      }
-      if (nl < 0 || h === null || typeof h !== 'object') {
-        this._stats.errors++
-        return MISS
-      }
-      text = text.slice(nl + 1)
-      if (h.t && typeof h.t === 'object') {
-        tags = Object.keys(h.t)
-        // In a cluster the script could not reach the tag versions: compare them here. The entry
-        // was read first, so an invalidation that ended before this call began is always seen.
-        if (r.nums[2] & CACHE_UNCHECKED) {
-          const now = await this._versions(tags)
-          if (tags.some((t) => now[t] !== h.t[t])) return MISS
-        }
-      }
-    }
+    if (!text.startsWith(ENVELOPE)) return this._parsed(text, stale, undefined)
+    const nl = text.indexOf('\n', ENVELOPE.length)
+    let h
     try {
-      return { found: true, stale: (r.nums[2] & CACHE_STALE) !== 0, value: this._serializer.parse(text), tags }
+      h = JSON.parse(text.slice(ENVELOPE.length, nl))
+    } catch {
+      h = undefined
+    }
+    if (nl < 0 || h === null || typeof h !== 'object') {
+      this._stats.errors++
+      return MISS
+    }
+    text = text.slice(nl + 1)
+    if (!h.t || typeof h.t !== 'object') return this._parsed(text, stale, undefined)
+    const tags = Object.keys(h.t)
+    // In a cluster the script could not reach the tag versions: compare them here. The entry
+    // was read first, so an invalidation that ended before this call began is always seen.
+    if (r.nums[2] & CACHE_UNCHECKED)
+      return this._versions(tags).then((now) =>
+        tags.some((t) => now[t] !== h.t[t]) ? MISS : this._parsed(text, stale, tags),
+      )
+    return this._parsed(text, stale, tags)
+  }
+
+  /** A found entry's lookup from its text (a miss, counted as an error, when it does not parse). */
+  _parsed(text, stale, tags) {
+    try {
+      return { found: true, stale, value: this._serializer.parse(text), tags }
     } catch {
       // Not written by a serializer like ours: a miss, counted as an error.
       this._stats.errors++
@@ -349,7 +374,8 @@ class Cache {
       return hit.value
     }
     const epoch = l1 ? l1.epoch : 0
-    const r = await this._lookup(key)
+    let r = this._found(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), key)
+    if (r instanceof Promise) r = await r
     if (!r.found || r.stale) {
       this._count('misses')
       return undefined
@@ -395,8 +421,12 @@ class Cache {
    * miss here too).
    * @param {string} key
    */
-  async get(key) {
-    checkKey(key)
+  get(key) {
+    try {
+      checkKey(key)
+    } catch (e) {
+      return Promise.reject(e)
+    }
     return this._get(key)
   }
 
@@ -449,7 +479,8 @@ class Cache {
     // A hit costs what a get costs: the one-fill-per-key map only on a miss (calls that miss
     // together each read once, then share one fill).
     const epoch = l1 ? l1.epoch : 0
-    const found = await this._lookup(key)
+    let found = this._found(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), key)
+    if (found instanceof Promise) found = await found
     if (found.found && !found.stale) {
       this._count('hits')
       if (l1) l1.set(key, found.value, write.ttl, found.tags, epoch)

@@ -26,7 +26,7 @@ if (native && typeof native.submit === 'function') {
   const submit = native.submit
   native.submit = (id, ops, keys, ...rest) => {
     diag.batches++
-    diag.items += keys.length
+    diag.items += ops.length
     return submit.call(native, id, ops, keys, ...rest)
   }
 }

@@ -71,7 +71,7 @@ async function main(p) {
       const submit = native.submit
       native.submit = (id, ops, ks, ...rest) => {
         diag.batches++
-        diag.items += ks.length
+        diag.items += ops.length
         return submit.call(native, id, ops, ks, ...rest)
       }
     }

@@ -431,33 +431,124 @@ impl NativeBatcher {
     self.done.keep_alive(&env, on)
   }
 
-  /// Submit batch `id`: per call an op byte and a key, `widthIn` numbers (and, when calls send
-  /// bytes, their byte length) in `nums`, and the calls' bytes appended in `bytes`. Answered
-  /// through the `setDone` callback; never fails once submitted.
+  /// Submit batch `id`: per call an op byte, a key (the calls' keys joined in `keys`, each
+  /// `lens[i]` UTF-16 units long), `widthIn` numbers (and, when calls send bytes, their byte
+  /// length) in `nums`, and the calls' bytes appended in `bytes`. One string crosses instead
+  /// of one per call. Answered through the `setDone` callback; never fails once submitted.
   #[napi]
   pub fn submit(
     &self,
     id: u32,
     ops: Uint8Array,
-    keys: Vec<String>,
+    keys: String,
+    lens: Uint32Array,
     nums: Option<Float64Array>,
     bytes: Option<Uint8Array>,
   ) -> Result<()> {
-    let n = keys.len();
+    let n = lens.len();
     let (w_in, w_out, b_in, _) = self.runner.widths();
     let stride = w_in + b_in as usize;
     let nums = nums.map(|a| a.to_vec()).unwrap_or_default();
     if ops.len() != n || nums.len() != n * stride {
       return Err(GuardError::new(Code::InvalidArg, "batch arrays differ in length").into());
     }
-    // Only the copies are made here, on the JS thread; the rest runs on the tokio thread.
-    let input = Input {
-      ops: ops.to_vec(),
-      keys,
-      nums,
-      bytes: bytes.map(|b| b.to_vec()).unwrap_or_default(),
+    let lens = lens.to_vec();
+    // Keys of ASCII only (the usual case) are cut on the tokio thread; others here, where a
+    // malformed batch can still be refused.
+    let ascii = keys.is_ascii() && keys.len() == lens.iter().map(|&l| l as usize).sum::<usize>();
+    let split = if ascii {
+      None
+    } else {
+      Some(split_keys(&keys, &lens).ok_or_else(|| {
+        Error::from(GuardError::new(
+          Code::InvalidArg,
+          "batch keys differ from their lengths",
+        ))
+      })?)
     };
+    // Only the copies are made here, on the JS thread; the rest runs on the tokio thread.
+    let ops = ops.to_vec();
+    let bytes = bytes.map(|b| b.to_vec()).unwrap_or_default();
     let runner = self.runner.clone();
-    self.done.spawn(id, n, w_out, move || runner.run(input))
+    self.done.spawn(id, n, w_out, move || {
+      let keys = split.unwrap_or_else(|| {
+        let mut at = 0;
+        lens
+          .iter()
+          .map(|&l| {
+            let k = keys[at..at + l as usize].to_owned();
+            at += l as usize;
+            k
+          })
+          .collect()
+      });
+      runner.run(Input {
+        ops,
+        keys,
+        nums,
+        bytes,
+      })
+    })
+  }
+}
+
+/// The keys joined in `joined` (as JS's `join('')` made it, converted to UTF-8), cut at `lens`
+/// UTF-16 units each: what converting each key alone gives. A surrogate pair that only the
+/// joining made (a key ending in a lone high surrogate, the next starting with a lone low one)
+/// is cut back into two U+FFFD, as each lone surrogate converts alone. None when the lengths do
+/// not add up to the string.
+fn split_keys(joined: &str, lens: &[u32]) -> Option<Vec<String>> {
+  let mut chars = joined.chars();
+  let mut out = Vec::with_capacity(lens.len());
+  let mut carry = false;
+  for &l in lens {
+    let l = l as usize;
+    let mut key = String::new();
+    let mut units = 0;
+    if carry && l > 0 {
+      key.push(char::REPLACEMENT_CHARACTER);
+      units = 1;
+      carry = false;
+    }
+    while units < l {
+      let c = chars.next()?;
+      let u = c.len_utf16();
+      if units + u > l {
+        key.push(char::REPLACEMENT_CHARACTER);
+        units += 1;
+        carry = true;
+      } else {
+        key.push(c);
+        units += u;
+      }
+    }
+    out.push(key);
+  }
+  (chars.next().is_none() && !carry).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+  use super::split_keys;
+
+  #[test]
+  fn keys_cut_as_each_converts_alone() {
+    assert_eq!(split_keys("abc", &[1, 0, 2]).unwrap(), ["a", "", "bc"]);
+    assert_eq!(
+      split_keys("é€😀x", &[1, 1, 2, 1]).unwrap(),
+      ["é", "€", "😀", "x"]
+    );
+    // "a\u{D83D}" + "\u{DE00}b": joined they make 😀; alone each lone half is U+FFFD.
+    assert_eq!(
+      split_keys("a😀b", &[2, 2]).unwrap(),
+      ["a\u{FFFD}", "\u{FFFD}b"]
+    );
+    assert_eq!(
+      split_keys("a😀b", &[2, 0, 2]).unwrap(),
+      ["a\u{FFFD}", "", "\u{FFFD}b"]
+    );
+    assert!(split_keys("abc", &[1, 1]).is_none(), "a char left over");
+    assert!(split_keys("ab", &[1, 2]).is_none(), "too few chars");
+    assert!(split_keys("a😀", &[2]).is_none(), "half a pair left over");
   }
 }
