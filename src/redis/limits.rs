@@ -77,16 +77,22 @@ end
 "#;
 
 const LOOP: &str = r#"
-for _, k in ipairs(KEYS) do count[k] = (count[k] or 0) + 1 end
+-- How many ops each key has in this call, when the call has an op that uses the counts.
+if string.find(ops, "COUNTED") then
+  for _, k in ipairs(KEYS) do count[k] = (count[k] or 0) + 1 end
+end
 local a = FIRST
 local x, y, z = 0, 0, 0
+-- 1: an op with its own args; an upper-case letter: the same op with the previous op's args.
+local with_args = { l = 1, h = 1, t = 1, L = "l", H = "h", T = "t" }
 for i, k in ipairs(KEYS) do
   local op = string.sub(ops, i, i)
-  if op == "l" or op == "h" or op == "t" then
+  local w = with_args[op]
+  if w == 1 then
     x, y, z = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
     a = a + 3
-  elseif op == "L" or op == "H" or op == "T" then
-    op = string.lower(op)
+  elseif w then
+    op = w
   end
   local ok, h, t, al, rt = pcall(one, op, k, x, y, z)
   local j = 4 * i - 3
@@ -113,7 +119,16 @@ if readonly then return redis.error_reply(readonly) end
 return out"#;
 
 fn with_loop(body: &str, first: usize) -> &'static str {
-  let text = format!("{CACHE}{body}{}", LOOP.replace("FIRST", &first.to_string()));
+  with_loop_counting(body, first, ".")
+}
+
+/// `with_loop`, counting each key's ops only in calls with an op letter that `counted` (a Lua
+/// pattern) matches.
+fn with_loop_counting(body: &str, first: usize, counted: &str) -> &'static str {
+  let looped = LOOP
+    .replace("FIRST", &first.to_string())
+    .replace("COUNTED", counted);
+  let text = format!("{CACHE}{body}{looped}");
   Box::leak(text.into_boxed_str())
 }
 
@@ -124,7 +139,7 @@ fn with_loop(body: &str, first: usize) -> &'static str {
 /// difference (and `PEXPIRE` for a new TTL: a block, or resetExpiryOnChange).
 /// ARGV: resetExpiryOnChange ("1"/"0"), window ms, the op letters, then the ops' args.
 pub static FIXED: LazyLock<Script> = LazyLock::new(|| {
-  Script::new(with_loop(
+  Script::new(with_loop_counting(
     r#"local reset = ARGV[1] == "1"
 local window = tonumber(ARGV[2])
 local ops = ARGV[3]
@@ -152,7 +167,7 @@ write = function(k, s)
 end
 local function one(op, k, x, lim, w)
   if op == "i" then
-    flush(k)
+    if cache[k] then flush(k) end
     local t = redis.call("PTTL", k)
     if t <= 0 then
       redis.call("SET", k, 1, "PX", window)
@@ -165,12 +180,12 @@ local function one(op, k, x, lim, w)
     end
     return h, t, 1, 0
   elseif op == "g" then
-    flush(k)
+    if cache[k] then flush(k) end
     local h = tonumber(redis.call("GET", k))
     if h == nil then return -1, -2, 1, 0 end
     return h, redis.call("PTTL", k), 1, 0
   elseif op == "d" then
-    flush(k)
+    if cache[k] then flush(k) end
     local v = tonumber(redis.call("GET", k))
     if v == nil then return -1, -2, 1, 0 end
     if v > 0 then v = redis.call("DECR", k) end
@@ -232,6 +247,8 @@ local function one(op, k, x, lim, w)
   return s.h, s.t, 1, 0
 end"#,
     4,
+    // Only `l`/`h`/`t` use the counts: a call of the store's `i`/`g`/`d`/`r` skips them.
+    "[lhtLHT]",
   ))
 });
 
