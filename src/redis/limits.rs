@@ -257,18 +257,25 @@ local function load(k, w)
     local a1, a2, a3 = string.match(v, "^(%d+):(%d+):(%d+)$")
     idx, c, p = tonumber(a1), tonumber(a2) or 0, tonumber(a3) or 0
   end
+  local same = idx == cur
   if idx == nil then
     c, p = 0, 0
   elseif idx == cur - 1 then
     c, p = 0, c
-  elseif idx ~= cur then
+  elseif not same then
     c, p = 0, 0
   end
-  s = { w = w, found = idx ~= nil, cur = cur, c = c, p = p, e = now - cur * w }
+  s = { w = w, found = idx ~= nil, same = same, cur = cur, c = c, p = p, e = now - cur * w }
   return keep(k, s)
 end
+-- Every write in window `cur` sets the expiry `(cur + 2) * w` (PX `2w - e`): a key already of
+-- this window keeps its TTL (KEEPTTL: no new expiry to parse and store).
 write = function(k, s)
-  redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "PX", 2 * s.w - s.e)
+  if s.same then
+    redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "KEEPTTL")
+  else
+    redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "PX", 2 * s.w - s.e)
+  end
 end
 -- ms until `cost` fits under `lim` (the count only falls with time)
 local function retry(c, p, e, w, cost, lim)
@@ -281,12 +288,52 @@ local function retry(c, p, e, w, cost, lim)
   local es = w - (m + 1) * w / c
   return w - e + math.floor(es) + 1
 end
+-- Per window length: the window index, ms into it, and the value's "<index>:" prefix.
+local wins = {}
+-- `l` / `h` of a cost > 0 on a key with no other op in this call: straight to Redis (`GET`,
+-- then `SET`), no state table; the counts it does not change keep the text it read.
+local function fast(op, k, x, lim, w)
+  local win = wins[w]
+  if win == nil then
+    local cur = math.floor(now / w)
+    win = { cur, now - cur * w, cur .. ":" }
+    wins[w] = win
+  end
+  local cur, e = win[1], win[2]
+  local v = redis.call("GET", k)
+  local c, p, ps, same = 0, 0, "0", false
+  if v then
+    local a1, a2, a3 = string.match(v, "^(%d+):(%d+):(%d+)$")
+    local idx = tonumber(a1)
+    if idx == cur then
+      c, p, ps, same = tonumber(a2), tonumber(a3), a3, true
+    elseif idx == cur - 1 then
+      p, ps = tonumber(a2), a2
+    end
+  end
+  local n = c + math.floor(p * (w - e) / w)
+  if op == "l" then
+    if x > lim then return n + x, w - e, 0, -1 end
+    if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
+  end
+  if same then
+    redis.call("SET", k, win[3] .. (c + x) .. ":" .. ps, "KEEPTTL")
+  else
+    redis.call("SET", k, win[3] .. (c + x) .. ":" .. ps, "PX", 2 * w - e)
+  end
+  if n + x <= lim then return n + x, w - e, 1, 0 end
+  return n + x, w - e, 0, retry(c + x, p, e, w, 1, lim)
+end
 local function one(op, k, x, lim, w)
   if op == "r" then
     drop(k)
     return redis.call("DEL", k), 0, 1, 0
   end
-  if op ~= "l" and op ~= "h" then x, lim, w = 1, slim, swin end
+  if op ~= "l" and op ~= "h" then
+    x, lim, w = 1, slim, swin
+  elseif x > 0 and count[k] == 1 then
+    return fast(op, k, x, lim, w)
+  end
   local s = load(k, w)
   local c, p, e = s.c, s.p, s.e
   local n = c + math.floor(p * (w - e) / w)
@@ -351,6 +398,24 @@ write = function(k, s)
   -- the number as Redis writes a Lua number (17 significant digits: µs precision)
   redis.call("SET", k, s.tat, "PX", s.px or math.max(1, math.ceil(s.tat - now)))
 end
+-- `l` / `h` of a cost > 0 on a key with no other op in this call: straight to Redis (`GET`,
+-- then `SET PX`), no state table.
+local function fast(op, k, x, b, T, tau)
+  local tat = tonumber(redis.call("GET", k)) or now
+  if tat < now then tat = now end
+  local nt = tat + x * T
+  if op == "l" then
+    if x > b then return used(tat - now, T) + x, math.ceil(tat - now), 0, -1 end
+    if nt - now > tau + 1e-6 then
+      return used(nt - now, T), math.ceil(tat - now), 0, math.max(1, math.ceil(nt - tau - now))
+    end
+  end
+  local ttl = math.max(1, math.ceil(nt - now))
+  redis.call("SET", k, nt, "PX", ttl)
+  if op == "l" then return used(nt - now, T), ttl, 1, 0 end
+  if nt - now <= tau + 1e-6 then return used(nt - now, T), math.ceil(nt - now), 1, 0 end
+  return used(nt - now, T), math.ceil(nt - now), 0, math.max(1, math.ceil(nt + T - tau - now))
+end
 local function one(op, k, x, lim, w)
   if op == "r" then
     drop(k)
@@ -361,6 +426,7 @@ local function one(op, k, x, lim, w)
   local b = lim
   if burst > 0 then b = burst end
   local tau = b * T
+  if x > 0 and count[k] == 1 and (op == "l" or op == "h") then return fast(op, k, x, b, T, tau) end
   local s = load(k)
   local tat = s.tat
   if tat < now then tat = now end
