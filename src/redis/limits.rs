@@ -242,16 +242,17 @@ end"#,
 /// ARGV: the op letters, the store's limit and window (for `i`, `g`, `d`), then the ops' args.
 pub static SLIDING: LazyLock<Script> = LazyLock::new(|| {
   Script::new(with_loop(
-    r#"local ops = ARGV[1]
+    r#"local ceil, floor, max = math.ceil, math.floor, math.max
+local ops = ARGV[1]
 local slim, swin = tonumber(ARGV[2]), tonumber(ARGV[3])
 local tm = redis.call("TIME")
-local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
 local function load(k, w)
   local s = cache[k]
   if s and s.w == w then return s end
   if s then flush(k) end
   local v = redis.call("GET", k)
-  local cur = math.floor(now / w)
+  local cur = floor(now / w)
   local idx, c, p
   if v then
     local a1, a2, a3 = string.match(v, "^(%d+):(%d+):(%d+)$")
@@ -281,12 +282,12 @@ end
 local function retry(c, p, e, w, cost, lim)
   if c + cost <= lim then
     local es = w - (lim - c - cost + 1) * w / p
-    return math.floor(es) + 1 - e
+    return floor(es) + 1 - e
   end
   local m = lim - cost
   if c <= m then return w - e end
   local es = w - (m + 1) * w / c
-  return w - e + math.floor(es) + 1
+  return w - e + floor(es) + 1
 end
 -- Per window length: the window index, ms into it, and the value's "<index>:" prefix.
 local wins = {}
@@ -295,7 +296,7 @@ local wins = {}
 local function fast(op, k, x, lim, w)
   local win = wins[w]
   if win == nil then
-    local cur = math.floor(now / w)
+    local cur = floor(now / w)
     win = { cur, now - cur * w, cur .. ":" }
     wins[w] = win
   end
@@ -311,7 +312,7 @@ local function fast(op, k, x, lim, w)
       p, ps = tonumber(a2), a2
     end
   end
-  local n = c + math.floor(p * (w - e) / w)
+  local n = c + floor(p * (w - e) / w)
   if op == "l" then
     if x > lim then return n + x, w - e, 0, -1 end
     if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
@@ -336,7 +337,7 @@ local function one(op, k, x, lim, w)
   end
   local s = load(k, w)
   local c, p, e = s.c, s.p, s.e
-  local n = c + math.floor(p * (w - e) / w)
+  local n = c + floor(p * (w - e) / w)
   if op == "g" then
     if not s.found then return -1, -2, 1, 0 end
     return n, w - e, 1, 0
@@ -379,13 +380,14 @@ end"#,
 /// (0: the limit), then the ops' args.
 pub static GCRA: LazyLock<Script> = LazyLock::new(|| {
   Script::new(with_loop(
-    r#"local ops = ARGV[1]
+    r#"local ceil, floor, max = math.ceil, math.floor, math.max
+local ops = ARGV[1]
 local slim, swin, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tm = redis.call("TIME")
 local now = tonumber(tm[1]) * 1000 + tonumber(tm[2]) / 1000
 local function used(d, T)
   if d <= 0 then return 0 end
-  return math.ceil(d / T - 1e-9)
+  return ceil(d / T - 1e-9)
 end
 local function load(k)
   local s = cache[k]
@@ -396,7 +398,7 @@ local function load(k)
 end
 write = function(k, s)
   -- the number as Redis writes a Lua number (17 significant digits: µs precision)
-  redis.call("SET", k, s.tat, "PX", s.px or math.max(1, math.ceil(s.tat - now)))
+  redis.call("SET", k, s.tat, "PX", s.px or max(1, ceil(s.tat - now)))
 end
 -- `l` / `h` of a cost > 0 on a key with no other op in this call: straight to Redis (`GET`,
 -- then `SET PX`), no state table.
@@ -405,16 +407,16 @@ local function fast(op, k, x, b, T, tau)
   if tat < now then tat = now end
   local nt = tat + x * T
   if op == "l" then
-    if x > b then return used(tat - now, T) + x, math.ceil(tat - now), 0, -1 end
+    if x > b then return used(tat - now, T) + x, ceil(tat - now), 0, -1 end
     if nt - now > tau + 1e-6 then
-      return used(nt - now, T), math.ceil(tat - now), 0, math.max(1, math.ceil(nt - tau - now))
+      return used(nt - now, T), ceil(tat - now), 0, max(1, ceil(nt - tau - now))
     end
   end
-  local ttl = math.max(1, math.ceil(nt - now))
+  local ttl = max(1, ceil(nt - now))
   redis.call("SET", k, nt, "PX", ttl)
   if op == "l" then return used(nt - now, T), ttl, 1, 0 end
-  if nt - now <= tau + 1e-6 then return used(nt - now, T), math.ceil(nt - now), 1, 0 end
-  return used(nt - now, T), math.ceil(nt - now), 0, math.max(1, math.ceil(nt + T - tau - now))
+  if nt - now <= tau + 1e-6 then return used(nt - now, T), ceil(nt - now), 1, 0 end
+  return used(nt - now, T), ceil(nt - now), 0, max(1, ceil(nt + T - tau - now))
 end
 local function one(op, k, x, lim, w)
   if op == "r" then
@@ -432,7 +434,7 @@ local function one(op, k, x, lim, w)
   if tat < now then tat = now end
   if op == "g" then
     if not s.found then return -1, -2, 1, 0 end
-    return used(tat - now, T), math.ceil(tat - now), 1, 0
+    return used(tat - now, T), ceil(tat - now), 1, 0
   elseif op == "d" then
     if not s.found then return -1, -2, 1, 0 end
     tat = tat - T
@@ -444,28 +446,28 @@ local function one(op, k, x, lim, w)
     end
     s.tat, s.px = tat, nil
     save(k, s)
-    return used(tat - now, T), math.ceil(tat - now), 1, 0
+    return used(tat - now, T), ceil(tat - now), 1, 0
   end
   if x == 0 then
     local nt = tat + T
-    if nt - now <= tau + 1e-6 then return used(tat - now, T), math.ceil(tat - now), 1, 0 end
-    return used(tat - now, T), math.ceil(tat - now), 0, math.ceil(nt - tau - now)
+    if nt - now <= tau + 1e-6 then return used(tat - now, T), ceil(tat - now), 1, 0 end
+    return used(tat - now, T), ceil(tat - now), 0, ceil(nt - tau - now)
   end
   local nt = tat + x * T
   if op ~= "l" then
     -- counts always; a refused hit's retry is when the next one passes
     s.tat, s.px = nt, nil
     save(k, s)
-    if nt - now <= tau + 1e-6 then return used(nt - now, T), math.ceil(nt - now), 1, 0 end
-    return used(nt - now, T), math.ceil(nt - now), 0, math.max(1, math.ceil(nt + T - tau - now))
+    if nt - now <= tau + 1e-6 then return used(nt - now, T), ceil(nt - now), 1, 0 end
+    return used(nt - now, T), ceil(nt - now), 0, max(1, ceil(nt + T - tau - now))
   end
-  if x > b then return used(tat - now, T) + x, math.ceil(tat - now), 0, -1 end
+  if x > b then return used(tat - now, T) + x, ceil(tat - now), 0, -1 end
   if nt - now > tau + 1e-6 then
-    return used(nt - now, T), math.ceil(tat - now), 0, math.max(1, math.ceil(nt - tau - now))
+    return used(nt - now, T), ceil(tat - now), 0, max(1, ceil(nt - tau - now))
   end
   s.tat, s.px = nt, nil
   save(k, s)
-  return used(nt - now, T), math.max(1, math.ceil(nt - now)), 1, 0
+  return used(nt - now, T), max(1, ceil(nt - now)), 1, 0
 end"#,
     5,
   ))
