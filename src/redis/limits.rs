@@ -15,14 +15,18 @@
 //!
 //! A key's state is read once per script call and written once at its end (`load`, `save`,
 //! `write` below): a hot key's 64 ops of a batch cost one read and one write, not 64 of each. A
-//! write that fails (OOM) fails every op that counted on it. (The fixed window's `l`/`h` on a key
-//! that has no other op in the call go straight to Redis: `PTTL`, then `SET PX` or `INCRBY`.) An op letter in upper case repeats
-//! the args of the op before it (the usual case: one limiter's calls share limit and window).
+//! write that fails (OOM) fails every op that counted on it. An `l`/`h` of a cost > 0 on a key
+//! that has no other op in the call (the usual case on many keys) goes straight to Redis, with
+//! no state table: fixed window `PTTL`, then `SET PX` or `INCRBY`; sliding window `GET`, then
+//! `SET KEEPTTL` (`SET PX` when the window changed); GCRA `GET`, then `SET PX`. An op letter in
+//! upper case repeats the args of the op before it (the usual case: one limiter's calls share
+//! limit and window).
 //!
 //! Key layout (README, "Limits"): the fixed window is rate-limit-redis's integer string at
 //! `${prefix}${key}`; the sliding window the string `<window index>:<current count>:<previous
-//! count>` at `${prefix}sw:${key}` (one `GET` and one `SET PX`); GCRA the theoretical arrival time (ms since the
-//! epoch, a decimal string) at `${prefix}gcra:${key}`. Sliding window and GCRA read the time
+//! count>` at `${prefix}sw:${key}`, expiring at the end of the next window (every write in a
+//! window sets the same expiry, so a key already of the current window keeps its TTL); GCRA
+//! the theoretical arrival time (ms since the epoch, a decimal string) at `${prefix}gcra:${key}`. Sliding window and GCRA read the time
 //! with `TIME`, once per call: the clock of the server that holds the key, never a host's.
 
 use std::sync::LazyLock;
