@@ -163,6 +163,44 @@ describe('RateLimiter on a running server', () => {
     assert.equal(passed, 5)
   })
 
+  for (const algorithm of ALGORITHMS) {
+    test(`${algorithm}: a key alone in its script call (the scripts' straight path) decides as a key with many ops in one call (the per-key state), costs and refusals alike`, async () => {
+      // Long windows and a slow rate: the decisions do not depend on the ms each call ran at.
+      const opts = { limit: 10, windowMs: 3_600_000 }
+      const one = limiter(algorithm, opts)
+      const many = limiter(algorithm, opts)
+      const costs = [1, 3, 2, 11, 4, 1, 1, 5, 2]
+      const alone = []
+      for (const cost of costs) alone.push(await one.limit('k', { cost })) // one op per call
+      const together = await Promise.all(costs.map((cost) => many.limit('k', { cost }))) // one call
+      const view = (r) => [r.allowed, r.remaining, r.retryAfterMs === Infinity ? 'never' : r.retryAfterMs > 0]
+      assert.deepEqual(together.map(view), alone.map(view))
+      assert.deepEqual(
+        alone.map((r) => r.allowed),
+        [true, true, true, false, true, false, false, false, false],
+      )
+      // And the hits of a store (counted always, refused over the limit), both ways.
+      const hits = async (prefix, parallel) => {
+        const store = new RedisStore({ client, algorithm, prefix, blockOverLimit: false })
+        store.init({ windowMs: 3_600_000, limit: 3 })
+        if (parallel) return Promise.all(Array.from({ length: 5 }, () => store.increment('k')))
+        const out = []
+        for (let i = 0; i < 5; i++) out.push(await store.increment('k'))
+        return out
+      }
+      const a = await hits(uniquePrefix(`${algorithm}-h1`), false)
+      const b = await hits(uniquePrefix(`${algorithm}-h2`), true)
+      assert.deepEqual(
+        b.map((r) => r.totalHits),
+        a.map((r) => r.totalHits),
+      )
+      assert.deepEqual(
+        a.map((r) => r.totalHits),
+        [1, 2, 3, 4, 5],
+      )
+    })
+  }
+
   test('key layout: fixed ${prefix}${key} integer string; sliding ${prefix}sw:${key} w:c:p; gcra ${prefix}gcra:${key} TAT; one key per client', async () => {
     const prefix = uniquePrefix('layout')
     for (const algorithm of ALGORITHMS) {

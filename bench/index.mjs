@@ -14,8 +14,32 @@ import { startRedis } from '../__tests__/helpers/redis.mjs'
 import { BENCH_DIR, ROOT, intOpt, listOpt } from './lib/common.mjs'
 import { STORE_CONTENDERS } from './lib/stores.mjs'
 
-const ALL_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'idempotency', 'ops', 'down', 'ceiling']
-const DEFAULT_SECTIONS = ['micro', 'c1', 'http', 'locks', 'cache', 'limiter', 'idempotency', 'ceiling']
+const ALL_SECTIONS = [
+  'micro',
+  'c1',
+  'http',
+  'fastify',
+  'nest',
+  'locks',
+  'cache',
+  'limiter',
+  'idempotency',
+  'ops',
+  'down',
+  'ceiling',
+]
+const DEFAULT_SECTIONS = [
+  'micro',
+  'c1',
+  'http',
+  'fastify',
+  'nest',
+  'locks',
+  'cache',
+  'limiter',
+  'idempotency',
+  'ceiling',
+]
 
 const HELP = `Usage: node bench/index.mjs [options]   (or: npm run bench -- [options])
 
@@ -25,7 +49,7 @@ Options (each also as an environment variable):
   --c1-n=N             BENCH_C1_N          sequential calls per concurrency-1 run (default 5000)
   --concurrency=N      BENCH_CONCURRENCY   calls in flight in micro (default 256)
   --rounds=N           BENCH_ROUNDS        alternating rounds, at least 3 recommended (default 3)
-  --http-seconds=S     BENCH_HTTP_SECONDS  autocannon duration per HTTP run, http and idempotency (default 10)
+  --http-seconds=S     BENCH_HTTP_SECONDS  autocannon duration per HTTP run, http, fastify, nest, idempotency (default 10)
   --lock-cycles=N      BENCH_LOCK_CYCLES   acquire+release cycles per lock run (default 100000)
   --cache-n=N          BENCH_CACHE_N       cache hits per cache run (default 100000)
   --limiter-n=N        BENCH_LIMITER_N     limit() calls per limiter run (default 100000)
@@ -146,6 +170,11 @@ function environment() {
         '@keyv/redis',
         'express',
         'express-rate-limit',
+        'fastify',
+        '@fastify/rate-limit',
+        '@nestjs/core',
+        '@nestjs/throttler',
+        '@nest-lab/throttler-storage-redis',
         'autocannon',
         'express-idempotency',
         'express-idempotency-redis-adapter',
@@ -184,6 +213,8 @@ async function main() {
         if (section === 'micro') r = await (await import('./lib/micro.mjs')).runMicro(ctx)
         else if (section === 'c1') r = await (await import('./lib/micro.mjs')).runC1(ctx)
         else if (section === 'http') r = await (await import('./lib/http.mjs')).runHttp(ctx)
+        else if (section === 'fastify') r = await (await import('./lib/fastify.mjs')).runFastify(ctx)
+        else if (section === 'nest') r = await (await import('./lib/nest.mjs')).runNest(ctx)
         else if (section === 'locks') r = await (await import('./lib/locks.mjs')).runLocks(ctx)
         else if (section === 'cache') r = await (await import('./lib/cache.mjs')).runCache(ctx)
         else if (section === 'limiter') r = await (await import('./lib/limiter.mjs')).runLimiter(ctx)

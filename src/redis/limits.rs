@@ -15,14 +15,18 @@
 //!
 //! A key's state is read once per script call and written once at its end (`load`, `save`,
 //! `write` below): a hot key's 64 ops of a batch cost one read and one write, not 64 of each. A
-//! write that fails (OOM) fails every op that counted on it. (The fixed window's `l`/`h` on a key
-//! that has no other op in the call go straight to Redis: `PTTL`, then `SET PX` or `INCRBY`.) An op letter in upper case repeats
-//! the args of the op before it (the usual case: one limiter's calls share limit and window).
+//! write that fails (OOM) fails every op that counted on it. An `l`/`h` of a cost > 0 on a key
+//! that has no other op in the call (the usual case on many keys) goes straight to Redis, with
+//! no state table: fixed window `PTTL`, then `SET PX` or `INCRBY`; sliding window `GET`, then
+//! `SET KEEPTTL` (`SET PX` when the window changed); GCRA `GET`, then `SET PX`. An op letter in
+//! upper case repeats the args of the op before it (the usual case: one limiter's calls share
+//! limit and window).
 //!
 //! Key layout (README, "Limits"): the fixed window is rate-limit-redis's integer string at
 //! `${prefix}${key}`; the sliding window the string `<window index>:<current count>:<previous
-//! count>` at `${prefix}sw:${key}` (one `GET` and one `SET PX`); GCRA the theoretical arrival time (ms since the
-//! epoch, a decimal string) at `${prefix}gcra:${key}`. Sliding window and GCRA read the time
+//! count>` at `${prefix}sw:${key}`, expiring at the end of the next window (every write in a
+//! window sets the same expiry, so a key already of the current window keeps its TTL); GCRA
+//! the theoretical arrival time (ms since the epoch, a decimal string) at `${prefix}gcra:${key}`. Sliding window and GCRA read the time
 //! with `TIME`, once per call: the clock of the server that holds the key, never a host's.
 
 use std::sync::LazyLock;
@@ -259,54 +263,102 @@ end"#,
 /// ARGV: the op letters, the store's limit and window (for `i`, `g`, `d`), then the ops' args.
 pub static SLIDING: LazyLock<Script> = LazyLock::new(|| {
   Script::new(with_loop(
-    r#"local ops = ARGV[1]
+    r#"local ceil, floor, max = math.ceil, math.floor, math.max
+local ops = ARGV[1]
 local slim, swin = tonumber(ARGV[2]), tonumber(ARGV[3])
 local tm = redis.call("TIME")
-local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+local now = tonumber(tm[1]) * 1000 + floor(tonumber(tm[2]) / 1000)
 local function load(k, w)
   local s = cache[k]
   if s and s.w == w then return s end
   if s then flush(k) end
   local v = redis.call("GET", k)
-  local cur = math.floor(now / w)
+  local cur = floor(now / w)
   local idx, c, p
   if v then
     local a1, a2, a3 = string.match(v, "^(%d+):(%d+):(%d+)$")
     idx, c, p = tonumber(a1), tonumber(a2) or 0, tonumber(a3) or 0
   end
+  local same = idx == cur
   if idx == nil then
     c, p = 0, 0
   elseif idx == cur - 1 then
     c, p = 0, c
-  elseif idx ~= cur then
+  elseif not same then
     c, p = 0, 0
   end
-  s = { w = w, found = idx ~= nil, cur = cur, c = c, p = p, e = now - cur * w }
+  s = { w = w, found = idx ~= nil, same = same, cur = cur, c = c, p = p, e = now - cur * w }
   return keep(k, s)
 end
+-- Every write in window `cur` sets the expiry `(cur + 2) * w` (PX `2w - e`): a key already of
+-- this window keeps its TTL (KEEPTTL: no new expiry to parse and store).
 write = function(k, s)
-  redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "PX", 2 * s.w - s.e)
+  if s.same then
+    redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "KEEPTTL")
+  else
+    redis.call("SET", k, s.cur .. ":" .. s.c .. ":" .. s.p, "PX", 2 * s.w - s.e)
+  end
 end
 -- ms until `cost` fits under `lim` (the count only falls with time)
 local function retry(c, p, e, w, cost, lim)
   if c + cost <= lim then
     local es = w - (lim - c - cost + 1) * w / p
-    return math.floor(es) + 1 - e
+    return floor(es) + 1 - e
   end
   local m = lim - cost
   if c <= m then return w - e end
   local es = w - (m + 1) * w / c
-  return w - e + math.floor(es) + 1
+  return w - e + floor(es) + 1
+end
+-- Per window length: the window index, ms into it, and the value's "<index>:" prefix.
+local wins = {}
+-- `l` / `h` of a cost > 0 on a key with no other op in this call: straight to Redis (`GET`,
+-- then `SET`), no state table; the counts it does not change keep the text it read.
+local function fast(op, k, x, lim, w)
+  local win = wins[w]
+  if win == nil then
+    local cur = floor(now / w)
+    win = { cur, now - cur * w, cur .. ":" }
+    wins[w] = win
+  end
+  local cur, e = win[1], win[2]
+  local v = redis.call("GET", k)
+  local c, p, ps, same = 0, 0, "0", false
+  if v then
+    local a1, a2, a3 = string.match(v, "^(%d+):(%d+):(%d+)$")
+    local idx = tonumber(a1)
+    if idx == cur then
+      c, p, ps, same = tonumber(a2), tonumber(a3), a3, true
+    elseif idx == cur - 1 then
+      p, ps = tonumber(a2), a2
+    end
+  end
+  local n = c + floor(p * (w - e) / w)
+  if op == "l" then
+    if x > lim then return n + x, w - e, 0, -1 end
+    if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
+  end
+  if same then
+    redis.call("SET", k, win[3] .. (c + x) .. ":" .. ps, "KEEPTTL")
+  else
+    redis.call("SET", k, win[3] .. (c + x) .. ":" .. ps, "PX", 2 * w - e)
+  end
+  if n + x <= lim then return n + x, w - e, 1, 0 end
+  return n + x, w - e, 0, retry(c + x, p, e, w, 1, lim)
 end
 local function one(op, k, x, lim, w)
   if op == "r" then
     drop(k)
     return redis.call("DEL", k), 0, 1, 0
   end
-  if op ~= "l" and op ~= "h" then x, lim, w = 1, slim, swin end
+  if op ~= "l" and op ~= "h" then
+    x, lim, w = 1, slim, swin
+  elseif x > 0 and count[k] == 1 then
+    return fast(op, k, x, lim, w)
+  end
   local s = load(k, w)
   local c, p, e = s.c, s.p, s.e
-  local n = c + math.floor(p * (w - e) / w)
+  local n = c + floor(p * (w - e) / w)
   if op == "g" then
     if not s.found then return -1, -2, 1, 0 end
     return n, w - e, 1, 0
@@ -349,13 +401,14 @@ end"#,
 /// (0: the limit), then the ops' args.
 pub static GCRA: LazyLock<Script> = LazyLock::new(|| {
   Script::new(with_loop(
-    r#"local ops = ARGV[1]
+    r#"local ceil, floor, max = math.ceil, math.floor, math.max
+local ops = ARGV[1]
 local slim, swin, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tm = redis.call("TIME")
 local now = tonumber(tm[1]) * 1000 + tonumber(tm[2]) / 1000
 local function used(d, T)
   if d <= 0 then return 0 end
-  return math.ceil(d / T - 1e-9)
+  return ceil(d / T - 1e-9)
 end
 local function load(k)
   local s = cache[k]
@@ -366,7 +419,25 @@ local function load(k)
 end
 write = function(k, s)
   -- the number as Redis writes a Lua number (17 significant digits: µs precision)
-  redis.call("SET", k, s.tat, "PX", s.px or math.max(1, math.ceil(s.tat - now)))
+  redis.call("SET", k, s.tat, "PX", s.px or max(1, ceil(s.tat - now)))
+end
+-- `l` / `h` of a cost > 0 on a key with no other op in this call: straight to Redis (`GET`,
+-- then `SET PX`), no state table.
+local function fast(op, k, x, b, T, tau)
+  local tat = tonumber(redis.call("GET", k)) or now
+  if tat < now then tat = now end
+  local nt = tat + x * T
+  if op == "l" then
+    if x > b then return used(tat - now, T) + x, ceil(tat - now), 0, -1 end
+    if nt - now > tau + 1e-6 then
+      return used(nt - now, T), ceil(tat - now), 0, max(1, ceil(nt - tau - now))
+    end
+  end
+  local ttl = max(1, ceil(nt - now))
+  redis.call("SET", k, nt, "PX", ttl)
+  if op == "l" then return used(nt - now, T), ttl, 1, 0 end
+  if nt - now <= tau + 1e-6 then return used(nt - now, T), ceil(nt - now), 1, 0 end
+  return used(nt - now, T), ceil(nt - now), 0, max(1, ceil(nt + T - tau - now))
 end
 local function one(op, k, x, lim, w)
   if op == "r" then
@@ -378,12 +449,13 @@ local function one(op, k, x, lim, w)
   local b = lim
   if burst > 0 then b = burst end
   local tau = b * T
+  if x > 0 and count[k] == 1 and (op == "l" or op == "h") then return fast(op, k, x, b, T, tau) end
   local s = load(k)
   local tat = s.tat
   if tat < now then tat = now end
   if op == "g" then
     if not s.found then return -1, -2, 1, 0 end
-    return used(tat - now, T), math.ceil(tat - now), 1, 0
+    return used(tat - now, T), ceil(tat - now), 1, 0
   elseif op == "d" then
     if not s.found then return -1, -2, 1, 0 end
     tat = tat - T
@@ -395,28 +467,28 @@ local function one(op, k, x, lim, w)
     end
     s.tat, s.px = tat, nil
     save(k, s)
-    return used(tat - now, T), math.ceil(tat - now), 1, 0
+    return used(tat - now, T), ceil(tat - now), 1, 0
   end
   if x == 0 then
     local nt = tat + T
-    if nt - now <= tau + 1e-6 then return used(tat - now, T), math.ceil(tat - now), 1, 0 end
-    return used(tat - now, T), math.ceil(tat - now), 0, math.ceil(nt - tau - now)
+    if nt - now <= tau + 1e-6 then return used(tat - now, T), ceil(tat - now), 1, 0 end
+    return used(tat - now, T), ceil(tat - now), 0, ceil(nt - tau - now)
   end
   local nt = tat + x * T
   if op ~= "l" then
     -- counts always; a refused hit's retry is when the next one passes
     s.tat, s.px = nt, nil
     save(k, s)
-    if nt - now <= tau + 1e-6 then return used(nt - now, T), math.ceil(nt - now), 1, 0 end
-    return used(nt - now, T), math.ceil(nt - now), 0, math.max(1, math.ceil(nt + T - tau - now))
+    if nt - now <= tau + 1e-6 then return used(nt - now, T), ceil(nt - now), 1, 0 end
+    return used(nt - now, T), ceil(nt - now), 0, max(1, ceil(nt + T - tau - now))
   end
-  if x > b then return used(tat - now, T) + x, math.ceil(tat - now), 0, -1 end
+  if x > b then return used(tat - now, T) + x, ceil(tat - now), 0, -1 end
   if nt - now > tau + 1e-6 then
-    return used(nt - now, T), math.ceil(tat - now), 0, math.max(1, math.ceil(nt - tau - now))
+    return used(nt - now, T), ceil(tat - now), 0, max(1, ceil(nt - tau - now))
   end
   s.tat, s.px = nt, nil
   save(k, s)
-  return used(nt - now, T), math.max(1, math.ceil(nt - now)), 1, 0
+  return used(nt - now, T), max(1, ceil(nt - now)), 1, 0
 end"#,
     5,
   ))

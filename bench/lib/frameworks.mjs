@@ -1,0 +1,153 @@
+// What the framework sections ("fastify", "nest") share: an app per contender in a child
+// process (a server script of bench/lib/app.mjs's protocol), loaded by autocannon from this
+// process with 64 connections, one key per connection; rounds alternate the contenders; the
+// report has medians over rounds and the subject's ratio to each peer within each round.
+
+import { median, mdTable, ms, num, procCpuMicros, ratio } from './common.mjs'
+import { startApp } from './app.mjs'
+import { cannon } from './http.mjs'
+
+const CONNECTIONS = 64
+
+/**
+ * @typedef {object} FrameworkSpec
+ * @property {string} name section name (log lines, key prefixes)
+ * @property {string} title the report's heading, after "### name: "
+ * @property {string} script the server child (bench/lib/*-server.mjs)
+ * @property {string[]} contenders ids, the subject first
+ * @property {Record<string, string>} labels
+ * @property {string} subject the contender whose ratios are reported
+ * @property {Array<{ peer: string, target?: number }>} ratios peers (and targets) of the subject
+ * @property {string[]} [notes] lines under the table
+ */
+
+/**
+ * Run one framework section.
+ * @param {any} ctx the orchestrator's context (rounds, httpSeconds, redis, log)
+ * @param {FrameworkSpec} spec
+ */
+export async function runFramework(ctx, spec) {
+  const runs = []
+  for (let round = 1; round <= ctx.rounds; round++) {
+    for (const contender of spec.contenders) {
+      await ctx.redis.cli('FLUSHALL')
+      const app = await startApp(
+        { contender, url: ctx.redis.url, prefix: `${spec.name}${round}:` },
+        { script: spec.script, readyTimeoutMs: 30_000 },
+      )
+      try {
+        await cannon(app.url, { duration: Math.min(2, ctx.httpSeconds) }) // warm-up (JIT, connections, scripts)
+        const s0 = await app.stats()
+        const r0 = procCpuMicros(ctx.redis.pid)
+        const res = await cannon(app.url, { duration: ctx.httpSeconds })
+        const r1 = procCpuMicros(ctx.redis.pid)
+        const s1 = await app.stats()
+        const total = res.requests.total
+        const cpu = s1.cpu.user + s1.cpu.system - (s0.cpu.user + s0.cpu.system)
+        const run = {
+          round,
+          contender,
+          reqPerSec: res.requests.average,
+          total,
+          p50: res.latency.p50,
+          p99: res.latency.p99,
+          max: res.latency.max,
+          non2xx: res.non2xx,
+          errors: res.errors,
+          timeouts: res.timeouts,
+          appCpuUsPerReq: cpu / total,
+          redisCpuUsPerReq: (r1 - r0) / total,
+          fallbacks:
+            s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
+          unhandled: s1.unhandled,
+          meanBatch:
+            s1.diag.batches > s0.diag.batches
+              ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches)
+              : undefined,
+        }
+        run.exitedCleanly = await app.close()
+        runs.push(run)
+        ctx.log(
+          `${spec.name} r${round} ${contender}: ${num(run.reqPerSec)} req/s p50 ${run.p50} p99 ${run.p99} ms max ${run.max} non2xx ${run.non2xx} errors ${run.errors}` +
+            ` app CPU ${run.appCpuUsPerReq.toFixed(1)} µs/req redis CPU ${run.redisCpuUsPerReq.toFixed(1)} µs/req` +
+            (run.meanBatch ? ` (mean batch ${run.meanBatch.toFixed(1)})` : '') +
+            (run.fallbacks ? ` FALLBACKS ${run.fallbacks}` : ''),
+        )
+      } catch (e) {
+        await app.close()
+        throw e
+      }
+    }
+  }
+  const summary = spec.contenders.map((c) => {
+    const rs = runs.filter((r) => r.contender === c)
+    return {
+      contender: c,
+      reqPerSec: median(rs.map((r) => r.reqPerSec)),
+      p50: median(rs.map((r) => r.p50)),
+      p99: median(rs.map((r) => r.p99)),
+      max: Math.max(...rs.map((r) => r.max)),
+      appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
+      redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
+      bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),
+      fallbacks: rs.reduce((a, r) => a + (r.fallbacks || 0), 0),
+      meanBatch: median(rs.map((r) => r.meanBatch)),
+    }
+  })
+  const ratios = {}
+  for (const { peer, target } of spec.ratios) {
+    const perRound = runs
+      .filter((r) => r.contender === spec.subject)
+      .map((g) => {
+        const b = runs.find((r) => r.contender === peer && r.round === g.round)
+        return b ? g.reqPerSec / b.reqPerSec : NaN
+      })
+    ratios[peer] = { perRound, median: median(perRound), target }
+  }
+  const rows = summary.map((s) => [
+    spec.labels[s.contender] + (s.fallbacks ? ` ⚠ ${s.fallbacks} fallbacks` : ''),
+    num(s.reqPerSec),
+    ms(s.p50),
+    ms(s.p99),
+    ms(s.max),
+    num(s.appCpuUsPerReq, 1),
+    Number.isFinite(s.redisCpuUsPerReq) && s.redisCpuUsPerReq > 0.05 ? num(s.redisCpuUsPerReq, 1) : '–',
+    num(s.bad),
+    Number.isFinite(s.meanBatch) ? s.meanBatch.toFixed(1) : '–',
+  ])
+  const md = [
+    `### ${spec.name}: ${spec.title}, autocannon ${CONNECTIONS} connections × ${ctx.httpSeconds} s, one key per connection`,
+    '',
+    mdTable(
+      [
+        'contender',
+        'req/s',
+        'p50 ms',
+        'p99 ms',
+        'max ms',
+        'app CPU µs/req¹',
+        'redis CPU µs/req',
+        'non-2xx + errors',
+        'calls per crossing',
+      ],
+      rows,
+    ),
+    '',
+    ...Object.entries(ratios).map(
+      ([peer, r]) =>
+        `**Ratio** ${spec.labels[spec.subject]} ÷ ${spec.labels[peer]} req/s: ${r.perRound.map(ratio).join(' · ')} → median **${ratio(r.median)}**` +
+        (r.target ? ` (target ≥ ${r.target}×: ${r.median >= r.target ? 'met' : 'not met'})` : '') +
+        '  ',
+    ),
+    '',
+    '¹ CPU of the app process (framework + store + client threads) per request. autocannon runs in the orchestrator process on the same machine, so it competes for the same cores.',
+    ...(spec.notes || []),
+  ].join('\n')
+  return {
+    params: { seconds: ctx.httpSeconds, connections: CONNECTIONS, rounds: ctx.rounds, contenders: spec.contenders },
+    runs,
+    summary,
+    ratios,
+    markdown: md,
+  }
+}
