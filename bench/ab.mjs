@@ -1,0 +1,72 @@
+#!/usr/bin/env node
+// Before/after: the store and lock benchmarks of several builds in one run, rounds alternating,
+// against one redis-server (the test harness's, never port 6379). Each build is a checkout
+// with its addon built (e.g. `git worktree add ../before <commit>`, `ln -s $PWD/node_modules
+// ../before/`, `npm run build` there); each contender runs in a fresh process of its own tree
+// (bench/lib/micro-worker.mjs, bench/lib/locks-worker.mjs of that tree), with rate-limit-redis
+// and redlock from this tree as the reference.
+//
+// Usage: node bench/ab.mjs DIR [DIR...]   (this tree is `.`)
+// Environment: AB_ROUNDS (default 3), AB_N (increments per run, default 200000), AB_CYCLES
+// (lock cycles per run, default 60000).
+
+import path from 'node:path'
+import { startRedis } from '../__tests__/helpers/redis.mjs'
+import { ROOT, median, num, runWorker } from './lib/common.mjs'
+
+const trees = process.argv.slice(2).map((d) => path.resolve(d))
+if (!trees.length) {
+  console.error('usage: node bench/ab.mjs DIR [DIR...]')
+  process.exit(2)
+}
+const ROUNDS = Number(process.env.AB_ROUNDS || 3)
+const N = Number(process.env.AB_N || 200_000)
+const CYCLES = Number(process.env.AB_CYCLES || 60_000)
+
+const redis = await startRedis()
+/** name -> results of every round */
+const res = new Map()
+const keep = (name, r) => res.set(name, [...(res.get(name) || []), r])
+try {
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const pattern of ['distinct', 'hot']) {
+      for (const [tree, contender] of [...trees.map((t) => [t, 'redis-guard']), [ROOT, 'rlr-ioredis']]) {
+        await redis.cli('FLUSHALL')
+        const r = await runWorker(path.join(tree, 'bench/lib/micro-worker.mjs'), {
+          contender,
+          url: redis.url,
+          redisPid: redis.pid,
+          pattern,
+          style: 'immediate',
+          n: N,
+          concurrency: 256,
+          warmup: 20_000,
+          prefix: `ab${round}:`,
+        })
+        const name = `store ${pattern} ${contender} ${path.relative(ROOT, tree) || '.'}`
+        keep(name, { ops: r.opsPerSec, cpu: r.cpuUsPerOp })
+        console.error(`r${round} ${name}: ${num(r.opsPerSec)} ops/s, ${r.cpuUsPerOp.toFixed(2)} µs CPU/op`)
+      }
+    }
+    for (const [tree, contender] of [...trees.map((t) => [t, 'rg-lease']), [ROOT, 'redlock']]) {
+      await redis.cli('FLUSHALL')
+      const r = await runWorker(path.join(tree, 'bench/lib/locks-worker.mjs'), {
+        contender,
+        url: redis.url,
+        redisPid: redis.pid,
+        cycles: CYCLES,
+        concurrency: 64,
+        warmup: 5000,
+      })
+      const name = `locks ${contender} ${path.relative(ROOT, tree) || '.'}`
+      keep(name, { ops: r.cyclesPerSec, cpu: r.cpuUsPerCycle })
+      console.error(`r${round} ${name}: ${num(r.cyclesPerSec)} cycles/s, ${r.cpuUsPerCycle.toFixed(2)} µs CPU/cycle`)
+    }
+  }
+  console.log(`| run (medians of ${ROUNDS} rounds) | ops or cycles /s | Node CPU µs per op |`)
+  console.log('|---|--:|--:|')
+  for (const [name, rs] of res)
+    console.log(`| ${name} | ${num(median(rs.map((r) => r.ops)))} | ${median(rs.map((r) => r.cpu)).toFixed(2)} |`)
+} finally {
+  await redis.stop()
+}
