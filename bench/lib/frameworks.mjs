@@ -3,9 +3,9 @@
 // process with 64 connections, one key per connection; rounds alternate the contenders; the
 // report has medians over rounds and the subject's ratio to each peer within each round.
 
-import { median, mdTable, ms, num, procCpuMicros, ratio } from './common.mjs'
+import { median, mdTable, ms, num, ratio } from './common.mjs'
 import { startApp } from './app.mjs'
-import { cannon } from './http.mjs'
+import { measureApp } from './http.mjs'
 
 const CONNECTIONS = 64
 
@@ -36,35 +36,7 @@ export async function runFramework(ctx, spec) {
         { script: spec.script, readyTimeoutMs: 30_000 },
       )
       try {
-        await cannon(app.url, { duration: Math.min(2, ctx.httpSeconds) }) // warm-up (JIT, connections, scripts)
-        const s0 = await app.stats()
-        const r0 = procCpuMicros(ctx.redis.pid)
-        const res = await cannon(app.url, { duration: ctx.httpSeconds })
-        const r1 = procCpuMicros(ctx.redis.pid)
-        const s1 = await app.stats()
-        const total = res.requests.total
-        const cpu = s1.cpu.user + s1.cpu.system - (s0.cpu.user + s0.cpu.system)
-        const run = {
-          round,
-          contender,
-          reqPerSec: res.requests.average,
-          total,
-          p50: res.latency.p50,
-          p99: res.latency.p99,
-          max: res.latency.max,
-          non2xx: res.non2xx,
-          errors: res.errors,
-          timeouts: res.timeouts,
-          appCpuUsPerReq: cpu / total,
-          redisCpuUsPerReq: (r1 - r0) / total,
-          fallbacks:
-            s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
-          unhandled: s1.unhandled,
-          meanBatch:
-            s1.diag.batches > s0.diag.batches
-              ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches)
-              : undefined,
-        }
+        const run = await measureApp(ctx, app, round, contender)
         run.exitedCleanly = await app.close()
         runs.push(run)
         ctx.log(

@@ -17,6 +17,47 @@ export function cannon(url, { connections = CONNECTIONS, duration, timeout = 10 
   return autocannon({ url, connections, duration, timeout, pipelining: 1 })
 }
 
+/**
+ * One measured autocannon run of a started app (bench/lib/app.mjs), after a warm-up: req/s,
+ * latency, errors, the app's and Redis's CPU per request, fallbacks and calls per crossing.
+ * @param {any} ctx the orchestrator's context (httpSeconds, redis)
+ * @param {Awaited<ReturnType<typeof startApp>>} app
+ * @param {number} round
+ * @param {string} contender
+ */
+export async function measureApp(ctx, app, round, contender) {
+  await cannon(app.url, { duration: Math.min(2, ctx.httpSeconds) }) // warm-up (JIT, connections, scripts)
+  const s0 = await app.stats()
+  const r0 = procCpuMicros(ctx.redis.pid)
+  const res = await cannon(app.url, { duration: ctx.httpSeconds })
+  const r1 = procCpuMicros(ctx.redis.pid)
+  const s1 = await app.stats()
+  const total = res.requests.total
+  const cpu = s1.cpu.user + s1.cpu.system - (s0.cpu.user + s0.cpu.system)
+  return {
+    round,
+    contender,
+    reqPerSec: res.requests.average,
+    total,
+    p50: res.latency.p50,
+    p99: res.latency.p99,
+    max: res.latency.max,
+    non2xx: res.non2xx,
+    errors: res.errors,
+    timeouts: res.timeouts,
+    appCpuUsPerReq: cpu / total,
+    redisCpuUsPerReq: (r1 - r0) / total,
+    fallbacks: s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
+    storeErrors: s1.storeErrors !== undefined ? s1.storeErrors - s0.storeErrors : undefined,
+    unhandled: s1.unhandled,
+    batches: s1.diag.batches - s0.diag.batches,
+    meanBatch:
+      s1.diag.batches > s0.diag.batches
+        ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches)
+        : undefined,
+  }
+}
+
 export async function runHttp(ctx) {
   const contenders = HTTP_CONTENDERS.filter((c) => ctx.contenders.includes(c))
   const runs = []
@@ -25,36 +66,7 @@ export async function runHttp(ctx) {
       await ctx.redis.cli('FLUSHALL')
       const app = await startApp({ store: contender, url: ctx.redis.url, prefix: `rlh${round}:`, keyBy: 'connection' })
       try {
-        await cannon(app.url, { duration: Math.min(2, ctx.httpSeconds) }) // warm-up (JIT, connections, scripts)
-        const s0 = await app.stats()
-        const r0 = procCpuMicros(ctx.redis.pid)
-        const res = await cannon(app.url, { duration: ctx.httpSeconds })
-        const r1 = procCpuMicros(ctx.redis.pid)
-        const s1 = await app.stats()
-        const total = res.requests.total
-        const cpu = s1.cpu.user + s1.cpu.system - (s0.cpu.user + s0.cpu.system)
-        const run = {
-          round,
-          contender,
-          reqPerSec: res.requests.average,
-          total,
-          p50: res.latency.p50,
-          p99: res.latency.p99,
-          max: res.latency.max,
-          non2xx: res.non2xx,
-          errors: res.errors,
-          timeouts: res.timeouts,
-          appCpuUsPerReq: cpu / total,
-          redisCpuUsPerReq: (r1 - r0) / total,
-          fallbacks:
-            s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
-          storeErrors: s1.storeErrors - s0.storeErrors,
-          batches: s1.diag.batches - s0.diag.batches,
-          meanBatch:
-            s1.diag.batches > s0.diag.batches
-              ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches)
-              : undefined,
-        }
+        const run = await measureApp(ctx, app, round, contender)
         run.exitedCleanly = await app.close()
         runs.push(run)
         ctx.log(
