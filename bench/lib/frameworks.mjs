@@ -5,7 +5,7 @@
 
 import { median, mdTable, ms, num, ratio } from './common.mjs'
 import { startApp } from './app.mjs'
-import { measureApp } from './http.mjs'
+import { measureApp, summarizeApps } from './http.mjs'
 
 const CONNECTIONS = 64
 
@@ -51,21 +51,7 @@ export async function runFramework(ctx, spec) {
       }
     }
   }
-  const summary = spec.contenders.map((c) => {
-    const rs = runs.filter((r) => r.contender === c)
-    return {
-      contender: c,
-      reqPerSec: median(rs.map((r) => r.reqPerSec)),
-      p50: median(rs.map((r) => r.p50)),
-      p99: median(rs.map((r) => r.p99)),
-      max: Math.max(...rs.map((r) => r.max)),
-      appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
-      redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
-      bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),
-      fallbacks: rs.reduce((a, r) => a + (r.fallbacks || 0), 0),
-      meanBatch: median(rs.map((r) => r.meanBatch)),
-    }
-  })
+  const summary = summarizeApps(runs, spec.contenders)
   const ratios = {}
   for (const { peer, target } of spec.ratios) {
     const perRound = runs

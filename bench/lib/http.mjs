@@ -58,6 +58,30 @@ export async function measureApp(ctx, app, round, contender) {
   }
 }
 
+/**
+ * Per contender, over the rounds of `measureApp` runs: medians of req/s, latency and CPU per
+ * request, the worst max, and the sums of bad answers and fallbacks.
+ * @param {any[]} runs
+ * @param {string[]} contenders
+ */
+export function summarizeApps(runs, contenders) {
+  return contenders.map((c) => {
+    const rs = runs.filter((r) => r.contender === c)
+    return {
+      contender: c,
+      reqPerSec: median(rs.map((r) => r.reqPerSec)),
+      p50: median(rs.map((r) => r.p50)),
+      p99: median(rs.map((r) => r.p99)),
+      max: Math.max(...rs.map((r) => r.max)),
+      appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
+      redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
+      bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),
+      fallbacks: rs.reduce((a, r) => a + (r.fallbacks || 0), 0),
+      meanBatch: median(rs.map((r) => r.meanBatch)),
+    }
+  })
+}
+
 export async function runHttp(ctx) {
   const contenders = HTTP_CONTENDERS.filter((c) => ctx.contenders.includes(c))
   const runs = []
@@ -80,21 +104,7 @@ export async function runHttp(ctx) {
       }
     }
   }
-  const summary = contenders.map((c) => {
-    const rs = runs.filter((r) => r.contender === c)
-    return {
-      contender: c,
-      reqPerSec: median(rs.map((r) => r.reqPerSec)),
-      p50: median(rs.map((r) => r.p50)),
-      p99: median(rs.map((r) => r.p99)),
-      max: Math.max(...rs.map((r) => r.max)),
-      appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
-      redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
-      bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),
-      fallbacks: rs.reduce((a, r) => a + (r.fallbacks || 0), 0),
-      meanBatch: median(rs.map((r) => r.meanBatch)),
-    }
-  })
+  const summary = summarizeApps(runs, contenders)
   const rgBatch = summary
     .filter((s) => SUBJECTS.includes(s.contender) && Number.isFinite(s.meanBatch))
     .map((s) => `${s.contender === 'redis-guard' ? 'default' : "'per-key'"} ${s.meanBatch.toFixed(1)}`)
