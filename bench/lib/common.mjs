@@ -228,3 +228,18 @@ export function intOpt(value, def, min = 1) {
   const n = Number(value)
   return value !== undefined && value !== '' && Number.isFinite(n) ? Math.max(min, Math.floor(n)) : def
 }
+
+/**
+ * Count the JS→Rust crossings of a redis-guard batcher's native half (`batcher._batch.native`)
+ * and the calls they carry, in `diag` (`{ batches, items }`, incremented).
+ * @param {{ submit: Function }} native
+ * @param {{ batches: number, items: number }} diag
+ */
+export function countCrossings(native, diag) {
+  const submit = native.submit
+  native.submit = (id, ops, ...rest) => {
+    diag.batches++
+    diag.items += ops.length
+    return submit.call(native, id, ops, ...rest)
+  }
+}

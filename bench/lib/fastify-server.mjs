@@ -6,6 +6,7 @@
 // contender's client, then exits by itself.
 
 import { createRequire } from 'node:module'
+import { countCrossings } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const Fastify = require('fastify')
@@ -19,15 +20,6 @@ process.on('unhandledRejection', () => {
 let storeErrors = 0
 // redis-guard diagnostics: JS→Rust crossings (batch submissions) and calls per crossing.
 const diag = { batches: 0, items: 0 }
-/** Count the submissions of a redis-guard batcher's native half. */
-function wrapSubmit(native) {
-  const submit = native.submit
-  native.submit = (id, ops, keys, ...rest) => {
-    diag.batches++
-    diag.items += keys.length
-    return submit.call(native, id, ops, keys, ...rest)
-  }
-}
 
 // A limit no run reaches: every request is a store decision, none is a 429.
 const limits = { max: 1e9, timeWindow: 60_000 }
@@ -43,7 +35,7 @@ if (p.contender === 'redis-guard') {
   class DiagStore extends Store {
     constructor(params) {
       super(params)
-      wrapSubmit(this._batch.native)
+      countCrossings(this._batch.native, diag)
     }
   }
   plugin = { ...limits, store: DiagStore }

@@ -5,6 +5,7 @@
 // then exits by itself.
 
 import { createRequire } from 'node:module'
+import { countCrossings } from './common.mjs'
 import { makeStore } from './stores.mjs'
 
 const require = createRequire(import.meta.url)
@@ -22,14 +23,7 @@ const s = await makeStore(p.store, { url: p.url, prefix: p.prefix, waitReady: p.
 // redis-guard diagnostics: JS→Rust crossings (batch submissions) and calls per crossing.
 const diag = { batches: 0, items: 0 }
 const native = p.store.startsWith('redis-guard') && s.store && s.store._batch && s.store._batch.native
-if (native && typeof native.submit === 'function') {
-  const submit = native.submit
-  native.submit = (id, ops, keys, ...rest) => {
-    diag.batches++
-    diag.items += ops.length
-    return submit.call(native, id, ops, keys, ...rest)
-  }
-}
+if (native && typeof native.submit === 'function') countCrossings(native, diag)
 
 const app = express()
 app.disable('x-powered-by')

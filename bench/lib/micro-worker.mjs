@@ -3,7 +3,7 @@
 // (process.cpuUsage: every thread of the process) and redis-server's CPU (/proc).
 
 import { performance } from 'node:perf_hooks'
-import { latencySummary, procCpuMicros, workerMain } from './common.mjs'
+import { countCrossings, latencySummary, procCpuMicros, workerMain } from './common.mjs'
 import { makeStore } from './stores.mjs'
 
 const DISTINCT_KEYS = 10_000
@@ -68,12 +68,7 @@ async function main(p) {
     const diag = { batches: 0, items: 0 }
     const native = s.store && s.store._batch && s.store._batch.native
     if (contender.startsWith('redis-guard') && native && typeof native.submit === 'function') {
-      const submit = native.submit
-      native.submit = (id, ops, ks, ...rest) => {
-        diag.batches++
-        diag.items += ops.length
-        return submit.call(native, id, ops, ks, ...rest)
-      }
+      countCrossings(native, diag)
     }
     const keys = Array.from({ length: DISTINCT_KEYS }, (_, i) => `k${i}`)
     const op = pattern === 'hot' ? () => s.increment('hot') : (i) => s.increment(keys[i % DISTINCT_KEYS])

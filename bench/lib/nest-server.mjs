@@ -10,6 +10,7 @@
 import 'reflect-metadata'
 
 import { createRequire } from 'node:module'
+import { countCrossings } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const { Controller, Get, Module } = require('@nestjs/common')
@@ -33,13 +34,7 @@ if (p.contender === 'redis-guard') {
   const client = new RedisClient({ url: p.url, logger: false })
   await client.ready(5000)
   storage = new ThrottlerStorageRedisGuard({ client, prefix: p.prefix })
-  const native = storage._batch.native
-  const submit = native.submit
-  native.submit = (id, ops, keys, ...rest) => {
-    diag.batches++
-    diag.items += keys.length
-    return submit.call(native, id, ops, keys, ...rest)
-  }
+  countCrossings(storage._batch.native, diag)
   stats = () => client.stats()
   close = () => client.close()
 } else if (p.contender === 'nest-lab-ioredis') {
