@@ -54,7 +54,7 @@ async function countedTimes(cli, prefix, algorithm, key, calledAt) {
   if (!v) return 0
   if (algorithm === 'fixed-window') return Number(v)
   if (algorithm === 'sliding-window') return Number(v.split(':')[1])
-  return Math.round((Number(v) - calledAt) / T_MS)
+  return Math.round((Number(v) / 1000 - calledAt) / T_MS) // the TAT is in µs
 }
 
 const pct = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : NaN)

@@ -393,51 +393,76 @@ end"#,
 });
 
 /// GCRA, the generic cell rate algorithm: one key per client holding its theoretical arrival
-/// time (TAT), on Redis's clock (ms, fractional). Emission interval `T = window / limit`; a call
-/// of cost `n` passes when `max(TAT, now) + n·T - now <= burst·T` and then moves TAT there.
-/// `hits`: the capacity in use after the call, in calls (`ceil((TAT - now) / T)`); `reset`: ms
-/// until the TAT is reached (capacity fully back); `retry`: exact ms until the call would pass.
-/// A refused `l` writes nothing. ARGV: the op letters, the store's limit, window, and burst
-/// (0: the limit), then the ops' args.
+/// time (TAT), on Redis's clock, in whole µs since the epoch (an integer string, so a write is
+/// an in-place `INCRBY`). Emission interval `T = window / limit`, rounded to the µs; a call of
+/// cost `n` passes when `max(TAT, now) + n·T - now <= burst·T` and then moves TAT there. The key
+/// expires a window after its TAT at the latest write that extended it: the expiry is rewritten
+/// only when the TAT outruns it. `hits`: the capacity in use after the call, in calls
+/// (`ceil((TAT - now) / T)`); `reset`: ms until the TAT is reached (capacity fully back);
+/// `retry`: ms until the call would pass (exact, rounded up). A refused `l` writes nothing.
+/// ARGV: the op letters, the store's limit, window, and burst (0: the limit), then the ops' args.
 pub static GCRA: LazyLock<Script> = LazyLock::new(|| {
   Script::new(with_loop(
     r#"local ceil, floor, max = math.ceil, math.floor, math.max
 local ops = ARGV[1]
 local slim, swin, burst = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local tm = redis.call("TIME")
-local now = tonumber(tm[1]) * 1000 + tonumber(tm[2]) / 1000
+-- µs since the epoch: integers, exact in a Lua number (a double) until the year 2255
+local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
 local function used(d, T)
   if d <= 0 then return 0 end
-  return ceil(d / T - 1e-9)
+  return ceil(d / T)
+end
+-- µs to ms, rounded up
+local function ms(d) return ceil(d / 1000) end
+-- The stored TAT: a whole number of µs, or nil (no key, or a value of another layout).
+local function stored(v)
+  v = tonumber(v)
+  if v and v == floor(v) then return v end
+  return nil
+end
+-- Move `k`'s TAT from `v` (nil: none) to `nt`, with an expiry at least `w` ms past it: a new key
+-- is `SET PX`; an existing one `INCRBY` in place, and `PEXPIRE` only when its TTL falls short.
+local function move(k, v, nt, w)
+  if v == nil then
+    redis.call("SET", k, nt, "PX", ms(nt - now) + w)
+    return
+  end
+  if nt ~= v then redis.call("INCRBY", k, nt - v) end
+  if redis.call("PTTL", k) * 1000 < nt - now then redis.call("PEXPIRE", k, ms(nt - now) + w) end
 end
 local function load(k)
   local s = cache[k]
   if s then return s end
-  local stored = tonumber(redis.call("GET", k))
-  s = { found = stored ~= nil, tat = stored or now }
+  local v = stored(redis.call("GET", k))
+  s = { found = v ~= nil, v = v, tat = v or now }
   return keep(k, s)
 end
 write = function(k, s)
-  -- the number as Redis writes a Lua number (17 significant digits: µs precision)
-  redis.call("SET", k, s.tat, "PX", s.px or max(1, ceil(s.tat - now)))
+  move(k, s.v, s.tat, s.w)
 end
--- `l` / `h` of a cost > 0 on a key with no other op in this call: straight to Redis (`GET`,
--- then `SET PX`), no state table.
-local function fast(op, k, x, b, T, tau)
-  local tat = tonumber(redis.call("GET", k)) or now
-  if tat < now then tat = now end
+-- `l` / `h` of a cost > 0 on a key with no other op in this call (the usual case on many keys):
+-- straight to Redis, no state table: `GET`, then `INCRBY` and `PTTL` (or `SET PX` for a new
+-- key). `d`: µs from now to the new TAT.
+local function fast(op, k, x, b, T, tau, w)
+  local v = tonumber(redis.call("GET", k))
+  if v and v ~= floor(v) then v = nil end
+  local tat = now
+  if v and v > now then tat = v end
   local nt = tat + x * T
-  if op == "l" then
-    if x > b then return used(tat - now, T) + x, ceil(tat - now), 0, -1 end
-    if nt - now > tau + 1e-6 then
-      return used(nt - now, T), ceil(tat - now), 0, max(1, ceil(nt - tau - now))
-    end
+  local d = nt - now
+  if d > tau and op == "l" then
+    if x > b then return ceil((tat - now) / T) + x, ceil((tat - now) / 1000), 0, -1 end
+    return ceil(d / T), ceil((tat - now) / 1000), 0, max(1, ceil((d - tau) / 1000))
   end
-  local ttl = max(1, ceil(nt - now))
-  redis.call("SET", k, nt, "PX", ttl)
-  if op == "l" then return used(nt - now, T), ttl, 1, 0 end
-  if nt - now <= tau + 1e-6 then return used(nt - now, T), ceil(nt - now), 1, 0 end
-  return used(nt - now, T), ceil(nt - now), 0, max(1, ceil(nt + T - tau - now))
+  if v == nil then
+    redis.call("SET", k, nt, "PX", ceil(d / 1000) + w)
+  else
+    redis.call("INCRBY", k, nt - v)
+    if redis.call("PTTL", k) * 1000 < d then redis.call("PEXPIRE", k, ceil(d / 1000) + w) end
+  end
+  if d <= tau then return ceil(d / T), ceil(d / 1000), 1, 0 end
+  return ceil(d / T), ceil(d / 1000), 0, max(1, ceil((d + T - tau) / 1000))
 end
 local function one(op, k, x, lim, w)
   if op == "r" then
@@ -445,50 +470,44 @@ local function one(op, k, x, lim, w)
     return redis.call("DEL", k), 0, 1, 0
   end
   if op ~= "l" and op ~= "h" then x, lim, w = 1, slim, swin end
-  local T = w / lim
+  local T = max(1, floor(w * 1000 / lim + 0.5))
   local b = lim
   if burst > 0 then b = burst end
   local tau = b * T
-  if x > 0 and count[k] == 1 and (op == "l" or op == "h") then return fast(op, k, x, b, T, tau) end
+  if x > 0 and count[k] == 1 and (op == "l" or op == "h") then return fast(op, k, x, b, T, tau, w) end
   local s = load(k)
   local tat = s.tat
   if tat < now then tat = now end
   if op == "g" then
     if not s.found then return -1, -2, 1, 0 end
-    return used(tat - now, T), ceil(tat - now), 1, 0
+    return used(tat - now, T), ms(tat - now), 1, 0
   elseif op == "d" then
     if not s.found then return -1, -2, 1, 0 end
-    tat = tat - T
-    if tat <= now then
-      -- at zero; the key stays (for a window), as the fixed window's does
-      s.tat, s.px = now, w
-      save(k, s)
-      return 0, 0, 1, 0
-    end
-    s.tat, s.px = tat, nil
+    tat = max(now, tat - T)
+    s.tat, s.w = tat, w
     save(k, s)
-    return used(tat - now, T), ceil(tat - now), 1, 0
+    return used(tat - now, T), ms(tat - now), 1, 0
   end
   if x == 0 then
     local nt = tat + T
-    if nt - now <= tau + 1e-6 then return used(tat - now, T), ceil(tat - now), 1, 0 end
-    return used(tat - now, T), ceil(tat - now), 0, ceil(nt - tau - now)
+    if nt - now <= tau then return used(tat - now, T), ms(tat - now), 1, 0 end
+    return used(tat - now, T), ms(tat - now), 0, ms(nt - tau - now)
   end
   local nt = tat + x * T
   if op ~= "l" then
     -- counts always; a refused hit's retry is when the next one passes
-    s.tat, s.px = nt, nil
+    s.tat, s.w = nt, w
     save(k, s)
-    if nt - now <= tau + 1e-6 then return used(nt - now, T), ceil(nt - now), 1, 0 end
-    return used(nt - now, T), ceil(nt - now), 0, max(1, ceil(nt + T - tau - now))
+    if nt - now <= tau then return used(nt - now, T), ms(nt - now), 1, 0 end
+    return used(nt - now, T), ms(nt - now), 0, max(1, ms(nt + T - tau - now))
   end
-  if x > b then return used(tat - now, T) + x, ceil(tat - now), 0, -1 end
-  if nt - now > tau + 1e-6 then
-    return used(nt - now, T), ceil(tat - now), 0, max(1, ceil(nt - tau - now))
+  if x > b then return used(tat - now, T) + x, ms(tat - now), 0, -1 end
+  if nt - now > tau then
+    return used(nt - now, T), ms(tat - now), 0, max(1, ms(nt - tau - now))
   end
-  s.tat, s.px = nt, nil
+  s.tat, s.w = nt, w
   save(k, s)
-  return used(nt - now, T), max(1, ceil(nt - now)), 1, 0
+  return used(nt - now, T), max(1, ms(nt - now)), 1, 0
 end"#,
     5,
   ))
