@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Before/after: the store and lock benchmarks of several builds in one run, rounds alternating,
+// Before/after: the store, lock and limiter benchmarks of several builds in one run, rounds alternating,
 // against one redis-server (the test harness's, never port 6379). Each build is a checkout
 // with its addon built (e.g. `git worktree add ../before <commit>`, `ln -s $PWD/node_modules
 // ../before/`, `npm run build` there); each contender runs in a fresh process of its own tree
@@ -22,6 +22,8 @@ if (!trees.length) {
 const ROUNDS = Number(process.env.AB_ROUNDS || 3)
 const N = Number(process.env.AB_N || 200_000)
 const CYCLES = Number(process.env.AB_CYCLES || 60_000)
+const SECTIONS = (process.env.AB_SECTIONS || 'store,locks').split(',')
+const LIMITERS = (process.env.AB_LIMITERS || 'rg-fixed,rg-sliding,rg-gcra').split(',')
 
 const redis = await startRedis()
 /** name -> results of every round */
@@ -29,7 +31,7 @@ const res = new Map()
 const keep = (name, r) => res.set(name, [...(res.get(name) || []), r])
 try {
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const pattern of ['distinct', 'hot']) {
+    for (const pattern of SECTIONS.includes('store') ? ['distinct', 'hot'] : []) {
       for (const [tree, contender] of [...trees.map((t) => [t, 'redis-guard']), [ROOT, 'rlr-ioredis']]) {
         await redis.cli('FLUSHALL')
         const r = await runWorker(path.join(tree, 'bench/lib/micro-worker.mjs'), {
@@ -48,7 +50,9 @@ try {
         console.error(`r${round} ${name}: ${num(r.opsPerSec)} ops/s, ${r.cpuUsPerOp.toFixed(2)} µs CPU/op`)
       }
     }
-    for (const [tree, contender] of [...trees.map((t) => [t, 'rg-lease']), [ROOT, 'redlock']]) {
+    for (const [tree, contender] of SECTIONS.includes('locks')
+      ? [...trees.map((t) => [t, 'rg-lease']), [ROOT, 'redlock']]
+      : []) {
       await redis.cli('FLUSHALL')
       const r = await runWorker(path.join(tree, 'bench/lib/locks-worker.mjs'), {
         contender,
@@ -62,11 +66,33 @@ try {
       keep(name, { ops: r.cyclesPerSec, cpu: r.cpuUsPerCycle })
       console.error(`r${round} ${name}: ${num(r.cyclesPerSec)} cycles/s, ${r.cpuUsPerCycle.toFixed(2)} µs CPU/cycle`)
     }
+    const limiters = SECTIONS.includes('limiter')
+      ? [...LIMITERS.flatMap((c) => trees.map((t) => [t, c])), [ROOT, 'rlf']]
+      : []
+    for (const [tree, contender] of limiters) {
+      await redis.cli('FLUSHALL')
+      const r = await runWorker(path.join(tree, 'bench/lib/limiter-worker.mjs'), {
+        contender,
+        url: redis.url,
+        redisPid: redis.pid,
+        calls: N,
+        concurrency: 256,
+        keys: 10_000,
+        warmup: 10_000,
+      })
+      const name = `limiter 10,000 keys ${contender} ${path.relative(ROOT, tree) || '.'}`
+      keep(name, { ops: r.callsPerSec, cpu: r.cpuUsPerCall, redis: r.redisCpuUsPerCall })
+      console.error(`r${round} ${name}: ${num(r.callsPerSec)} calls/s, ${r.cpuUsPerCall.toFixed(2)} µs CPU/call`)
+    }
   }
-  console.log(`| run (medians of ${ROUNDS} rounds) | ops or cycles /s | Node CPU µs per op |`)
-  console.log('|---|--:|--:|')
-  for (const [name, rs] of res)
-    console.log(`| ${name} | ${num(median(rs.map((r) => r.ops)))} | ${median(rs.map((r) => r.cpu)).toFixed(2)} |`)
+  console.log(`| run (medians of ${ROUNDS} rounds) | ops or cycles /s | Node CPU µs per op | Redis CPU µs per op |`)
+  console.log('|---|--:|--:|--:|')
+  for (const [name, rs] of res) {
+    const redisCpu = rs[0].redis === undefined ? '' : median(rs.map((r) => r.redis)).toFixed(2)
+    console.log(
+      `| ${name} | ${num(median(rs.map((r) => r.ops)))} | ${median(rs.map((r) => r.cpu)).toFixed(2)} | ${redisCpu} |`,
+    )
+  }
 } finally {
   await redis.stop()
 }

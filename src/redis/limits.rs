@@ -18,7 +18,8 @@
 //! write that fails (OOM) fails every op that counted on it. An `l`/`h` of a cost > 0 on a key
 //! that has no other op in the call (the usual case on many keys) goes straight to Redis, with
 //! no state table: fixed window `PTTL`, then `SET PX` or `INCRBY`; sliding window `GET`, then
-//! `SET KEEPTTL` (`SET PX` when the window changed); GCRA `GET`, then `SET PX`. An op letter in
+//! `SET KEEPTTL` (`SET PX` when the window changed); GCRA `GET`, then `INCRBY` and `PTTL` (`SET
+//! PX` for a new key; `PEXPIRE` when the TAT outruns the expiry). An op letter in
 //! upper case repeats the args of the op before it (the usual case: one limiter's calls share
 //! limit and window).
 //!
@@ -26,8 +27,10 @@
 //! `${prefix}${key}`; the sliding window the string `<window index>:<current count>:<previous
 //! count>` at `${prefix}sw:${key}`, expiring at the end of the next window (every write in a
 //! window sets the same expiry, so a key already of the current window keeps its TTL); GCRA
-//! the theoretical arrival time (ms since the epoch, a decimal string) at `${prefix}gcra:${key}`. Sliding window and GCRA read the time
-//! with `TIME`, once per call: the clock of the server that holds the key, never a host's.
+//! the theoretical arrival time (whole µs since the epoch, an integer string) at
+//! `${prefix}gcra:${key}`, expiring a window after the TAT it was last extended for. Sliding
+//! window and GCRA read the time with `TIME`, once per call: the clock of the server that holds
+//! the key, never a host's.
 
 use std::sync::LazyLock;
 
