@@ -9,7 +9,11 @@ const { STORE_LIMIT, STORE_RESET, STORE_NONE } = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const { SOURCES } = require('./store.js')
-const { adapterOptions, clientOf, nativeStore } = require('./adapters/common.js')
+const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf, config } = require('./options.js')
+const { nativeStore } = require('./adapters/common.js')
+
+/** RateLimiter's options, in the order an unknown option's message lists them. */
+const LIMITER_OPTIONS = ['limit', 'windowMs', 'burst', ...RATE_LIMIT_OPTIONS]
 
 /** Largest limit, cost, window or burst: integers JS and Lua both hold exactly. */
 const MAX_NUMBER = 9e15
@@ -43,14 +47,15 @@ class RateLimiter {
    * @param {import('../index').RateLimiterOptions} options
    */
   constructor(options) {
+    // No default options: `limit` and `windowMs` are required.
     if (options === null || typeof options !== 'object')
-      throw new RedisGuardError(codes.CONFIG, 'RateLimiter options must be an object (at least `limit` and `windowMs`)')
+      throw config('RateLimiter options must be an object (at least `limit` and `windowMs`)')
     const { limit, windowMs, burst, ...rest } = options
-    const o = adapterOptions(rest, 'RateLimiter', 'rl:', ['limit', 'windowMs', 'burst'])
-    if (!isWhole(limit, 1)) throw new RedisGuardError(codes.CONFIG, 'option `limit` must be a whole number >= 1')
-    if (!isWhole(windowMs, 1)) throw new RedisGuardError(codes.CONFIG, 'option `windowMs` must be a whole number >= 1')
+    const o = rateLimitOptions('RateLimiter', rest, LIMITER_OPTIONS)
+    if (!isWhole(limit, 1)) throw config('option `limit` must be a whole number >= 1')
+    if (!isWhole(windowMs, 1)) throw config('option `windowMs` must be a whole number >= 1')
     if (burst !== undefined && !(o.algorithm === 'gcra' && isWhole(burst, 1)))
-      throw new RedisGuardError(codes.CONFIG, "option `burst` must be a whole number >= 1, with algorithm 'gcra'")
+      throw config("option `burst` must be a whole number >= 1, with algorithm 'gcra'")
     this.limitPerWindow = limit
     this.windowMs = windowMs
     this.algorithm = o.algorithm

@@ -14,14 +14,23 @@ const {
   STORE_MEMORY,
   STORE_ALLOW,
 } = require('./native.js')
-const { RedisClient } = require('./client.js')
-const { getDefaultClient } = require('./default-client.js')
 const { RedisGuardError, codes, toError, fromNumber } = require('./errors.js')
+const { optionsObject, rateLimitOptions, clientOf, config } = require('./options.js')
 const { Batcher } = require('./batch.js')
 const timers = require('./timers.js')
 
-/** The algorithms of `algorithm`. */
-const ALGORITHMS = ['fixed-window', 'sliding-window', 'gcra']
+/** RedisStore's options, in the order an unknown option's message lists them. */
+const STORE_OPTIONS = [
+  'prefix',
+  'client',
+  'url',
+  'onUnavailable',
+  'resetExpiryOnChange',
+  'blockOverLimit',
+  'fallbackMaxKeys',
+  'scriptMode',
+  'algorithm',
+]
 
 /** Most keys the over-limit cache holds. */
 const MAX_BLOCKED = 10_000
@@ -53,59 +62,42 @@ class RedisStore {
    * @param {import('../index').RedisStoreOptions & { sendCommand?: unknown }} [options]
    */
   constructor(options = {}) {
-    if (options === null || typeof options !== 'object')
-      throw new RedisGuardError(codes.CONFIG, 'RedisStore options must be an object')
     const {
-      prefix = 'rl:',
-      client,
-      url,
-      onUnavailable = 'memory',
       resetExpiryOnChange = false,
       blockOverLimit = true,
-      fallbackMaxKeys,
       scriptMode = 'batch',
-      algorithm = 'fixed-window',
       sendCommand,
-      ...unknown
-    } = options
-    const extra = Object.keys(unknown)
-    if (extra.length)
-      throw new RedisGuardError(
-        codes.CONFIG,
-        `unknown RedisStore option \`${extra[0]}\` (known: prefix, client, url, onUnavailable, resetExpiryOnChange, blockOverLimit, fallbackMaxKeys, scriptMode, algorithm)`,
-      )
-    if (sendCommand !== undefined) {
-      throw new RedisGuardError(
-        codes.CONFIG,
+      ...rest
+    } = optionsObject('RedisStore', options)
+    if (sendCommand !== undefined)
+      throw config(
         'RedisStore does not take `sendCommand`: pass `client` (a RedisClient) or `url`, or nothing to use REDIS_URL',
       )
-    }
-    if (typeof prefix !== 'string') throw new RedisGuardError(codes.CONFIG, 'option `prefix` must be a string')
-    if (!['memory', 'allow', 'deny'].includes(onUnavailable))
-      throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'allow' or 'deny'")
-    if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0))
-      throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
-    if (!ALGORITHMS.includes(algorithm))
-      throw new RedisGuardError(codes.CONFIG, "option `algorithm` must be 'fixed-window', 'sliding-window' or 'gcra'")
-    if (algorithm !== 'fixed-window' && resetExpiryOnChange)
-      throw new RedisGuardError(codes.CONFIG, "option `resetExpiryOnChange` is for the 'fixed-window' algorithm only")
-    if (client !== undefined && !(client instanceof RedisClient))
-      throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
+    const o = rateLimitOptions('RedisStore', rest, STORE_OPTIONS)
+    if (o.algorithm !== 'fixed-window' && resetExpiryOnChange)
+      throw config("option `resetExpiryOnChange` is for the 'fixed-window' algorithm only")
     /** The key prefix. The default value is `rl:`. */
-    this.prefix = prefix
+    this.prefix = o.prefix
     /** express-rate-limit: counts are shared between processes. */
     this.localKeys = false
-    this.onUnavailable = onUnavailable
+    this.onUnavailable = o.onUnavailable
     /** `'fixed-window'`, `'sliding-window'` or `'gcra'`. The default value is `'fixed-window'`. */
-    this.algorithm = algorithm
+    this.algorithm = o.algorithm
     this.resetExpiryOnChange = !!resetExpiryOnChange
     this.blockOverLimit = !!blockOverLimit
-    this._ownClient = !client && url !== undefined
-    /** @type {RedisClient} the client (a RedisClient from this package: checked above) */
-    this.client =
-      /** @type {RedisClient} */ (client) || (url !== undefined ? new RedisClient({ url }) : getDefaultClient())
+    const { client, own } = clientOf(o)
+    this._ownClient = own
+    /** @type {import('./client.js').RedisClient} the client (a RedisClient from this package: checked above) */
+    this.client = client
     try {
-      this._native = new NativeStore(this.client._native, prefix, onUnavailable, fallbackMaxKeys, scriptMode, algorithm)
+      this._native = new NativeStore(
+        this.client._native,
+        o.prefix,
+        o.onUnavailable,
+        o.fallbackMaxKeys,
+        scriptMode,
+        o.algorithm,
+      )
     } catch (e) {
       throw toError(e)
     }
@@ -231,4 +223,4 @@ class RedisStore {
   }
 }
 
-module.exports = { RedisStore, ALGORITHMS, SOURCES }
+module.exports = { RedisStore, SOURCES }

@@ -5,7 +5,7 @@
 
 import { createRequire } from 'node:module'
 import { performance } from 'node:perf_hooks'
-import { latencySummary, procCpuMicros, workerMain } from './common.mjs'
+import { latencySummary, measured, workerMain } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const TTL_MS = 3_600_000
@@ -129,13 +129,7 @@ async function main({ contender, url, redisPid, op, mode, n, concurrency, keys, 
       })
     await load(warmup)
     misses = 0
-    const redis0 = procCpuMicros(redisPid)
-    const cpu0 = process.cpuUsage()
-    const t0 = performance.now()
-    const lat = await load(n)
-    const wallMs = performance.now() - t0
-    const cpu = process.cpuUsage(cpu0)
-    const redis1 = procCpuMicros(redisPid)
+    const { result: lat, wallMs, cpuUs, redisCpuUs } = await measured(() => load(n), redisPid)
     return {
       contender,
       op,
@@ -145,8 +139,8 @@ async function main({ contender, url, redisPid, op, mode, n, concurrency, keys, 
       opsPerSec: (n * 1000) / wallMs,
       ...latencySummary(lat),
       misses,
-      cpuUsPerOp: (cpu.user + cpu.system) / n,
-      redisCpuUsPerOp: (redis1 - redis0) / n,
+      cpuUsPerOp: cpuUs / n,
+      redisCpuUsPerOp: redisCpuUs / n,
       rssMb: process.memoryUsage().rss / 2 ** 20,
     }
   } finally {

@@ -121,30 +121,73 @@ export function runWorker(file, params, { timeoutMs = 300_000, exitGraceMs = 10_
 
 /**
  * `n` calls of `call(i)` (resolving true, or false for a refused / contended call), `concurrency`
- * in flight: resolves `{ lat, refused }` (latency of each call in ms, and the false ones).
- * @param {(i: number) => Promise<boolean>} call
+ * in flight: resolves `{ lat, refused }` (latency of each call in ms, issue -> resolution, and
+ * the false ones). A replacement is issued from the resolution callback of the finished call
+ * (the calls that finish together are issued again in the same event-loop turn), or with
+ * `immediate`, every call (also the first `concurrency`) from its own setImmediate, i.e. its own
+ * macrotask, as HTTP requests arrive. After a failed call no more are issued.
+ * @param {(i: number) => Promise<unknown>} call
  * @param {number} n
  * @param {number} concurrency
+ * @param {{ immediate?: boolean }} [options]
  * @returns {Promise<{ lat: Float64Array, refused: number }>}
  */
-export function inFlight(call, n, concurrency) {
+export function inFlight(call, n, concurrency, { immediate = false } = {}) {
   return new Promise((resolve, reject) => {
     const lat = new Float64Array(n)
-    let issued = 0
+    let issued = 0 // calls started
+    let scheduled = 0 // calls started or queued in a setImmediate (never more than n)
     let done = 0
     let refused = 0
+    let failed = false
     const issue = () => {
+      if (failed) return
       const i = issued++
       const t0 = performance.now()
-      call(i).then((ok) => {
-        lat[i] = performance.now() - t0
-        if (!ok) refused++
-        if (++done === n) resolve({ lat, refused })
-        else if (issued < n) issue()
-      }, reject)
+      call(i).then(
+        (ok) => {
+          lat[i] = performance.now() - t0
+          if (!ok) refused++
+          if (++done === n) resolve({ lat, refused })
+          else if (scheduled < n) next()
+        },
+        (e) => {
+          failed = true
+          reject(e)
+        },
+      )
     }
-    for (let k = 0; k < Math.min(concurrency, n); k++) issue()
+    const next = () => {
+      scheduled++
+      if (immediate) setImmediate(issue)
+      else issue()
+    }
+    for (let k = 0; k < Math.min(concurrency, n); k++) next()
   })
+}
+
+/**
+ * Measure `run()`: its wall time, this process's CPU (process.cpuUsage: every thread),
+ * redis-server's CPU (/proc, `redisPid`) and the change of the contender's `stats().fallbacks`
+ * (undefined when it has none), read in that order around it.
+ * @template T
+ * @param {() => Promise<T>} run
+ * @param {number} redisPid
+ * @param {() => { fallbacks?: number }} [stats]
+ * @returns {Promise<{ result: T, wallMs: number, cpuUs: number, cpu: NodeJS.CpuUsage, redisCpuUs: number, fallbacks: number | undefined }>}
+ */
+export async function measured(run, redisPid, stats = () => ({})) {
+  const stats0 = stats()
+  const redis0 = procCpuMicros(redisPid)
+  const cpu0 = process.cpuUsage()
+  const t0 = performance.now()
+  const result = await run()
+  const wallMs = performance.now() - t0
+  const cpu = process.cpuUsage(cpu0)
+  const redis1 = procCpuMicros(redisPid)
+  const stats1 = stats()
+  const fallbacks = stats1.fallbacks !== undefined ? stats1.fallbacks - stats0.fallbacks : undefined
+  return { result, wallMs, cpu, cpuUs: cpu.user + cpu.system, redisCpuUs: redis1 - redis0, fallbacks }
 }
 
 /** Worker side of runWorker: run `main(params)`, send its result, then let the process exit. */

@@ -6,17 +6,13 @@
 // contender's client, then exits by itself.
 
 import { createRequire } from 'node:module'
+import { params as p, serveParent } from './app-child.mjs'
 import { countCrossings } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const Fastify = require('fastify')
 const rateLimit = require('@fastify/rate-limit')
 
-const p = JSON.parse(process.argv[2])
-let unhandled = 0
-process.on('unhandledRejection', () => {
-  unhandled++
-})
 let storeErrors = 0
 // redis-guard diagnostics: JS→Rust crossings (batch submissions) and calls per crossing.
 const diag = { batches: 0, items: 0 }
@@ -68,22 +64,11 @@ app.setErrorHandler((err, req, reply) => {
 })
 await app.listen({ port: 0, host: '127.0.0.1' })
 app.server.keepAliveTimeout = 65_000
-process.send({ type: 'ready', port: app.server.address().port })
-
-process.on('message', async (m) => {
-  if (m === 'stats') {
-    process.send({
-      type: 'stats',
-      cpu: process.cpuUsage(),
-      storeStats: stats(),
-      storeErrors,
-      unhandled,
-      diag: { ...diag },
-    })
-  } else if (m === 'close') {
+serveParent(app.server.address().port, {
+  stats: () => ({ storeStats: stats(), storeErrors, diag: { ...diag } }),
+  close: async () => {
     app.server.closeAllConnections()
     await app.close()
     await close()
-    process.send({ type: 'closed' }, () => process.disconnect())
-  }
+  },
 })

@@ -5,6 +5,7 @@
 // then exits by itself.
 
 import { createRequire } from 'node:module'
+import { params as p, serveParent } from './app-child.mjs'
 import { countCrossings } from './common.mjs'
 import { makeStore } from './stores.mjs'
 
@@ -12,11 +13,6 @@ const require = createRequire(import.meta.url)
 const express = require('express')
 const { rateLimit } = require('express-rate-limit')
 
-const p = JSON.parse(process.argv[2])
-let unhandled = 0
-process.on('unhandledRejection', () => {
-  unhandled++
-})
 let storeErrors = 0
 
 const s = await makeStore(p.store, { url: p.url, prefix: p.prefix, waitReady: p.waitReady !== false })
@@ -49,25 +45,14 @@ app.use((err, req, res, next) => {
   res.status(500).type('text/plain').send('store error')
 })
 
-const server = app.listen(0, '127.0.0.1', () => {
-  process.send({ type: 'ready', port: server.address().port })
-})
+const server = app.listen(0, '127.0.0.1', () =>
+  serveParent(server.address().port, {
+    stats: () => ({ storeStats: s.stats(), storeErrors, diag: { ...diag } }),
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
+      await s.close()
+    },
+  }),
+)
 server.keepAliveTimeout = 65_000
-
-process.on('message', async (m) => {
-  if (m === 'stats') {
-    process.send({
-      type: 'stats',
-      cpu: process.cpuUsage(),
-      storeStats: s.stats(),
-      storeErrors,
-      unhandled,
-      diag: { ...diag },
-    })
-  } else if (m === 'close') {
-    server.closeAllConnections()
-    await new Promise((r) => server.close(r))
-    await s.close()
-    process.send({ type: 'closed' }, () => process.disconnect())
-  }
-})

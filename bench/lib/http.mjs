@@ -19,18 +19,33 @@ export function cannon(url, { connections = CONNECTIONS, duration, timeout = 10 
 
 /**
  * One measured autocannon run of a started app (bench/lib/app.mjs), after a warm-up: req/s,
- * latency, errors, the app's and Redis's CPU per request, fallbacks and calls per crossing.
+ * latency, errors, the app's and Redis's CPU per request, fallbacks, calls per crossing (an app
+ * whose stats have `diag`), handler runs (an app whose stats have `runs`) and, with `commands`,
+ * Redis commands per request.
  * @param {any} ctx the orchestrator's context (httpSeconds, redis)
  * @param {Awaited<ReturnType<typeof startApp>>} app
  * @param {number} round
  * @param {string} contender
+ * @param {object} [how]
+ * @param {(duration: number, warmup: boolean) => Promise<any>} [how.load] the autocannon run of
+ *   `duration` s (the warm-up's, then the measured one); the default value GETs the app's URL
+ * @param {() => Promise<number>} [how.commands] the commands clients sent to Redis so far, read
+ *   around the measured run (outside the window of Redis's CPU)
  */
-export async function measureApp(ctx, app, round, contender) {
-  await cannon(app.url, { duration: Math.min(2, ctx.httpSeconds) }) // warm-up (JIT, connections, scripts)
+export async function measureApp(
+  ctx,
+  app,
+  round,
+  contender,
+  { load = (duration) => cannon(app.url, { duration }), commands } = {},
+) {
+  await load(Math.min(2, ctx.httpSeconds), true) // warm-up (JIT, connections, scripts)
   const s0 = await app.stats()
+  const c0 = commands && (await commands())
   const r0 = procCpuMicros(ctx.redis.pid)
-  const res = await cannon(app.url, { duration: ctx.httpSeconds })
+  const res = await load(ctx.httpSeconds, false)
   const r1 = procCpuMicros(ctx.redis.pid)
+  const c1 = commands && (await commands())
   const s1 = await app.stats()
   const total = res.requests.total
   const cpu = s1.cpu.user + s1.cpu.system - (s0.cpu.user + s0.cpu.system)
@@ -50,11 +65,15 @@ export async function measureApp(ctx, app, round, contender) {
     fallbacks: s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
     storeErrors: s1.storeErrors !== undefined ? s1.storeErrors - s0.storeErrors : undefined,
     unhandled: s1.unhandled,
-    batches: s1.diag.batches - s0.diag.batches,
-    meanBatch:
-      s1.diag.batches > s0.diag.batches
-        ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches)
-        : undefined,
+    ...(s1.diag && {
+      batches: s1.diag.batches - s0.diag.batches,
+      meanBatch:
+        s1.diag.batches > s0.diag.batches
+          ? (s1.diag.items - s0.diag.items) / (s1.diag.batches - s0.diag.batches)
+          : undefined,
+    }),
+    ...(commands && { redisCmdsPerReq: (c1 - c0) / total }),
+    ...(s1.runs !== undefined && { handlerRuns: s1.runs - s0.runs }),
   }
 }
 

@@ -5,16 +5,12 @@
 // handler runs; on 'close' closes the server and the contender's client, then exits by itself.
 
 import { createRequire } from 'node:module'
+import { params as p, serveParent } from './app-child.mjs'
 
 const require = createRequire(import.meta.url)
 const express = require('express')
 
-const p = JSON.parse(process.argv[2])
 let runs = 0
-let unhandled = 0
-process.on('unhandledRejection', () => {
-  unhandled++
-})
 
 const app = express()
 app.disable('x-powered-by')
@@ -86,16 +82,14 @@ if (p.contender === 'none') {
   close = () => storage.disconnect()
 } else throw new Error(`unknown contender ${p.contender}`)
 
-const server = app.listen(0, '127.0.0.1', () => process.send({ type: 'ready', port: server.address().port }))
+const server = app.listen(0, '127.0.0.1', () =>
+  serveParent(server.address().port, {
+    stats: () => ({ storeStats: {}, runs }),
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise((r) => server.close(r))
+      await close()
+    },
+  }),
+)
 server.keepAliveTimeout = 65_000
-
-process.on('message', async (m) => {
-  if (m === 'stats') {
-    process.send({ type: 'stats', cpu: process.cpuUsage(), storeStats: {}, runs, unhandled })
-  } else if (m === 'close') {
-    server.closeAllConnections()
-    await new Promise((r) => server.close(r))
-    await close()
-    process.send({ type: 'closed' }, () => process.disconnect())
-  }
-})

@@ -7,8 +7,9 @@
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { parseInfo } from '../../__tests__/helpers/redis.mjs'
-import { BENCH_DIR, median, mdTable, ms, num, procCpuMicros, ratio } from './common.mjs'
+import { BENCH_DIR, median, mdTable, ms, num, ratio } from './common.mjs'
 import { startApp } from './app.mjs'
+import { measureApp } from './http.mjs'
 
 const require = createRequire(import.meta.url)
 const autocannon = require('autocannon')
@@ -78,40 +79,21 @@ export async function runIdempotency(ctx) {
         try {
           const tag = `${contender}-${round}-${workload}-${process.pid}`
           const keyOf = workload === 'new' ? (n) => `${tag}-${n}` : (n) => `${tag}-r${n % REPLAY_KEYS}`
-          // Warm-up (JIT, connections, scripts); for "replay" it also completes the 100 keys.
-          await load(app.url, {
-            duration: Math.min(2, seconds),
-            keyOf: workload === 'new' ? (n) => `w-${tag}-${n}` : keyOf,
-          })
-          const s0 = await app.stats()
-          const c0 = await calls(ctx.redis, contender)
-          const r0 = procCpuMicros(ctx.redis.pid)
-          const res = await load(app.url, { duration: seconds, keyOf })
-          const r1 = procCpuMicros(ctx.redis.pid)
-          const c1 = await calls(ctx.redis, contender)
-          const s1 = await app.stats()
-          const total = res.requests.total
           const run = {
             round,
             workload,
-            contender,
-            reqPerSec: res.requests.average,
-            total,
-            p50: res.latency.p50,
-            p99: res.latency.p99,
-            max: res.latency.max,
-            non2xx: res.non2xx,
-            errors: res.errors + res.timeouts,
-            appCpuUsPerReq: (s1.cpu.user + s1.cpu.system - (s0.cpu.user + s0.cpu.system)) / total,
-            redisCpuUsPerReq: (r1 - r0) / total,
-            redisCmdsPerReq: (c1 - c0) / total,
-            handlerRuns: s1.runs - s0.runs,
+            ...(await measureApp(ctx, app, round, contender, {
+              // The warm-up (JIT, connections, scripts) of "replay" also completes the 100 keys.
+              load: (duration, warmup) =>
+                load(app.url, { duration, keyOf: warmup && workload === 'new' ? (n) => `w-${tag}-${n}` : keyOf }),
+              commands: () => calls(ctx.redis, contender),
+            })),
           }
           run.exitedCleanly = await app.close()
           runs.push(run)
           ctx.log(
             `idempotency r${round} ${workload} ${contender}: ${num(run.reqPerSec)} req/s p50 ${run.p50} p99 ${run.p99} ms, ` +
-              `${run.redisCmdsPerReq.toFixed(2)} Redis calls/req, ${run.handlerRuns} handler runs, non2xx ${run.non2xx} errors ${run.errors}`,
+              `${run.redisCmdsPerReq.toFixed(2)} Redis calls/req, ${run.handlerRuns} handler runs, non2xx ${run.non2xx} errors ${run.errors + run.timeouts}`,
           )
         } catch (e) {
           await app.close()
@@ -134,7 +116,7 @@ export async function runIdempotency(ctx) {
         redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
         redisCmdsPerReq: median(rs.map((r) => r.redisCmdsPerReq)),
         handlerRuns: median(rs.map((r) => r.handlerRuns)),
-        bad: rs.reduce((a, r) => a + r.non2xx + r.errors, 0),
+        bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),
       })
     }
   // Ratios per round: redis-guard ÷ the best peer of that round, and ÷ no middleware.

@@ -4,8 +4,7 @@
 // RateLimiterRedis `consume()` on ioredis.
 
 import { createRequire } from 'node:module'
-import { performance } from 'node:perf_hooks'
-import { inFlight, latencySummary, procCpuMicros, workerMain } from './common.mjs'
+import { inFlight, latencySummary, measured, workerMain } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const LIMIT = 1_000_000_000
@@ -52,27 +51,20 @@ async function main({ contender, url, redisPid, calls, concurrency, keys, warmup
     const names = Array.from({ length: keys }, (_, i) => `user:${i}`)
     const load = (n) => inFlight((i) => l.call(names[i % keys]), n, concurrency)
     await load(warmup)
-    const st0 = l.stats()
-    const redis0 = procCpuMicros(redisPid)
-    const cpu0 = process.cpuUsage()
-    const t0 = performance.now()
-    const { lat, refused } = await load(calls)
-    const wallMs = performance.now() - t0
-    const cpu = process.cpuUsage(cpu0)
-    const redis1 = procCpuMicros(redisPid)
-    const st1 = l.stats()
+    const m = await measured(() => load(calls), redisPid, l.stats)
+    const { lat, refused } = m.result
     return {
       contender,
       calls,
       keys,
       concurrency,
-      wallMs,
-      callsPerSec: (calls * 1000) / wallMs,
+      wallMs: m.wallMs,
+      callsPerSec: (calls * 1000) / m.wallMs,
       ...latencySummary(lat),
       refused,
-      cpuUsPerCall: (cpu.user + cpu.system) / calls,
-      redisCpuUsPerCall: (redis1 - redis0) / calls,
-      fallbacks: st1.fallbacks !== undefined ? st1.fallbacks - st0.fallbacks : undefined,
+      cpuUsPerCall: m.cpuUs / calls,
+      redisCpuUsPerCall: m.redisCpuUs / calls,
+      fallbacks: m.fallbacks,
     }
   } finally {
     await l.close()

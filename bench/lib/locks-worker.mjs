@@ -3,8 +3,7 @@
 // and as `contended`; none of the contenders waits or retries here.
 
 import { createRequire } from 'node:module'
-import { performance } from 'node:perf_hooks'
-import { inFlight, latencySummary, procCpuMicros, workerMain } from './common.mjs'
+import { inFlight, latencySummary, measured, workerMain } from './common.mjs'
 
 const require = createRequire(import.meta.url)
 const KEYS = 1000
@@ -73,26 +72,19 @@ async function main({ contender, url, redisPid, cycles, concurrency, warmup }) {
     const keys = Array.from({ length: KEYS }, (_, i) => `bench:${i}`)
     const load = (n) => inFlight((i) => l.cycle(keys[i % KEYS]), n, concurrency)
     await load(warmup)
-    const st0 = l.stats()
-    const redis0 = procCpuMicros(redisPid)
-    const cpu0 = process.cpuUsage()
-    const t0 = performance.now()
-    const { lat, refused: contended } = await load(cycles)
-    const wallMs = performance.now() - t0
-    const cpu = process.cpuUsage(cpu0)
-    const redis1 = procCpuMicros(redisPid)
-    const st1 = l.stats()
+    const m = await measured(() => load(cycles), redisPid, l.stats)
+    const { lat, refused: contended } = m.result
     return {
       contender,
       cycles,
       concurrency,
-      wallMs,
-      cyclesPerSec: (cycles * 1000) / wallMs,
+      wallMs: m.wallMs,
+      cyclesPerSec: (cycles * 1000) / m.wallMs,
       ...latencySummary(lat),
       contended,
-      cpuUsPerCycle: (cpu.user + cpu.system) / cycles,
-      redisCpuUsPerCycle: (redis1 - redis0) / cycles,
-      fallbacks: st1.fallbacks !== undefined ? st1.fallbacks - st0.fallbacks : undefined,
+      cpuUsPerCycle: m.cpuUs / cycles,
+      redisCpuUsPerCycle: m.redisCpuUs / cycles,
+      fallbacks: m.fallbacks,
     }
   } finally {
     await l.close()

@@ -3,13 +3,13 @@
 // (process.cpuUsage: every thread of the process) and redis-server's CPU (/proc).
 
 import { performance } from 'node:perf_hooks'
-import { countCrossings, latencySummary, procCpuMicros, workerMain } from './common.mjs'
+import { countCrossings, inFlight, latencySummary, measured, workerMain } from './common.mjs'
 import { makeStore } from './stores.mjs'
 
 const DISTINCT_KEYS = 10_000
 
 /**
- * Issue `n` calls of `op(i)` keeping `concurrency` in flight.
+ * Issue `n` calls of `op(i)` keeping `concurrency` in flight (inFlight, bench/lib/common.mjs).
  * style 'turn': a replacement is issued from the resolution callback of the finished call, so
  *   the calls that finish together are issued again in the same event-loop turn.
  * style 'immediate': every call (also the first `concurrency`) is issued from its own
@@ -17,46 +17,15 @@ const DISTINCT_KEYS = 10_000
  * style 'seq': concurrency 1, `await` each call.
  * Resolves the latencies in ms (issue -> resolution).
  */
-function load(op, n, concurrency, style) {
+async function load(op, n, concurrency, style) {
+  if (style !== 'seq') return (await inFlight(op, n, concurrency, { immediate: style !== 'turn' })).lat
   const lat = new Float64Array(n)
-  if (style === 'seq') {
-    return (async () => {
-      for (let i = 0; i < n; i++) {
-        const t0 = performance.now()
-        await op(i)
-        lat[i] = performance.now() - t0
-      }
-      return lat
-    })()
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    await op(i)
+    lat[i] = performance.now() - t0
   }
-  return new Promise((resolve, reject) => {
-    let issued = 0 // calls started
-    let scheduled = 0 // calls started or queued in a setImmediate (never more than n)
-    let done = 0
-    let failed = false
-    const issue = () => {
-      if (failed) return
-      const i = issued++
-      const t0 = performance.now()
-      op(i).then(
-        () => {
-          lat[i] = performance.now() - t0
-          if (++done === n) resolve(lat)
-          else if (scheduled < n) next()
-        },
-        (e) => {
-          failed = true
-          reject(e)
-        },
-      )
-    }
-    const next = () => {
-      scheduled++
-      if (style === 'turn') issue()
-      else setImmediate(issue)
-    }
-    for (let k = 0; k < Math.min(concurrency, n); k++) next()
-  })
+  return lat
 }
 
 async function main(p) {
@@ -75,17 +44,18 @@ async function main(p) {
     if (warmup > 0) await load(op, warmup, concurrency, style)
     if (global.gc) global.gc()
     const diag0 = { ...diag }
-    const stats0 = s.stats()
-    const redis0 = procCpuMicros(redisPid)
-    const cpu0 = process.cpuUsage()
-    const t0 = performance.now()
-    const lat = await load(op, n, concurrency, style)
-    const wallMs = performance.now() - t0
-    const cpu = process.cpuUsage(cpu0)
-    const redis1 = procCpuMicros(redisPid)
-    const stats1 = s.stats()
-    // redis-guard: anything that went to the memory fallback would not be a Redis number.
-    const fallbacks = stats1.fallbacks !== undefined ? stats1.fallbacks - stats0.fallbacks : undefined
+    // redis-guard: anything that went to the memory fallback (`fallbacks`) would not be a Redis number.
+    const {
+      result: lat,
+      wallMs,
+      cpu,
+      redisCpuUs,
+      fallbacks,
+    } = await measured(
+      () => load(op, n, concurrency, style),
+      redisPid,
+      () => s.stats(),
+    )
     return {
       contender,
       pattern,
@@ -98,7 +68,7 @@ async function main(p) {
       cpuUsPerOp: (cpu.user + cpu.system) / n,
       cpuUserUsPerOp: cpu.user / n,
       cpuSystemUsPerOp: cpu.system / n,
-      redisCpuUsPerOp: (redis1 - redis0) / n,
+      redisCpuUsPerOp: redisCpuUs / n,
       fallbacks,
       ...(diag.batches
         ? {

@@ -10,6 +10,7 @@
 import 'reflect-metadata'
 
 import { createRequire } from 'node:module'
+import { params as p, serveParent } from './app-child.mjs'
 import { countCrossings } from './common.mjs'
 
 const require = createRequire(import.meta.url)
@@ -17,11 +18,6 @@ const { Controller, Get, Module } = require('@nestjs/common')
 const { APP_GUARD, NestFactory } = require('@nestjs/core')
 const { ThrottlerGuard, ThrottlerModule } = require('@nestjs/throttler')
 
-const p = JSON.parse(process.argv[2])
-let unhandled = 0
-process.on('unhandledRejection', () => {
-  unhandled++
-})
 // redis-guard diagnostics: JS→Rust crossings (batch submissions) and calls per crossing.
 const diag = { batches: 0, items: 0 }
 
@@ -78,22 +74,11 @@ const app = await NestFactory.create(AppModule, { logger: false })
 await app.listen(0, '127.0.0.1')
 const server = app.getHttpServer()
 server.keepAliveTimeout = 65_000
-process.send({ type: 'ready', port: server.address().port })
-
-process.on('message', async (m) => {
-  if (m === 'stats') {
-    process.send({
-      type: 'stats',
-      cpu: process.cpuUsage(),
-      storeStats: stats(),
-      storeErrors: 0,
-      unhandled,
-      diag: { ...diag },
-    })
-  } else if (m === 'close') {
+serveParent(server.address().port, {
+  stats: () => ({ storeStats: stats(), storeErrors: 0, diag: { ...diag } }),
+  close: async () => {
     server.closeAllConnections()
     await app.close()
     await close()
-    process.send({ type: 'closed' }, () => process.disconnect())
-  }
+  },
 })

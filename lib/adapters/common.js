@@ -1,69 +1,20 @@
 'use strict'
-// What the framework adapters share: their options, checked once, and a native store of the
-// chosen algorithm on the batch core (src/store.rs), with its batcher.
+// What the framework adapters and RateLimiter share (their options are checked by
+// rateLimitOptions, lib/options.js): a native store of the chosen algorithm on the batch core
+// (src/store.rs), with its batcher, and the decision of one store op.
 
 const { NativeStore } = require('../native.js')
-const { RedisClient } = require('../client.js')
-const { getDefaultClient } = require('../default-client.js')
-const { RedisGuardError, codes, toError, fromNumber } = require('../errors.js')
+const { toError, fromNumber } = require('../errors.js')
 const { Batcher } = require('../batch.js')
-const { ALGORITHMS, SOURCES } = require('../store.js')
+const { SOURCES } = require('../store.js')
 
-const KNOWN = ['prefix', 'client', 'url', 'algorithm', 'onUnavailable', 'fallbackMaxKeys']
-
-/**
- * Validate an adapter's options (`what`: its name, for messages).
- * @param {any} options
- * @param {string} what
- * @param {string} defaultPrefix
- * @param {string[]} [more] options the caller takes itself (for the message)
- */
-function adapterOptions(options, what, defaultPrefix, more = []) {
-  if (options === null || typeof options !== 'object')
-    throw new RedisGuardError(codes.CONFIG, `${what} options must be an object`)
-  const {
-    prefix = defaultPrefix,
-    client,
-    url,
-    algorithm = 'fixed-window',
-    onUnavailable = 'memory',
-    fallbackMaxKeys,
-    ...unknown
-  } = options
-  const extra = Object.keys(unknown)
-  if (extra.length)
-    throw new RedisGuardError(
-      codes.CONFIG,
-      `unknown ${what} option \`${extra[0]}\` (known: ${[...more, ...KNOWN].join(', ')})`,
-    )
-  if (typeof prefix !== 'string') throw new RedisGuardError(codes.CONFIG, 'option `prefix` must be a string')
-  if (!ALGORITHMS.includes(algorithm))
-    throw new RedisGuardError(codes.CONFIG, "option `algorithm` must be 'fixed-window', 'sliding-window' or 'gcra'")
-  if (!['memory', 'allow', 'deny'].includes(onUnavailable))
-    throw new RedisGuardError(codes.CONFIG, "option `onUnavailable` must be 'memory', 'allow' or 'deny'")
-  if (fallbackMaxKeys !== undefined && !(Number.isInteger(fallbackMaxKeys) && fallbackMaxKeys > 0))
-    throw new RedisGuardError(codes.CONFIG, 'option `fallbackMaxKeys` must be a positive integer')
-  if (client !== undefined && !(client instanceof RedisClient))
-    throw new RedisGuardError(codes.CONFIG, 'option `client` must be a RedisClient from redis-guard')
-  return { prefix, client, url, algorithm, onUnavailable, fallbackMaxKeys }
-}
-
-/**
- * The client of validated options: theirs, one of the adapter's own (`url`), or the default.
- * @param {{ client?: RedisClient, url?: string }} o
- * @returns {{ client: RedisClient, own: boolean }}
- */
-function clientOf(o) {
-  if (o.client) return { client: o.client, own: false }
-  if (o.url !== undefined) return { client: new RedisClient({ url: o.url }), own: true }
-  return { client: getDefaultClient(), own: false }
-}
+/** @typedef {ReturnType<typeof import('../options.js').rateLimitOptions>} RateLimitOptions */
 
 /**
  * A native store of `prefix` with the options' algorithm and policy.
- * @param {RedisClient} client
+ * @param {import('../client.js').RedisClient} client
  * @param {string} prefix
- * @param {ReturnType<typeof adapterOptions>} o
+ * @param {RateLimitOptions} o
  */
 function nativeStore(client, prefix, o) {
   try {
@@ -75,9 +26,9 @@ function nativeStore(client, prefix, o) {
 
 /**
  * A batcher on a native store of `prefix` (see `nativeStore`).
- * @param {RedisClient} client
+ * @param {import('../client.js').RedisClient} client
  * @param {string} prefix
- * @param {ReturnType<typeof adapterOptions>} o
+ * @param {RateLimitOptions} o
  */
 function storeBatcher(client, prefix, o) {
   return new Batcher(nativeStore(client, prefix, o).batcher())
@@ -110,4 +61,4 @@ function decision(r, key, what, meter) {
   }
 }
 
-module.exports = { adapterOptions, clientOf, nativeStore, storeBatcher, whole, decision }
+module.exports = { nativeStore, storeBatcher, whole, decision }

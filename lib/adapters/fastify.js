@@ -7,14 +7,15 @@
 
 const { STORE_HIT, STORE_LIMIT } = require('../native.js')
 const { RedisGuardError, codes } = require('../errors.js')
-const { adapterOptions, clientOf, storeBatcher, whole, decision } = require('./common.js')
+const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf } = require('../options.js')
+const { storeBatcher, whole, decision } = require('./common.js')
 
 /**
  * @param {import('../../index').AdapterOptions} [options]
  * @returns {new (globalParams?: object) => FastifyRateLimitStore}
  */
 function fastifyStore(options = {}) {
-  const o = adapterOptions(options, 'fastifyStore', 'rl:')
+  const o = rateLimitOptions('fastifyStore', options, RATE_LIMIT_OPTIONS)
   let shared
   /** One client for the store and all its children, made when the plugin constructs the store. */
   const client = () => (shared ??= clientOf(o))
@@ -28,7 +29,7 @@ function fastifyStore(options = {}) {
 
 class FastifyRateLimitStore {
   /**
-   * @param {ReturnType<typeof adapterOptions>} o
+   * @param {import('./common.js').RateLimitOptions} o
    * @param {import('../client.js').RedisClient} client
    * @param {string} prefix
    * @param {any} [params] the plugin's options (global, or the route's for a child)

@@ -8,14 +8,15 @@
 
 const { STORE_LIMIT, STORE_THROTTLE } = require('../native.js')
 const { RedisGuardError, codes } = require('../errors.js')
-const { adapterOptions, clientOf, storeBatcher, whole, decision } = require('./common.js')
+const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf } = require('../options.js')
+const { storeBatcher, whole, decision } = require('./common.js')
 
 class ThrottlerStorageRedisGuard {
   /**
    * @param {import('../../index').AdapterOptions} [options]
    */
   constructor(options = {}) {
-    const o = adapterOptions(options, 'ThrottlerStorageRedisGuard', 'rl:')
+    const o = rateLimitOptions('ThrottlerStorageRedisGuard', options, RATE_LIMIT_OPTIONS)
     const { client, own } = clientOf(o)
     this.client = client
     this._own = own
