@@ -12,7 +12,9 @@
 
 import path from 'node:path'
 import { startRedis } from '../__tests__/helpers/redis.mjs'
+import { startApp } from './lib/app.mjs'
 import { ROOT, median, num, runWorker } from './lib/common.mjs'
+import { measureApp } from './lib/http.mjs'
 
 const trees = process.argv.slice(2).map((d) => path.resolve(d))
 if (!trees.length) {
@@ -24,6 +26,7 @@ const N = Number(process.env.AB_N || 200_000)
 const CYCLES = Number(process.env.AB_CYCLES || 60_000)
 const SECTIONS = (process.env.AB_SECTIONS || 'store,locks').split(',')
 const LIMITERS = (process.env.AB_LIMITERS || 'rg-fixed,rg-sliding,rg-gcra').split(',')
+const HTTP_SECONDS = Number(process.env.AB_HTTP_SECONDS || 10)
 
 const redis = await startRedis()
 /** name -> results of every round */
@@ -84,8 +87,27 @@ try {
       keep(name, { ops: r.callsPerSec, cpu: r.cpuUsPerCall, redis: r.redisCpuUsPerCall })
       console.error(`r${round} ${name}: ${num(r.callsPerSec)} calls/s, ${r.cpuUsPerCall.toFixed(2)} µs CPU/call`)
     }
+    const apps = SECTIONS.includes('http') ? [...trees.map((t) => [t, 'redis-guard']), [ROOT, 'rlr-ioredis']] : []
+    for (const [tree, store] of apps) {
+      await redis.cli('FLUSHALL')
+      const app = await startApp(
+        { store, url: redis.url, prefix: `ab${round}:`, keyBy: 'connection' },
+        { script: path.join(tree, 'bench/lib/http-server.mjs') },
+      )
+      let r
+      try {
+        r = await measureApp({ redis, httpSeconds: HTTP_SECONDS }, app, round, store)
+      } finally {
+        await app.close()
+      }
+      const name = `http (Express) ${store} ${path.relative(ROOT, tree) || '.'}`
+      keep(name, { ops: r.reqPerSec, cpu: r.appCpuUsPerReq, redis: r.redisCpuUsPerReq })
+      console.error(`r${round} ${name}: ${num(r.reqPerSec)} req/s, ${r.appCpuUsPerReq.toFixed(1)} µs app CPU/req`)
+    }
   }
-  console.log(`| run (medians of ${ROUNDS} rounds) | ops or cycles /s | Node CPU µs per op | Redis CPU µs per op |`)
+  console.log(
+    `| run (medians of ${ROUNDS} rounds) | ops, cycles or requests /s | Node CPU µs per op | Redis CPU µs per op |`,
+  )
   console.log('|---|--:|--:|--:|')
   for (const [name, rs] of res) {
     const redisCpu = rs[0].redis === undefined ? '' : median(rs.map((r) => r.redis)).toFixed(2)
