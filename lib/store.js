@@ -99,6 +99,8 @@ class RedisStore {
         o.algorithm,
       )
     } catch (e) {
+      // e.g. an unknown `scriptMode`: the client this store made for its `url` goes with it
+      if (own) client.close().catch(() => {})
       throw toError(e)
     }
     this._batch = new Batcher(this._native.batcher())

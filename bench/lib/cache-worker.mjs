@@ -101,6 +101,8 @@ async function main({ contender, url, redisPid, op, mode, n, concurrency, keys, 
         let issued = 0
         let done = 0
         const one = () => {
+          // A turn scheduled while the last calls were being issued: nothing left to issue.
+          if (issued >= count) return
           const i = issued++
           const t0 = performance.now()
           call(names[(i * 7919) % keys]).then((v) => {
