@@ -14,6 +14,7 @@ use fred::types::Value;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
+use crate::batch::reply::{self, bytes_of};
 use crate::batch::{CallIn, Failure, Feature, NativeBatcher, Out};
 use crate::connection::client::{ClientInner, NativeClient};
 use crate::connection::subscriber::{OnEvent, Subscriber};
@@ -146,15 +147,6 @@ struct CacheOp {
 pub struct NativeCache {
   inner: Arc<CacheFeature>,
   subscriber: Mutex<Option<Subscriber>>,
-}
-
-/// The bytes of a bulk reply.
-fn bytes_of(v: &Value) -> Option<&[u8]> {
-  match v {
-    Value::Bytes(b) => Some(b),
-    Value::String(s) => Some(s.as_bytes()),
-    _ => None,
-  }
 }
 
 /// The grace period of an entry's bytes, in ms (0 for a plain value).
@@ -373,13 +365,10 @@ impl Feature for CacheFeature {
     _now: u64,
     out: &mut Out<'_>,
   ) -> std::result::Result<(), Failure> {
-    let r = &reply[0];
-    let failed = || {
-      Failure::Refused(GuardError::new(
-        Code::Redis,
-        "the cache script failed for this key (not a string value?)",
-      ))
-    };
+    // OOM inside the script: nothing was written; the policy decides for this op.
+    let r = reply::op_reply(reply)?;
+    let failed =
+      || Failure::script_error("the cache script failed for this key (not a string value?)");
     let op_kind = if op.op == OP_READ { OP_GET } else { op.op };
     match (op_kind, r) {
       (OP_GET, Value::Null) => out.set(&[ST_REDIS, 0.0]),
@@ -406,8 +395,6 @@ impl Feature for CacheFeature {
         out.set(&[ST_REDIS, 0.0]);
         out.set_bytes(bytes_of(r).unwrap_or_default());
       }
-      // OOM inside the script: nothing was written; the policy decides for this op.
-      (_, Value::Integer(-2)) => return Err(Failure::Unavailable(None)),
       (OP_GET, _) => return Err(failed()),
       (_, Value::Integer(n)) if *n >= 0 => out.set(&[ST_REDIS, *n as f64]),
       _ => return Err(failed()),
@@ -422,10 +409,6 @@ impl Feature for CacheFeature {
   /// invalidation fails in every policy (it would not reach Redis's entries), and empties the
   /// memory tier; a fill lock is taken (the process's own one-at-a-time holds meanwhile).
   fn unavailable(&self, op: &CacheOp, why: &Failure, now: u64, out: &mut Out<'_>) {
-    if !matches!(why, Failure::Unavailable(_)) {
-      out.fail(why.code());
-      return;
-    }
     self
       .client
       .counters

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use fred::types::Value;
 use napi_derive::napi;
 
+use crate::batch::reply::{self, bytes_of};
 use crate::batch::{CallIn, Failure, Feature, NativeBatcher, Out};
 use crate::connection::client::{ClientInner, NativeClient};
 use crate::error::{Code, GuardError};
@@ -140,14 +141,6 @@ struct IdemFeature {
 #[napi]
 pub struct NativeIdempotency {
   inner: Arc<IdemFeature>,
-}
-
-fn bytes_of(v: &Value) -> Option<&[u8]> {
-  match v {
-    Value::Bytes(b) => Some(b),
-    Value::String(s) => Some(s.as_bytes()),
-    _ => None,
-  }
 }
 
 /// What a claim found, as `IDEM_BATCH` answers: state, ms left, result bytes.
@@ -344,13 +337,6 @@ impl Feature for IdemFeature {
     (groups, calls)
   }
 
-  fn split<'v>(&self, _: &IdemOp, n: usize, reply: &'v Value) -> Option<Vec<&'v [Value]>> {
-    match reply {
-      Value::Array(a) if a.len() == n => Some(a.chunks(1).collect()),
-      _ => None,
-    }
-  }
-
   fn apply(
     &self,
     op: &IdemOp,
@@ -359,14 +345,12 @@ impl Feature for IdemFeature {
     out: &mut Out<'_>,
   ) -> std::result::Result<(), Failure> {
     let failed = || {
-      Failure::Refused(GuardError::new(
-        Code::Redis,
+      Failure::script_error(
         "the idempotency script failed for this key (another type, or not a record)",
-      ))
+      )
     };
     let r = SRC_REDIS as f64;
-    match (op.kind, &reply[0]) {
-      (_, Value::Integer(-2)) => return Err(Failure::Unavailable(None)),
+    match (op.kind, reply::op_reply(reply)?) {
       (OP_CLAIM, Value::Array(a)) => {
         let state = a.first().and_then(|v| v.as_i64()).ok_or_else(failed)?;
         match state {
@@ -395,10 +379,6 @@ impl Feature for IdemFeature {
   /// (token-checked) and fails now (a completion) or answers not held (a give-back); an
   /// extension fails (the caller tries again until its lease runs out).
   fn unavailable(&self, op: &IdemOp, why: &Failure, now: u64, out: &mut Out<'_>) {
-    if !matches!(why, Failure::Unavailable(_)) {
-      out.fail(why.code());
-      return;
-    }
     if op.kind != OP_CLAIM {
       if op.kind == OP_RELEASE {
         self.settle_later(std::iter::once(op));

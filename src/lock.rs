@@ -9,7 +9,7 @@ use std::sync::{Arc, LazyLock};
 use fred::types::Value;
 use napi_derive::napi;
 
-use crate::batch::{CallIn, Failure, Feature, NativeBatcher, Out};
+use crate::batch::{reply, CallIn, Failure, Feature, NativeBatcher, Out};
 use crate::connection::client::{ClientInner, NativeClient};
 use crate::error::{Code, GuardError};
 use crate::fallback::{process_locks, Locks as LocalLocks};
@@ -342,13 +342,6 @@ impl Feature for LockFeature {
     (groups, calls)
   }
 
-  fn split<'v>(&self, _: &Op, n: usize, reply: &'v Value) -> Option<Vec<&'v [Value]>> {
-    match reply {
-      Value::Array(a) if a.len() == n => Some(a.chunks(1).collect()),
-      _ => None,
-    }
-  }
-
   fn apply(
     &self,
     op: &Op,
@@ -362,21 +355,16 @@ impl Feature for LockFeature {
         Ok(())
       }
       // OOM inside the script: nothing was written; the policy decides for this op.
-      -2 => Err(Failure::Unavailable(None)),
-      _ => Err(Failure::Refused(GuardError::new(
-        Code::Redis,
-        "the lock script failed for this key",
-      ))),
+      reply::OOM => Err(Failure::Unavailable(None)),
+      _ => Err(Failure::script_error("the lock script failed for this key")),
     }
   }
 
-  /// Closed: `ERR_REDIS_GUARD_CLOSED`. Unavailable: the policy. Refused (NOPERM, a script
-  /// error): the error reaches the caller — a lock never goes local under a permission error.
-  fn unavailable(&self, op: &Op, why: &Failure, now: u64, out: &mut Out<'_>) {
-    match why {
-      Failure::Unavailable(_) => self.lock_unavailable(op, now, out.nums),
-      Failure::Closed | Failure::Refused(_) => out.fail(why.code()),
-    }
+  /// Unavailable: the policy. (Closed, `ERR_REDIS_GUARD_CLOSED`, and refused, NOPERM or a script
+  /// error, fail with their code in the batch core: a lock never goes local under a permission
+  /// error.)
+  fn unavailable(&self, op: &Op, _why: &Failure, now: u64, out: &mut Out<'_>) {
+    self.lock_unavailable(op, now, out.nums);
   }
 
   fn in_doubt(&self, ops: &[&Op]) {

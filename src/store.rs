@@ -324,6 +324,7 @@ impl Feature for Store {
   type Op = StoreOp;
   const WIDTH_IN: usize = 3;
   const WIDTH_OUT: usize = 6;
+  const POLICY_ON_EVERY_FAILURE: bool = true;
 
   fn client(&self) -> &Arc<ClientInner> {
     &self.client
@@ -429,10 +430,9 @@ impl Feature for Store {
         out.set(&p);
         Ok(())
       }
-      None => Err(Failure::Refused(GuardError::new(
-        Code::Redis,
+      None => Err(Failure::script_error(
         "the rate-limit script failed for this key",
-      ))),
+      )),
     }
   }
 

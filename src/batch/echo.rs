@@ -43,9 +43,6 @@ impl<const BYTES: bool> Feature for Echo<BYTES> {
   fn plan(&self, _ops: &[&Self::Op], _cluster: bool) -> (Vec<Vec<usize>>, Vec<Call>) {
     (Vec::new(), Vec::new())
   }
-  fn split<'v>(&self, _: &Self::Op, _: usize, _: &'v Value) -> Option<Vec<&'v [Value]>> {
-    None
-  }
   fn apply(&self, _: &Self::Op, _: &[Value], _: u64, _: &mut Out<'_>) -> Result<(), Failure> {
     Ok(())
   }

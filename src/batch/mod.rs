@@ -12,10 +12,12 @@
 //! A feature plugs in through [`Feature`]: parse a call, answer what needs no Redis, plan the
 //! script calls (per cluster slot), apply Redis's replies, and answer from its fallback policy.
 //! [`run`] holds the rest once for every feature: the closed client, the open circuit, the
-//! deadline, and one classification of what went wrong ([`Failure`]).
+//! deadline, one classification of what went wrong ([`Failure`]), and reading what the scripts
+//! answer alike for an op (`reply.rs`).
 
 pub mod completion;
 pub mod echo;
+pub mod reply;
 pub mod settle;
 
 use std::future::Future;
@@ -93,6 +95,12 @@ impl Failure {
       Failure::Refused(e) => e.code,
     }
   }
+
+  /// A script that failed for an op, or a reply of the wrong shape: `Refused` with
+  /// `Code::Redis` and `message`.
+  pub fn script_error(message: impl Into<String>) -> Failure {
+    Failure::Refused(GuardError::new(Code::Redis, message))
+  }
 }
 
 /// A feature's `onUnavailable` option: the policy named `value` among `choices`, or a
@@ -147,6 +155,11 @@ pub trait Feature: Send + Sync + 'static {
   const BYTES_IN: bool = false;
   /// Whether answers carry bytes.
   const BYTES_OUT: bool = false;
+  /// Whether `unavailable` answers every failure, a closed client and a refusal too (the
+  /// rate-limit store: a limiter falls back rather than fail a request). Otherwise those fail
+  /// with their code (`Failure::code`), and only `Failure::Unavailable` reaches `unavailable`.
+  /// The default is `false`.
+  const POLICY_ON_EVERY_FAILURE: bool = false;
 
   /// The client this feature talks through.
   fn client(&self) -> &Arc<ClientInner>;
@@ -160,8 +173,14 @@ pub trait Feature: Send + Sync + 'static {
   /// in the order of its reply. `cluster`: one call per slot at most.
   fn plan(&self, ops: &[&Self::Op], cluster: bool) -> (Vec<Vec<usize>>, Vec<Call>);
   /// Split one script call's reply into the replies of its `n` ops (`first`: its first op);
-  /// None when the reply does not have the expected shape.
-  fn split<'v>(&self, first: &Self::Op, n: usize, reply: &'v Value) -> Option<Vec<&'v [Value]>>;
+  /// None when the reply does not have the expected shape. The default: an array of one value
+  /// per op.
+  fn split<'v>(&self, _first: &Self::Op, n: usize, reply: &'v Value) -> Option<Vec<&'v [Value]>> {
+    match reply {
+      Value::Array(a) if a.len() == n => Some(a.chunks(1).collect()),
+      _ => None,
+    }
+  }
   /// Apply Redis's reply to one op, received at `now`. An error: the op fails as that.
   fn apply(
     &self,
@@ -170,7 +189,8 @@ pub trait Feature: Send + Sync + 'static {
     now: u64,
     out: &mut Out<'_>,
   ) -> std::result::Result<(), Failure>;
-  /// Answer an op that Redis did not decide.
+  /// Answer, from the feature's policy, an op that Redis did not decide (every failure with
+  /// `POLICY_ON_EVERY_FAILURE`, else `Failure::Unavailable` only).
   fn unavailable(&self, op: &Self::Op, why: &Failure, now: u64, out: &mut Out<'_>);
   /// Ops whose writes Redis may still apply although the caller was answered otherwise (see
   /// `lock.rs`). The default does nothing.
@@ -185,7 +205,9 @@ pub struct Input {
   pub bytes: Vec<u8>,
 }
 
-/// Answer `op` from `f`'s policy, counting a fallback when the policy answered (not an error).
+/// Answer `op` that Redis did not decide: from `f`'s policy, or with the failure's code when
+/// the policy is not for this failure (`Feature::POLICY_ON_EVERY_FAILURE`). Counts a fallback
+/// when the policy answered an unavailable Redis (not with an error).
 fn fall_back<F: Feature>(
   f: &F,
   op: &F::Op,
@@ -194,7 +216,11 @@ fn fall_back<F: Feature>(
   out: &mut Out<'_>,
   n: &mut u64,
 ) {
-  f.unavailable(op, why, now, out);
+  if F::POLICY_ON_EVERY_FAILURE || matches!(why, Failure::Unavailable(_)) {
+    f.unavailable(op, why, now, out);
+  } else {
+    out.fail(why.code());
+  }
   if matches!(why, Failure::Unavailable(_)) && out.nums[0] >= 0.0 {
     *n += 1;
   }
@@ -326,10 +352,9 @@ async fn run_batch_of<F: Feature>(f: &F, input: Input, fallbacks: &mut u64) -> A
     let replies = match r {
       Ok(v) => match f.split(todo[group[0]], group.len(), v) {
         Some(r) => Ok(r),
-        None => Err(Failure::Refused(GuardError::new(
-          Code::Redis,
+        None => Err(Failure::script_error(
           "unexpected reply from a redis-guard script",
-        ))),
+        )),
       },
       Err(e) => {
         let (why, doubt) = classify(client, e);

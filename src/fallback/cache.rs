@@ -2,42 +2,23 @@
 //! query cache, `cache.rs`): the serialized bytes of each value with its expiry, at most
 //! `max_keys` entries and `max_bytes` bytes (keys and values), the oldest evicted first.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use super::bounded::{BoundedMap, Entry};
 use super::local_key;
 
 /// Most bytes (keys and values) the memory tier of one cache holds: 64 MiB.
 pub const CACHE_FALLBACK_MAX_BYTES: usize = 64 * 1024 * 1024;
 
-struct Entry {
-  value: Vec<u8>,
-  expires_at: u64,
-  seq: u64,
-}
+/// The serialized values by key.
+type Values = BoundedMap<Vec<u8>>;
 
-struct Inner {
-  map: HashMap<String, Entry>,
-  /// Insertion order: `(seq, key)`; an entry whose seq differs from the map's is stale.
-  order: VecDeque<(u64, String)>,
-  seq: u64,
-  bytes: usize,
-}
-
-impl Inner {
-  fn remove(&mut self, key: &str) -> Option<Entry> {
-    let e = self.map.remove(key)?;
-    self.bytes -= key.len() + e.value.len();
-    Some(e)
+/// The live, unexpired entry of `key` (an expired one is dropped).
+fn live<'a>(g: &'a mut Values, key: &str, now: u64) -> Option<&'a Entry<Vec<u8>>> {
+  if g.get(key, now).is_none() {
+    g.remove(key);
   }
-
-  /// The live, unexpired entry of `key` (an expired one is dropped).
-  fn live(&mut self, key: &str, now: u64) -> Option<&Entry> {
-    if self.map.get(key).is_some_and(|e| e.expires_at <= now) {
-      self.remove(key);
-    }
-    self.map.get(key)
-  }
+  g.get(key, now)
 }
 
 /// What [`MemoryCache::update`] does with an entry.
@@ -52,44 +33,35 @@ pub enum Change {
 
 /// A bounded map of serialized values with expiry.
 pub struct MemoryCache {
-  inner: Mutex<Inner>,
-  max_keys: usize,
-  max_bytes: usize,
+  inner: Mutex<Values>,
 }
 
 impl MemoryCache {
   pub fn new(max_keys: usize, max_bytes: usize) -> Self {
     MemoryCache {
-      inner: Mutex::new(Inner {
-        map: HashMap::new(),
-        order: VecDeque::new(),
-        seq: 0,
-        bytes: 0,
-      }),
-      max_keys: max_keys.max(1),
-      max_bytes: max_bytes.max(1),
+      inner: Mutex::new(BoundedMap::with_max_bytes(max_keys, max_bytes, |k, v| {
+        k.len() + v.len()
+      })),
     }
   }
 
-  fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+  fn lock(&self) -> std::sync::MutexGuard<'_, Values> {
     self.inner.lock().unwrap_or_else(|e| e.into_inner())
   }
 
   /// The value of `key` at `now` and the ms it has left, or None.
   pub fn get(&self, key: &str, now: u64) -> Option<(Vec<u8>, u64)> {
     let key = local_key(key);
-    self
-      .lock()
-      .live(&key, now)
-      .map(|e| (e.value.clone(), e.expires_at - now))
+    live(&mut self.lock(), &key, now).map(|e| (e.value.clone(), e.expires_at - now))
   }
 
   /// Store `value` for `ttl_ms` from `now`, evicting expired entries, then the oldest, while
   /// the cache is full. A value larger than the whole byte budget is not kept.
   pub fn set(&self, key: &str, value: &[u8], ttl_ms: u64, now: u64) {
     let key = local_key(key).into_owned();
-    let mut g = self.lock();
-    self.put(&mut g, key, value, ttl_ms, now);
+    self
+      .lock()
+      .insert(key, value.to_vec(), now.saturating_add(ttl_ms), now);
   }
 
   /// Read the live value of `key` at `now` (with the ms it has left) and change it as `f`
@@ -103,54 +75,17 @@ impl MemoryCache {
   ) -> R {
     let key = local_key(key).into_owned();
     let mut g = self.lock();
-    let (change, r) = f(g
-      .live(&key, now)
-      .map(|e| (&e.value[..], e.expires_at - now)));
+    let (change, r) = f(live(&mut g, &key, now).map(|e| (&e.value[..], e.expires_at - now)));
     match change {
       Change::Keep => {}
-      Change::Set(value, ttl) => self.put(&mut g, key, &value, ttl, now),
+      Change::Set(value, ttl) => {
+        g.insert(key, value, now.saturating_add(ttl), now);
+      }
       Change::Delete => {
         g.remove(&key);
       }
     }
     r
-  }
-
-  fn put(&self, g: &mut Inner, key: String, value: &[u8], ttl_ms: u64, now: u64) {
-    let size = key.len() + value.len();
-    g.remove(&key);
-    if size > self.max_bytes {
-      return;
-    }
-    while let Some((s, k)) = g.order.front() {
-      let entry = g.map.get(k);
-      let stale = entry.map(|e| e.seq != *s).unwrap_or(true);
-      let expired = entry.map(|e| e.expires_at <= now).unwrap_or(false);
-      let full = g.map.len() >= self.max_keys || g.bytes + size > self.max_bytes;
-      if !(stale || expired || full) {
-        break;
-      }
-      let (s, k) = g.order.pop_front().expect("front exists");
-      if g.map.get(&k).is_some_and(|e| e.seq == s) {
-        g.remove(&k);
-      }
-    }
-    g.seq += 1;
-    let seq = g.seq;
-    g.bytes += size;
-    g.map.insert(
-      key.clone(),
-      Entry {
-        value: value.to_vec(),
-        expires_at: now.saturating_add(ttl_ms),
-        seq,
-      },
-    );
-    g.order.push_back((seq, key));
-    if g.order.len() > 2 * self.max_keys {
-      let Inner { map, order, .. } = g;
-      order.retain(|(s, k)| map.get(k).is_some_and(|e| e.seq == *s));
-    }
   }
 
   /// Forget `key`; whether it held an unexpired value.
@@ -161,15 +96,12 @@ impl MemoryCache {
   }
 
   pub fn clear(&self) {
-    let mut g = self.lock();
-    g.map.clear();
-    g.order.clear();
-    g.bytes = 0;
+    self.lock().clear();
   }
 
   /// Entries held (expired ones not yet dropped included).
   pub fn len(&self) -> usize {
-    self.lock().map.len()
+    self.lock().len()
   }
 }
 
@@ -194,7 +126,7 @@ mod tests {
     for _ in 0..1000 {
       c.set("same", b"x", 60_000, 2000);
     }
-    assert!(c.lock().order.len() <= 200);
+    assert!(c.lock().queued() <= 200);
     assert!(c.delete("same", 2000));
     assert!(!c.delete("same", 2000));
     c.clear();
@@ -208,11 +140,10 @@ mod tests {
       c.set(&format!("k{i}"), &[0u8; 98], 60_000, 0);
     }
     let g = c.lock();
-    assert!(g.bytes <= 1000, "{} bytes", g.bytes);
+    assert!(g.bytes() <= 1000, "{} bytes", g.bytes());
     assert_eq!(
-      g.bytes,
-      g.map
-        .iter()
+      g.bytes(),
+      g.iter()
         .map(|(k, e)| k.len() + e.value.len())
         .sum::<usize>()
     );

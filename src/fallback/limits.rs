@@ -1,14 +1,14 @@
 //! The rate-limit algorithms in process, for the memory fallback: the same decisions as the
-//! scripts of `redis/limits.rs` (op for op, number for number), on this host's clock, in a map
-//! bounded like the fixed windows (`windows.rs`): at most `max_keys` entries, expired and then
+//! scripts of `redis/limits.rs` (op for op, number for number), on this host's clock, in a
+//! bounded map (`bounded.rs`, as the fixed windows): at most `max_keys` entries, expired and then
 //! oldest entries evicted first.
 //!
 //! The fixed window's express-rate-limit ops (`i`, `g`, `d`) stay in `Windows`; this map holds
 //! the fixed window's `l`, `h`, `t` ops and every op of the sliding window and GCRA.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use super::bounded::BoundedMap;
 use super::local_key;
 
 /// The algorithm of a store.
@@ -242,37 +242,20 @@ fn gcra(st: Option<[f64; 3]>, now_ms: f64, op: LimitOp, burst: f64) -> (Write, D
   }
 }
 
-struct Cell {
-  state: [f64; 3],
-  expires_at: u64,
-  seq: u64,
-}
-
-struct CellsInner {
-  map: HashMap<String, Cell>,
-  order: VecDeque<(u64, String)>,
-  seq: u64,
-}
-
-/// Per-process rate-limit state for the memory fallback, bounded.
+/// Per-process rate-limit state for the memory fallback, bounded: an entry is an algorithm's
+/// state (see `fixed`, `sliding`, `gcra`) with its expiry.
 pub struct Cells {
-  inner: Mutex<CellsInner>,
-  max_keys: usize,
+  inner: Mutex<BoundedMap<[f64; 3]>>,
 }
 
 impl Cells {
   pub fn new(max_keys: usize) -> Self {
     Cells {
-      inner: Mutex::new(CellsInner {
-        map: HashMap::new(),
-        order: VecDeque::new(),
-        seq: 0,
-      }),
-      max_keys: max_keys.max(1),
+      inner: Mutex::new(BoundedMap::new(max_keys)),
     }
   }
 
-  fn lock(&self) -> std::sync::MutexGuard<'_, CellsInner> {
+  fn lock(&self) -> std::sync::MutexGuard<'_, BoundedMap<[f64; 3]>> {
     self.inner.lock().unwrap_or_else(|e| e.into_inner())
   }
 
@@ -281,16 +264,11 @@ impl Cells {
     let key = local_key(key);
     let now = now_ms as u64;
     let mut g = self.lock();
-    let g = &mut *g;
     if op.letter == b'r' {
-      let had = g.map.remove(key.as_ref()).is_some();
+      let had = g.remove(key.as_ref()).is_some();
       return d(had as u8 as f64, 0.0, true, 0.0);
     }
-    let live = g
-      .map
-      .get(key.as_ref())
-      .filter(|c| c.expires_at > now)
-      .map(|c| (c.state, c.expires_at));
+    let live = g.get(key.as_ref(), now).map(|c| (c.value, c.expires_at));
     let (write, decision) = match algo {
       Algo::Fixed => fixed(live.map(|l| l.0), live.map(|l| l.1).unwrap_or(0), now, op),
       Algo::Sliding => sliding(live.map(|l| l.0), now, op),
@@ -299,58 +277,24 @@ impl Cells {
     match write {
       Write::Keep => {}
       Write::Set(state, expires_at) => {
-        if let Some(c) = g.map.get_mut(key.as_ref()) {
-          if live.is_some() {
-            c.state = state;
-            c.expires_at = expires_at;
-            return decision;
-          }
+        if let Some(c) = g.get_mut(key.as_ref(), now) {
+          c.value = state;
+          c.expires_at = expires_at;
+          return decision;
         }
-        let key = key.into_owned();
-        g.seq += 1;
-        let seq = g.seq;
-        g.map.remove(&key);
-        // Evict stale and expired entries from the front, then the oldest while full.
-        while let Some((s, k)) = g.order.front() {
-          let cell = g.map.get(k);
-          let stale = cell.map(|c| c.seq != *s).unwrap_or(true);
-          let expired = cell.map(|c| c.expires_at <= now).unwrap_or(false);
-          if stale || expired || g.map.len() >= self.max_keys {
-            if let Some((s, k)) = g.order.pop_front() {
-              if g.map.get(&k).map(|c| c.seq == s).unwrap_or(false) {
-                g.map.remove(&k);
-              }
-            }
-          } else {
-            break;
-          }
-        }
-        g.map.insert(
-          key.clone(),
-          Cell {
-            state,
-            expires_at,
-            seq,
-          },
-        );
-        g.order.push_back((seq, key));
-        if g.order.len() > 2 * self.max_keys {
-          let CellsInner { map, order, .. } = g;
-          order.retain(|(s, k)| map.get(k).map(|c| c.seq == *s).unwrap_or(false));
-        }
+        // Evicting expired entries from the front, then the oldest while full.
+        g.insert(key.into_owned(), state, expires_at, now);
       }
     }
     decision
   }
 
   pub fn clear(&self) {
-    let mut g = self.lock();
-    g.map.clear();
-    g.order.clear();
+    self.lock().clear();
   }
 
   pub fn len(&self) -> usize {
-    self.lock().map.len()
+    self.lock().len()
   }
 }
 
@@ -432,6 +376,6 @@ mod tests {
       );
     }
     assert!(c.len() <= 1000);
-    assert!(c.lock().order.len() <= 2000);
+    assert!(c.lock().queued() <= 2000);
   }
 }

@@ -1,8 +1,11 @@
 //! The in-memory fallback used while Redis is unavailable: bounded fixed windows for the
 //! rate-limit store, a process-local lock table for locks, and serialized entries for the query
 //! cache. All hold at most `max_keys` entries; the oldest entry is evicted first, so memory and
-//! per-call cost stay flat under a flood of distinct keys.
+//! per-call cost stay flat under a flood of distinct keys. The windows, the rate-limit state and
+//! the cache entries live in one kind of bounded, expiring map (`bounded.rs`); the lock table
+//! keeps its own rule (a full table of live locks refuses a grant rather than evict one).
 
+mod bounded;
 mod cache;
 mod limits;
 mod locks;

@@ -1,0 +1,29 @@
+//! Reading one op's reply (`Feature::apply`) where the scripts answer alike: the OOM outcome of
+//! the scripts whose per-op loop ends with `op_outcome!` (`redis/scripts.rs`: the cache, lock and
+//! idempotency scripts), and the bytes of a bulk reply.
+
+use fred::types::Value;
+
+use super::Failure;
+
+/// What such a script answers for an op when Redis ran out of memory inside the script:
+/// nothing was written, and the feature's `onUnavailable` policy decides for the op.
+pub const OOM: i64 = -2;
+
+/// The reply of one op (the first value of its share of the reply), or
+/// `Failure::Unavailable` when it is [`OOM`].
+pub fn op_reply(reply: &[Value]) -> Result<&Value, Failure> {
+  match &reply[0] {
+    Value::Integer(OOM) => Err(Failure::Unavailable(None)),
+    r => Ok(r),
+  }
+}
+
+/// The bytes of a bulk reply (`None` for any other kind of reply).
+pub fn bytes_of(v: &Value) -> Option<&[u8]> {
+  match v {
+    Value::Bytes(b) => Some(b),
+    Value::String(s) => Some(s.as_bytes()),
+    _ => None,
+  }
+}
