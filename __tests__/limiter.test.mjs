@@ -250,6 +250,28 @@ describe('RateLimiter on a running server', () => {
     const g = new RedisStore({ client, algorithm: 'gcra' })
     assert.throws(() => g.init({ windowMs: 1000, limit: () => 5 }), { code: 'ERR_REDIS_GUARD_CONFIG' })
   })
+
+  test("GCRA: hits that push the TAT past the key's expiry extend it; a value of another layout is replaced, not misread", async () => {
+    const prefix = uniquePrefix('gcra-expiry')
+    const store = new RedisStore({ client, algorithm: 'gcra', prefix, blockOverLimit: false })
+    store.init({ windowMs: 1000, limit: 2 }) // T = 500 ms
+    for (let i = 0; i < 20; i++) await store.increment('x') // every hit counts: TAT about now + 10 s
+    const [sec, usec] = (await server.cli('TIME')).split('\n').map(Number)
+    const now = sec * 1e6 + usec
+    const tat = Number(await server.cli('GET', `${prefix}gcra:x`))
+    assert.ok(Math.abs(tat - now - 10e6) < 1e6, `TAT ${((tat - now) / 1e6).toFixed(2)} s ahead, about 10`)
+    const ttl = Number(await server.cli('PTTL', `${prefix}gcra:x`))
+    assert.ok(
+      ttl * 1000 >= tat - now && ttl <= (tat - now) / 1000 + 1000 + 50,
+      `TTL ${ttl} ms covers the TAT, plus at most a window`,
+    )
+    assert.equal((await store.get('x')).totalHits, 20)
+    // An older layout (the TAT as fractional ms): read as no TAT, then written in µs.
+    await server.cli('SET', `${prefix}gcra:y`, '1796150000123.4561', 'PX', '60000')
+    assert.equal(await store.get('y'), undefined)
+    assert.equal((await store.increment('y')).totalHits, 1)
+    assert.match(await server.cli('GET', `${prefix}gcra:y`), /^\d+$/)
+  })
 })
 
 describe('RateLimiter while Redis is down', () => {
