@@ -32,60 +32,58 @@ const redis = await startRedis()
 /** name -> results of every round */
 const res = new Map()
 const keep = (name, r) => res.set(name, [...(res.get(name) || []), r])
+/**
+ * One run of `tree`'s bench/lib/`worker` on a flushed Redis, kept as `what` and the tree;
+ * `pick` reads `{ ops, cpu, redis?, unit }` off the worker's result.
+ */
+async function workerRun(round, tree, worker, params, what, pick) {
+  await redis.cli('FLUSHALL')
+  const r = await runWorker(path.join(tree, 'bench/lib', worker), { url: redis.url, redisPid: redis.pid, ...params })
+  const name = `${what} ${path.relative(ROOT, tree) || '.'}`
+  const { unit, ...kept } = pick(r)
+  keep(name, kept)
+  console.error(`r${round} ${name}: ${num(kept.ops)} ${unit}/s, ${kept.cpu.toFixed(2)} µs CPU per ${unit}`)
+}
 try {
   for (let round = 1; round <= ROUNDS; round++) {
     for (const pattern of SECTIONS.includes('store') ? ['distinct', 'hot'] : []) {
       for (const [tree, contender] of [...trees.map((t) => [t, 'redis-guard']), [ROOT, 'rlr-ioredis']]) {
-        await redis.cli('FLUSHALL')
-        const r = await runWorker(path.join(tree, 'bench/lib/micro-worker.mjs'), {
+        const params = {
           contender,
-          url: redis.url,
-          redisPid: redis.pid,
           pattern,
           style: 'immediate',
           n: N,
           concurrency: 256,
           warmup: 20_000,
           prefix: `ab${round}:`,
-        })
-        const name = `store ${pattern} ${contender} ${path.relative(ROOT, tree) || '.'}`
-        keep(name, { ops: r.opsPerSec, cpu: r.cpuUsPerOp })
-        console.error(`r${round} ${name}: ${num(r.opsPerSec)} ops/s, ${r.cpuUsPerOp.toFixed(2)} µs CPU/op`)
+        }
+        await workerRun(round, tree, 'micro-worker.mjs', params, `store ${pattern} ${contender}`, (r) => ({
+          ops: r.opsPerSec,
+          cpu: r.cpuUsPerOp,
+          unit: 'op',
+        }))
       }
     }
-    for (const [tree, contender] of SECTIONS.includes('locks')
-      ? [...trees.map((t) => [t, 'rg-lease']), [ROOT, 'redlock']]
-      : []) {
-      await redis.cli('FLUSHALL')
-      const r = await runWorker(path.join(tree, 'bench/lib/locks-worker.mjs'), {
-        contender,
-        url: redis.url,
-        redisPid: redis.pid,
-        cycles: CYCLES,
-        concurrency: 64,
-        warmup: 5000,
-      })
-      const name = `locks ${contender} ${path.relative(ROOT, tree) || '.'}`
-      keep(name, { ops: r.cyclesPerSec, cpu: r.cpuUsPerCycle })
-      console.error(`r${round} ${name}: ${num(r.cyclesPerSec)} cycles/s, ${r.cpuUsPerCycle.toFixed(2)} µs CPU/cycle`)
+    const lockers = SECTIONS.includes('locks') ? [...trees.map((t) => [t, 'rg-lease']), [ROOT, 'redlock']] : []
+    for (const [tree, contender] of lockers) {
+      const params = { contender, cycles: CYCLES, concurrency: 64, warmup: 5000 }
+      await workerRun(round, tree, 'locks-worker.mjs', params, `locks ${contender}`, (r) => ({
+        ops: r.cyclesPerSec,
+        cpu: r.cpuUsPerCycle,
+        unit: 'cycle',
+      }))
     }
     const limiters = SECTIONS.includes('limiter')
       ? [...LIMITERS.flatMap((c) => trees.map((t) => [t, c])), [ROOT, 'rlf']]
       : []
     for (const [tree, contender] of limiters) {
-      await redis.cli('FLUSHALL')
-      const r = await runWorker(path.join(tree, 'bench/lib/limiter-worker.mjs'), {
-        contender,
-        url: redis.url,
-        redisPid: redis.pid,
-        calls: N,
-        concurrency: 256,
-        keys: 10_000,
-        warmup: 10_000,
-      })
-      const name = `limiter 10,000 keys ${contender} ${path.relative(ROOT, tree) || '.'}`
-      keep(name, { ops: r.callsPerSec, cpu: r.cpuUsPerCall, redis: r.redisCpuUsPerCall })
-      console.error(`r${round} ${name}: ${num(r.callsPerSec)} calls/s, ${r.cpuUsPerCall.toFixed(2)} µs CPU/call`)
+      const params = { contender, calls: N, concurrency: 256, keys: 10_000, warmup: 10_000 }
+      await workerRun(round, tree, 'limiter-worker.mjs', params, `limiter 10,000 keys ${contender}`, (r) => ({
+        ops: r.callsPerSec,
+        cpu: r.cpuUsPerCall,
+        redis: r.redisCpuUsPerCall,
+        unit: 'call',
+      }))
     }
     const apps = SECTIONS.includes('http') ? [...trees.map((t) => [t, 'redis-guard']), [ROOT, 'rlr-ioredis']] : []
     for (const [tree, store] of apps) {

@@ -265,7 +265,8 @@ impl Cells {
     let now = now_ms as u64;
     let mut g = self.lock();
     if op.letter == b'r' {
-      let had = g.remove(key.as_ref()).is_some();
+      // as Redis's DEL counts: an expired entry is already gone
+      let had = g.remove(key.as_ref()).is_some_and(|c| c.expires_at > now);
       return d(had as u8 as f64, 0.0, true, 0.0);
     }
     let live = g.get(key.as_ref(), now).map(|c| (c.value, c.expires_at));
@@ -309,6 +310,22 @@ mod tests {
       limit,
       window,
     }
+  }
+
+  #[test]
+  fn a_reset_counts_only_a_live_entry() {
+    let c = Cells::new(10);
+    let reset = LimitOp {
+      letter: b'r',
+      x: 0.0,
+      limit: 0.0,
+      window: 0.0,
+    };
+    c.run(Algo::Fixed, "a", lim(1.0, 10.0, 1000.0), 0.0, 0.0);
+    c.run(Algo::Fixed, "b", lim(1.0, 10.0, 1000.0), 0.0, 0.0);
+    assert_eq!(c.run(Algo::Fixed, "a", reset, 0.0, 500.0).hits, 1.0);
+    // b's window ended at 1000: gone, as Redis's DEL would count it
+    assert_eq!(c.run(Algo::Fixed, "b", reset, 0.0, 1500.0).hits, 0.0);
   }
 
   #[test]

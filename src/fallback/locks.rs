@@ -22,7 +22,33 @@ pub fn process_locks(max_keys: usize) -> &'static Locks {
 }
 
 /// Locks by key, and the largest fence seen per key.
-type LockTables = (HashMap<String, LocalLock>, HashMap<String, u64>);
+type LockTables = (HashMap<String, LocalLock>, Fences);
+
+/// The largest fence seen per key, bounded: when full it is emptied, and `floor` keeps the
+/// largest fence it held, so a key it forgot continues above every fence it ever knew (a fence
+/// may jump, never go back).
+#[derive(Default)]
+struct Fences {
+  by_key: HashMap<String, u64>,
+  floor: u64,
+}
+
+impl Fences {
+  /// The largest fence seen for `key` (the floor for a key not held).
+  fn get(&self, key: &str) -> u64 {
+    self.by_key.get(key).copied().unwrap_or(self.floor)
+  }
+
+  /// The entry of `key`, starting at the floor; the table is emptied first when full.
+  fn entry(&mut self, key: Cow<'_, str>, max_keys: usize) -> &mut u64 {
+    if self.by_key.len() >= max_keys && !self.by_key.contains_key(key.as_ref()) {
+      self.floor = self.by_key.values().copied().fold(self.floor, u64::max);
+      self.by_key.clear();
+    }
+    let floor = self.floor;
+    self.by_key.entry(key.into_owned()).or_insert(floor)
+  }
+}
 
 /// The process-local lock table used while Redis is unavailable (`onUnavailable: 'local'`).
 /// Fencing tokens continue from the largest one this process has seen for the key.
@@ -34,7 +60,7 @@ pub struct Locks {
 impl Locks {
   pub fn new(max_keys: usize) -> Self {
     Locks {
-      inner: Mutex::new((HashMap::new(), HashMap::new())),
+      inner: Mutex::new((HashMap::new(), Fences::default())),
       max_keys: max_keys.max(1),
     }
   }
@@ -51,7 +77,7 @@ impl Locks {
     if matches!(g.0.get(key.as_ref()), Some(l) if l.expires_at > now && !l.mirrored) {
       return None;
     }
-    Some(g.1.get(key.as_ref()).copied().unwrap_or(0))
+    Some(g.1.get(key.as_ref()))
   }
 
   /// Redis granted `key` to `token` with `fence` until `now + ttl_ms`: remember the largest
@@ -59,15 +85,8 @@ impl Locks {
   pub fn granted(&self, key: &str, fence: u64, token: &str, ttl_ms: u64, now: u64) {
     let key = local_key(key);
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    match g.1.get_mut(key.as_ref()) {
-      Some(f) => *f = (*f).max(fence),
-      None => {
-        if g.1.len() >= self.max_keys {
-          g.1.clear();
-        }
-        g.1.insert(key.clone().into_owned(), fence);
-      }
-    }
+    let f = g.1.entry(key.clone(), self.max_keys);
+    *f = (*f).max(fence);
     self.mirror(&mut g, key, token, ttl_ms, now);
   }
 
@@ -94,10 +113,7 @@ impl Locks {
         mirrored: false,
       },
     );
-    if g.1.len() >= self.max_keys && !g.1.contains_key(&key) {
-      g.1.clear();
-    }
-    let f = g.1.entry(key).or_insert(0);
+    let f = g.1.entry(Cow::Owned(key), self.max_keys);
     *f += 1;
     Some(*f)
   }
@@ -198,5 +214,22 @@ mod tests {
     assert_eq!(l.acquire("k", "t2", 100, 60), Some(8));
     assert_eq!(l.before_grant("k", 70), None, "a local grant holds the key");
     assert_eq!(l.before_grant("k", 200), Some(8));
+  }
+
+  #[test]
+  fn fences_never_go_back_when_the_table_is_emptied() {
+    let l = Locks::new(2);
+    l.granted("a", 40, "r1", 10, 0);
+    assert_eq!(l.acquire("b", "t", 10, 0), Some(1));
+    // a third key (the two locks expired) empties the full fence table: it and every forgotten
+    // key continue above 40
+    assert_eq!(l.acquire("c", "t", 10, 20), Some(41));
+    assert_eq!(l.before_grant("a", 100), Some(40));
+    assert_eq!(l.acquire("a", "t", 10, 100), Some(41));
+    assert_eq!(
+      l.acquire("b", "t", 10, 100),
+      Some(42),
+      "b was at 1, continues above the floor"
+    );
   }
 }

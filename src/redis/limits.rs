@@ -446,7 +446,8 @@ write = function(k, s)
 end
 -- `l` / `h` of a cost > 0 on a key with no other op in this call (the usual case on many keys):
 -- straight to Redis, no state table: `GET`, then `INCRBY` and `PTTL` (or `SET PX` for a new
--- key). `d`: µs from now to the new TAT.
+-- key). `stored`, `move`, `used` and `ms` are written out here: on the hot path that saves ~10 %
+-- of the script's time per op. `d`: µs from now to the new TAT.
 local function fast(op, k, x, b, T, tau, w)
   local v = tonumber(redis.call("GET", k))
   if v and v ~= floor(v) then v = nil end
