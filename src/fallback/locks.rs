@@ -39,14 +39,20 @@ impl Fences {
     self.by_key.get(key).copied().unwrap_or(self.floor)
   }
 
-  /// The entry of `key`, starting at the floor; the table is emptied first when full.
-  fn entry(&mut self, key: Cow<'_, str>, max_keys: usize) -> &mut u64 {
-    if self.by_key.len() >= max_keys && !self.by_key.contains_key(key.as_ref()) {
+  /// Set `key`'s fence to `f(its fence)` (the floor for a key not held) and return it; the
+  /// table is emptied first when it is full and `key` is new.
+  fn bump(&mut self, key: &str, max_keys: usize, f: impl FnOnce(u64) -> u64) -> u64 {
+    if let Some(v) = self.by_key.get_mut(key) {
+      *v = f(*v);
+      return *v;
+    }
+    if self.by_key.len() >= max_keys {
       self.floor = self.by_key.values().copied().fold(self.floor, u64::max);
       self.by_key.clear();
     }
-    let floor = self.floor;
-    self.by_key.entry(key.into_owned()).or_insert(floor)
+    let v = f(self.floor);
+    self.by_key.insert(key.to_owned(), v);
+    v
   }
 }
 
@@ -85,8 +91,7 @@ impl Locks {
   pub fn granted(&self, key: &str, fence: u64, token: &str, ttl_ms: u64, now: u64) {
     let key = local_key(key);
     let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-    let f = g.1.entry(key.clone(), self.max_keys);
-    *f = (*f).max(fence);
+    g.1.bump(&key, self.max_keys, |f| f.max(fence));
     self.mirror(&mut g, key, token, ttl_ms, now);
   }
 
@@ -113,9 +118,7 @@ impl Locks {
         mirrored: false,
       },
     );
-    let f = g.1.entry(Cow::Owned(key), self.max_keys);
-    *f += 1;
-    Some(*f)
+    Some(g.1.bump(&key, self.max_keys, |f| f + 1))
   }
 
   /// Mirror a Redis grant (or extension) held with `token` until `now + ttl_ms`, so that the
