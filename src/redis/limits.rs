@@ -18,7 +18,7 @@
 //! write that fails (OOM) fails every op that counted on it. An `l`/`h` of a cost > 0 on a key
 //! that has no other op in the call (the usual case on many keys) goes straight to Redis, with
 //! no state table: fixed window `PTTL`, then `SET PX` or `INCRBY`; sliding window `GET`, then
-//! `SET KEEPTTL` (`SET PX` when the window changed); GCRA `GET`, then `INCRBY` and `PTTL` (`SET
+//! `SETRANGE` over the same text (`SET PX` when the window changed); GCRA `GET`, then `INCRBY` and `PTTL` (`SET
 //! PX` for a new key; `PEXPIRE` when the TAT outruns the expiry). An op letter in
 //! upper case repeats the args of the op before it (the usual case: one limiter's calls share
 //! limit and window).
@@ -316,7 +316,8 @@ end
 -- Per window length: the window index, ms into it, and the value's "<index>:" prefix.
 local wins = {}
 -- `l` / `h` of a cost > 0 on a key with no other op in this call: straight to Redis (`GET`,
--- then `SET`), no state table; the counts it does not change keep the text it read.
+-- then `SETRANGE`, or `SET PX` in a new window), no state table; the counts it does not change
+-- keep the text it read.
 local function fast(op, k, x, lim, w)
   local win = wins[w]
   if win == nil then
@@ -328,12 +329,13 @@ local function fast(op, k, x, lim, w)
   local v = redis.call("GET", k)
   local c, p, ps, same = 0, 0, "0", false
   if v then
-    local a1, a2, a3 = string.match(v, "^(%d+):(%d+):(%d+)$")
-    local idx = tonumber(a1)
-    if idx == cur then
-      c, p, ps, same = tonumber(a2), tonumber(a3), a3, true
-    elseif idx == cur - 1 then
-      p, ps = tonumber(a2), a2
+    local pre = win[3]
+    if string.find(v, pre, 1, true) == 1 then
+      local a2, a3 = string.match(v, "^(%d+):(%d+)$", #pre + 1)
+      if a3 then c, p, ps, same = tonumber(a2), tonumber(a3), a3, true end
+    else
+      local a1, a2 = string.match(v, "^(%d+):(%d+):%d+$")
+      if tonumber(a1) == cur - 1 then p, ps = tonumber(a2), a2 end
     end
   end
   local n = c + floor(p * (w - e) / w)
@@ -342,7 +344,9 @@ local function fast(op, k, x, lim, w)
     if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
   end
   if same then
-    redis.call("SET", k, win[3] .. (c + x) .. ":" .. ps, "KEEPTTL")
+    -- The same text with a larger count: never shorter, so `SETRANGE` from 0 rewrites it in
+    -- place, keeps the TTL and answers a number (`SET` answers a status, a Lua table).
+    redis.call("SETRANGE", k, 0, win[3] .. (c + x) .. ":" .. ps)
   else
     redis.call("SET", k, win[3] .. (c + x) .. ":" .. ps, "PX", 2 * w - e)
   end
