@@ -18,8 +18,8 @@
 //! write that fails (OOM) fails every op that counted on it. An `l`/`h` of a cost > 0 on a key
 //! that has no other op in the call (the usual case on many keys) goes straight to Redis, with
 //! no state table: fixed window `PTTL`, then `SET PX` or `INCRBY`; sliding window `GET`, then
-//! `SETRANGE` over the same text (`SET PX` when the window changed); GCRA `GET`, then `INCRBY` and `PTTL` (`SET
-//! PX` for a new key; `PEXPIRE` when the TAT outruns the expiry). An op letter in
+//! `SETRANGE` over the same text (`SET PX` when the window changed); GCRA `GET`, then `INCRBY`
+//! and `PTTL` (`SET PX` for a new key; `PEXPIRE` when the TAT outruns the expiry). An op letter in
 //! upper case repeats the args of the op before it (the usual case: one limiter's calls share
 //! limit and window).
 //!
@@ -482,7 +482,9 @@ local function one(op, k, x, lim, w)
   local b = lim
   if burst > 0 then b = burst end
   local tau = b * T
-  if x > 0 and count[k] == 1 and (op == "l" or op == "h") then return fast(op, k, x, b, T, tau, w) end
+  if x > 0 and count[k] == 1 and (op == "l" or op == "h") then
+    return fast(op, k, x, b, T, tau, w)
+  end
   local s = load(k)
   local tat = s.tat
   if tat < now then tat = now end
