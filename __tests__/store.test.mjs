@@ -229,6 +229,18 @@ describe('RedisStore on a running server', () => {
     await store.resetKey('never-existed') // no error
   })
 
+  test('options only the native store checks (an unknown scriptMode): ERR_REDIS_GUARD_CONFIG, and the client made for `url` is closed, not left connected', async () => {
+    const connections = async () =>
+      (await server.cli('CLIENT', 'LIST')).split('\n').filter((l) => l.includes('addr=')).length
+    const baseline = await connections()
+    assert.throws(() => new RedisStore({ url: server.url, scriptMode: 'per-batch' }), {
+      code: 'ERR_REDIS_GUARD_CONFIG',
+      message: /scriptMode/,
+    })
+    await sleep(500) // long enough for a leaked client to have connected
+    assert.equal(await connections(), baseline)
+  })
+
   for (const scriptMode of ['batch', 'per-key']) {
     test(`NOSCRIPT (SCRIPT FLUSH) between calls: reloaded, no error, no double count (scriptMode ${scriptMode})`, async () => {
       const prefix = uniquePrefix(`noscript-${scriptMode}`)

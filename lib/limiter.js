@@ -8,9 +8,8 @@ const { inspect } = require('node:util')
 const { STORE_LIMIT, STORE_RESET, STORE_NONE } = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
-const { SOURCES } = require('./store.js')
+const { SOURCES, nativeStore } = require('./store.js')
 const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf, config } = require('./options.js')
-const { nativeStore } = require('./adapters/common.js')
 
 /** RateLimiter's options, in the order an unknown option's message lists them. */
 const LIMITER_OPTIONS = ['limit', 'windowMs', 'burst', ...RATE_LIMIT_OPTIONS]
@@ -62,11 +61,11 @@ class RateLimiter {
     this.prefix = o.prefix
     this.burst = burst
     this.onUnavailable = o.onUnavailable
-    const { client, own } = clientOf(o)
-    this._ownClient = own
+    const c = clientOf(o)
+    this._ownClient = c.own
     /** @type {import('./client.js').RedisClient} */
-    this.client = client
-    this._native = nativeStore(client, o.prefix, o)
+    this.client = c.client
+    this._native = nativeStore(c, o.prefix, o)
     this._native.configure(windowMs, false, limit, burst || 0)
     this._batch = new Batcher(this._native.batcher())
   }

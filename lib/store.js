@@ -46,6 +46,24 @@ SOURCES[STORE_REDIS] = 'redis'
 SOURCES[STORE_MEMORY] = 'memory'
 SOURCES[STORE_ALLOW] = 'allow'
 
+/**
+ * The native store of `prefix` on the client of `clientOf` (lib/options.js), with the options'
+ * algorithm and policy. When it cannot be made (options only the native side checks, e.g.
+ * `scriptMode`), a client made for these options (`own`) is closed before the error is thrown.
+ * @param {{ client: import('./client.js').RedisClient, own: boolean }} c
+ * @param {string} prefix
+ * @param {ReturnType<typeof rateLimitOptions>} o
+ * @param {string} [scriptMode] 'batch' (the default) or 'per-key'
+ */
+function nativeStore({ client, own }, prefix, o, scriptMode = 'batch') {
+  try {
+    return new NativeStore(client._native, prefix, o.onUnavailable, o.fallbackMaxKeys, scriptMode, o.algorithm)
+  } catch (e) {
+    if (own) client.close().catch(() => {})
+    throw toError(e)
+  }
+}
+
 /** The `Date` `ms` from now, on the caller's clock (`Date.now()`, which a test may fake). */
 function resetTime(ms) {
   return new Date(Date.now() + ms)
@@ -85,24 +103,11 @@ class RedisStore {
     this.algorithm = o.algorithm
     this.resetExpiryOnChange = !!resetExpiryOnChange
     this.blockOverLimit = !!blockOverLimit
-    const { client, own } = clientOf(o)
-    this._ownClient = own
+    const c = clientOf(o)
+    this._ownClient = c.own
     /** @type {import('./client.js').RedisClient} the client (a RedisClient from this package: checked above) */
-    this.client = client
-    try {
-      this._native = new NativeStore(
-        this.client._native,
-        o.prefix,
-        o.onUnavailable,
-        o.fallbackMaxKeys,
-        scriptMode,
-        o.algorithm,
-      )
-    } catch (e) {
-      // e.g. an unknown `scriptMode`: the client this store made for its `url` goes with it
-      if (own) client.close().catch(() => {})
-      throw toError(e)
-    }
+    this.client = c.client
+    this._native = nativeStore(c, o.prefix, o, scriptMode)
     this._batch = new Batcher(this._native.batcher())
     this.windowMs = 60_000
     this.limit = undefined
@@ -225,4 +230,4 @@ class RedisStore {
   }
 }
 
-module.exports = { RedisStore, SOURCES }
+module.exports = { RedisStore, SOURCES, nativeStore }

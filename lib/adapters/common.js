@@ -1,37 +1,22 @@
 'use strict'
-// What the framework adapters and RateLimiter share (their options are checked by
-// rateLimitOptions, lib/options.js): a native store of the chosen algorithm on the batch core
-// (src/store.rs), with its batcher, and the decision of one store op.
+// What the framework adapters share (their options are checked by rateLimitOptions,
+// lib/options.js): a batcher on a native store of the chosen algorithm (lib/store.js's
+// nativeStore, on the batch core of src/store.rs), and the decision of one store op.
 
-const { NativeStore } = require('../native.js')
-const { toError, fromNumber } = require('../errors.js')
+const { fromNumber } = require('../errors.js')
 const { Batcher } = require('../batch.js')
-const { SOURCES } = require('../store.js')
+const { SOURCES, nativeStore } = require('../store.js')
 
 /** @typedef {ReturnType<typeof import('../options.js').rateLimitOptions>} RateLimitOptions */
 
 /**
- * A native store of `prefix` with the options' algorithm and policy.
- * @param {import('../client.js').RedisClient} client
+ * A batcher on a native store of `prefix` (`nativeStore`, lib/store.js).
+ * @param {{ client: import('../client.js').RedisClient, own: boolean }} c the client, and whether it is the adapter's own
  * @param {string} prefix
  * @param {RateLimitOptions} o
  */
-function nativeStore(client, prefix, o) {
-  try {
-    return new NativeStore(client._native, prefix, o.onUnavailable, o.fallbackMaxKeys, 'batch', o.algorithm)
-  } catch (e) {
-    throw toError(e)
-  }
-}
-
-/**
- * A batcher on a native store of `prefix` (see `nativeStore`).
- * @param {import('../client.js').RedisClient} client
- * @param {string} prefix
- * @param {RateLimitOptions} o
- */
-function storeBatcher(client, prefix, o) {
-  return new Batcher(nativeStore(client, prefix, o).batcher())
+function storeBatcher(c, prefix, o) {
+  return new Batcher(nativeStore(c, prefix, o).batcher())
 }
 
 /** A whole number of at least 1 for a window or a limit a framework passed (rounded up). */
@@ -61,4 +46,4 @@ function decision(r, key, what, meter) {
   }
 }
 
-module.exports = { nativeStore, storeBatcher, whole, decision }
+module.exports = { storeBatcher, whole, decision }

@@ -44,7 +44,8 @@ class FastifyRateLimitStore {
     this.client = client
     this.prefix = prefix
     this.algorithm = o.algorithm
-    this._batch = storeBatcher(client, prefix, o)
+    // the client is the store's and its children's (fastifyStore makes it once): never closed here
+    this._batch = storeBatcher({ client, own: false }, prefix, o)
   }
 
   /**

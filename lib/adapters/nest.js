@@ -17,12 +17,12 @@ class ThrottlerStorageRedisGuard {
    */
   constructor(options = {}) {
     const o = rateLimitOptions('ThrottlerStorageRedisGuard', options, RATE_LIMIT_OPTIONS)
-    const { client, own } = clientOf(o)
-    this.client = client
-    this._own = own
+    const c = clientOf(o)
+    this.client = c.client
+    this._own = c.own
     this.prefix = o.prefix
     this.algorithm = o.algorithm
-    this._batch = storeBatcher(client, o.prefix, o)
+    this._batch = storeBatcher(c, o.prefix, o)
   }
 
   /**
