@@ -101,7 +101,6 @@ module.exports = {
   optionsObject,
   checkCommon,
   config,
-  ALGORITHMS,
   RATE_LIMIT_OPTIONS,
   rateLimitOptions,
   clientOf,
