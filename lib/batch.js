@@ -15,6 +15,9 @@ const MAX_BATCH = 64
 /** No bytes: the answer of a call whose feature returns bytes but gave none for it. */
 const NO_BYTES = Buffer.alloc(0)
 
+/** Entries per queued call in a batch's waiters: resolve, reject, read, key. */
+const WAITER = 4
+
 /**
  * @typedef {object} NativeBatcher the native side (`NativeBatcher` in binding.d.ts)
  * @property {number} widthIn numbers per call in (without the byte length)
@@ -30,6 +33,20 @@ const NO_BYTES = Buffer.alloc(0)
  * @typedef {object} BytesAnswer the answer of a call whose feature returns bytes
  * @property {Float64Array} nums the call's numbers (status first)
  * @property {Buffer} bytes the call's bytes (a view into the batch's buffer; empty for none)
+ */
+
+/**
+ * Reads one call's answer where it lies, on the hot path of a feature: no view or object per
+ * call, and the call's promise resolves with what it returns (or rejects with what it throws).
+ * `out[at]` is the call's status, its numbers follow; `blob` holds the batch's bytes (the
+ * call's own at offset `out[at + widthOut - 2]`, -1 for none, and length `out[at + widthOut -
+ * 1]`); `key` is the key it was queued with.
+ * @callback Read
+ * @param {Float64Array} out
+ * @param {number} at
+ * @param {Buffer} blob
+ * @param {string} key
+ * @returns {any}
  */
 
 /**
@@ -59,11 +76,11 @@ class Batcher {
     this.lensBuf = new Uint32Array(max)
     this.numsBuf = stride ? new Float64Array(max * stride) : null
     this.nextId = 0
-    // Batches in flight: waiters (resolve, reject pairs) at `id & (size - 1)`, grown when full.
+    // Batches in flight: waiters (WAITER entries per call) at `id & (size - 1)`, grown when full.
     // Not a Map: V8 keeps a deleted Map entry's value until the table is rehashed, so every
     // batch's promises would outlive it, get promoted, and make each young-GC cost ~8x more.
     this.ids = new Array(64).fill(0)
-    /** @type {Array<Function[] | undefined>} */
+    /** @type {Array<any[] | undefined>} */
     this.slots = new Array(64).fill(undefined)
     this.reset()
     this.flush = this.flush.bind(this)
@@ -75,7 +92,7 @@ class Batcher {
     this.n = 0
     /** @type {string[]} */
     this.keys = []
-    /** @type {Function[]} */
+    /** @type {any[]} resolve, reject, read and key of each queued call (WAITER entries) */
     this.waiters = []
     /** @type {Uint8Array[]} */
     this.chunks = []
@@ -84,17 +101,19 @@ class Batcher {
 
   /**
    * Queue one call: `op` on `key`, with up to three numbers (the feature's `widthIn`: `n0`,
-   * `n1`, then `n2`) and, for features that send bytes, `bytes`. Resolves the call's numbers (a Float64Array view), or
-   * `{ nums, bytes }` for features whose answers carry bytes.
+   * `n1`, then `n2`) and, for features that send bytes, `bytes`. Resolves the call's numbers (a
+   * Float64Array view), or `{ nums, bytes }` for features whose answers carry bytes — or, with
+   * `read`, what `read` makes of the answer where it lies, when the batch is done (see `Read`).
    * @param {number} op
    * @param {string} key
    * @param {number} [n0]
    * @param {number} [n1]
    * @param {Uint8Array} [bytes]
    * @param {number} [n2]
+   * @param {Read} [read]
    * @returns {Promise<any>}
    */
-  push(op, key, n0 = 0, n1 = 0, bytes = undefined, n2 = 0) {
+  push(op, key, n0 = 0, n1 = 0, bytes = undefined, n2 = 0, read = undefined) {
     return new Promise((resolve, reject) => {
       const i = this.n++
       this.opsBuf[i] = op
@@ -114,7 +133,7 @@ class Batcher {
           this.byteLength += b.length
         }
       }
-      this.waiters.push(resolve, reject)
+      this.waiters.push(resolve, reject, read, key)
       if (this.n >= this.max) this.flush()
       else if (!this.scheduled) {
         this.scheduled = true
@@ -139,7 +158,7 @@ class Batcher {
     } catch (e) {
       this.reset()
       const err = toError(e)
-      for (let i = 1; i < waiters.length; i += 2) waiters[i](err)
+      for (let i = 1; i < waiters.length; i += WAITER) waiters[i](err)
       return
     }
     this.reset()
@@ -192,14 +211,25 @@ class Batcher {
     this.slots[at] = undefined
     if (--this.inflight === 0) this.native.keepAlive(false)
     const w = this.widthOut
-    if (!this.bytesOut) {
-      for (let i = 0, j = 0; i < waiters.length; i += 2, j += w) waiters[i](out.subarray(j, j + w))
-      return
-    }
-    for (let i = 0, j = 0; i < waiters.length; i += 2, j += w) {
-      const off = out[j + w - 2]
-      const bytes = off >= 0 && blob ? blob.subarray(off, off + out[j + w - 1]) : NO_BYTES
-      waiters[i]({ nums: out.subarray(j, j + w), bytes })
+    const bytesOut = this.bytesOut
+    const data = blob || NO_BYTES
+    for (let i = 0, j = 0; i < waiters.length; i += WAITER, j += w) {
+      const read = waiters[i + 2]
+      if (read !== undefined) {
+        let v
+        try {
+          v = read(out, j, data, waiters[i + 3])
+        } catch (e) {
+          waiters[i + 1](e)
+          continue
+        }
+        waiters[i](v)
+      } else if (!bytesOut) waiters[i](out.subarray(j, j + w))
+      else {
+        const off = out[j + w - 2]
+        const bytes = off >= 0 ? data.subarray(off, off + out[j + w - 1]) : NO_BYTES
+        waiters[i]({ nums: out.subarray(j, j + w), bytes })
+      }
     }
   }
 }

@@ -196,6 +196,11 @@ class Cache {
     /** @type {Record<string, number>} the client's cache counters (lib/metrics.js) */
     this._meter = this.client._meter.cache
     this._batch = new Batcher(this._native.batcher())
+    // The reads of lib/batch.js, and what their promises resolve through.
+    this._lookupAt = this._lookupAt.bind(this)
+    this._decodeAt = this._decodeAt.bind(this)
+    this._valueAt = this._valueAt.bind(this)
+    this._value = this._value.bind(this)
     /** @type {Map<string, Promise<unknown>>} the fill of each key under way in this process */
     this._filling = new Map()
     /** @type {Set<string>} the tokens of the fill locks this cache's running factories hold */
@@ -277,12 +282,17 @@ class Cache {
   /** The answer of one call: its status checked and counted. */
   _check(r, what, key) {
     const status = r.nums[0]
+    if (status !== CACHE_REDIS) this._checkStatus(status, what, key)
+    return r
+  }
+
+  /** A status other than CACHE_REDIS: an error thrown (and counted), or a fallback counted. */
+  _checkStatus(status, what, key) {
     if (status < 0) {
       this._stats.errors++
       throw fromNumber(status, `cache ${what} ${JSON.stringify(key.slice(0, 64))}`)
     }
-    if (status !== CACHE_REDIS) this._stats.fallbacks++
-    return r
+    this._stats.fallbacks++
   }
 
   /** The current versions of `tags` (one batch). */
@@ -299,36 +309,48 @@ class Cache {
    * counted as a hit or a miss (the callers count).
    * @returns {Promise<Lookup>}
    */
-  async _lookup(key) {
-    return this._found(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), key)
+  _lookup(key) {
+    return this._batch.push(CACHE_GET, key, 0, 0, EMPTY, 0, this._lookupAt)
   }
 
   /**
-   * The lookup of `key` from its first read `r`: at once for a plain value or a miss (the hot
-   * path: no second promise), or a promise when the entry needs another round trip.
+   * The lookup of one read's answer (a `Read` of lib/batch.js: `out[at]` on): at once for a
+   * plain value or a miss (the hot path), or a promise when the entry needs another round trip.
+   * @param {Float64Array} out
+   * @param {number} at
+   * @param {Buffer} blob
+   * @param {string} key
    * @returns {Lookup | Promise<Lookup>}
    */
-  _found(r, key) {
-    this._check(r, 'get', key)
+  _lookupAt(out, at, blob, key) {
     // An entry with tags or grace, read by a batch's plain MGET: read it again through the
     // script, which checks its tags and grace atomically with the read.
-    if (r.nums[2] & CACHE_ENVELOPE)
-      return this._batch
-        .push(CACHE_READ, key, 0, 0, EMPTY)
-        .then((again) => this._decode(this._check(again, 'get', key)))
-    return this._decode(r)
+    if (out[at + 2] & CACHE_ENVELOPE) {
+      if (out[at] !== CACHE_REDIS) this._checkStatus(out[at], 'get', key)
+      return this._batch.push(CACHE_READ, key, 0, 0, EMPTY, 0, this._decodeAt)
+    }
+    return this._decodeAt(out, at, blob, key)
   }
 
   /**
    * A read's answer as a lookup (a promise only when, in a cluster, the entry's tags must be
    * compared with their versions now).
+   * @param {Float64Array} out
+   * @param {number} at
+   * @param {Buffer} blob
+   * @param {string} key
    * @returns {Lookup | Promise<Lookup>}
    */
-  _decode(r) {
-    if (r.nums[1] !== 1) return MISS
-    const stale = (r.nums[2] & CACHE_STALE) !== 0
-    if (r.bytes[0] !== 0) return this._parsed(r.bytes.toString('utf8'), stale, undefined)
-    let text = r.bytes.toString('utf8')
+  _decodeAt(out, at, blob, key) {
+    const status = out[at]
+    if (status !== CACHE_REDIS) this._checkStatus(status, 'get', key)
+    if (out[at + 1] !== 1) return MISS
+    const flags = out[at + 2]
+    const stale = (flags & CACHE_STALE) !== 0
+    const off = out[at + 3]
+    const end = off + out[at + 4]
+    if (blob[off] !== 0) return this._parsed(blob.toString('utf8', off, end), stale, undefined)
+    let text = blob.toString('utf8', off, end)
     if (!text.startsWith(ENVELOPE)) return this._parsed(text, stale, undefined)
     const nl = text.indexOf('\n', ENVELOPE.length)
     let h
@@ -346,7 +368,7 @@ class Cache {
     const tags = Object.keys(h.t)
     // In a cluster the script could not reach the tag versions: compare them here. The entry
     // was read first, so an invalidation that ended before this call began is always seen.
-    if (r.nums[2] & CACHE_UNCHECKED)
+    if (flags & CACHE_UNCHECKED)
       return this._versions(tags).then((now) =>
         tags.some((t) => now[t] !== h.t[t]) ? MISS : this._parsed(text, stale, tags),
       )
@@ -364,25 +386,42 @@ class Cache {
     }
   }
 
-  /** A read: the L1, then Redis; fresh values only. */
-  async _get(key) {
-    const l1 = this._l1
-    const hit = l1 && l1.get(key)
-    if (hit) {
-      this._count('hits')
-      this._count('l1Hits')
-      return hit.value
-    }
-    const epoch = l1 ? l1.epoch : 0
-    let r = this._found(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), key)
-    if (r instanceof Promise) r = await r
+  /**
+   * A get's value from its lookup, counted as a hit or a miss (a `Read`, and the L1-less get's
+   * whole answer: one promise per hit).
+   * @param {Lookup} r
+   */
+  _value(r) {
     if (!r.found || r.stale) {
       this._count('misses')
       return undefined
     }
     this._count('hits')
-    if (l1) l1.set(key, r.value, this.ttlMs, r.tags, epoch)
     return r.value
+  }
+
+  /** `_value` of the lookup at `out[at]` (see `_lookupAt`). */
+  _valueAt(out, at, blob, key) {
+    const r = this._lookupAt(out, at, blob, key)
+    return r instanceof Promise ? r.then(this._value) : this._value(r)
+  }
+
+  /** A read: the L1, then Redis; fresh values only. */
+  _get(key) {
+    const l1 = this._l1
+    if (!l1) return this._batch.push(CACHE_GET, key, 0, 0, EMPTY, 0, this._valueAt)
+    const hit = l1.get(key)
+    if (hit) {
+      this._count('hits')
+      this._count('l1Hits')
+      return Promise.resolve(hit.value)
+    }
+    const epoch = l1.epoch
+    return this._lookup(key).then((r) => {
+      const v = this._value(r)
+      if (v !== undefined) l1.set(key, v, this.ttlMs, r.tags, epoch)
+      return v
+    })
   }
 
   /** Write prepared bytes; true when stored. */
@@ -479,8 +518,7 @@ class Cache {
     // A hit costs what a get costs: the one-fill-per-key map only on a miss (calls that miss
     // together each read once, then share one fill).
     const epoch = l1 ? l1.epoch : 0
-    let found = this._found(await this._batch.push(CACHE_GET, key, 0, 0, EMPTY), key)
-    if (found instanceof Promise) found = await found
+    const found = await this._lookup(key)
     if (found.found && !found.stale) {
       this._count('hits')
       if (l1) l1.set(key, found.value, write.ttl, found.tags, epoch)

@@ -346,6 +346,9 @@ async fn run_batch_of<F: Feature>(f: &F, input: Input, fallbacks: &mut u64) -> A
     }
   };
   client.metrics.round_trip(sent.elapsed());
+  if F::BYTES_OUT {
+    blob.reserve(results.iter().flatten().map(reply::bulk_len).sum());
+  }
   // One clock read for the answers of the whole batch.
   let now = now_ms();
   for (group, r) in groups.iter().zip(results.iter()) {

@@ -27,3 +27,12 @@ pub fn bytes_of(v: &Value) -> Option<&[u8]> {
     _ => None,
   }
 }
+
+/// The bytes of every bulk reply in `v` (arrays included): what the answers of a batch may
+/// carry, reserved at once in its buffer rather than grown by doubling.
+pub fn bulk_len(v: &Value) -> usize {
+  match v {
+    Value::Array(a) => a.iter().map(bulk_len).sum(),
+    v => bytes_of(v).map_or(0, <[u8]>::len),
+  }
+}
