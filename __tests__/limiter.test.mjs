@@ -39,6 +39,27 @@ describe('RateLimiter on a running server', () => {
     await server?.stop()
   })
 
+  /**
+   * GCRA's key at `key` expires a window past the end of the window-long slot (on the epoch
+   * grid) that holds its TAT: at least a window past the TAT, at most two.
+   */
+  async function assertGcraExpiry(key, windowMs) {
+    // The TTL first, then the clock: the TTL read is then, if anything, longer than at `now`.
+    const ttl = Number(await server.cli('PTTL', key))
+    const [sec, usec] = (await server.cli('TIME')).split('\n').map(Number)
+    const now = sec * 1e6 + usec
+    const tat = Number(await server.cli('GET', key))
+    const end = Math.ceil(tat / (windowMs * 1000)) * windowMs * 1000
+    const expected = (end - now) / 1000 + windowMs
+    // (PTTL is in whole ms, rounded down; the reads take a few ms)
+    assert.ok(
+      ttl >= expected - 2 && ttl <= expected + 100,
+      `TTL ${ttl} ms, expected ${expected.toFixed(0)}: a window past the slot of the TAT ${(tat - now) / 1000} ms ahead`,
+    )
+    assert.ok(ttl * 1000 + 2000 >= tat - now + windowMs * 1000, `TTL ${ttl} ms: at least a window past the TAT`)
+    return { tat, now }
+  }
+
   const limiter = (algorithm, opts = {}) =>
     new RateLimiter({ limit: 20, windowMs: 1000, algorithm, client, prefix: uniquePrefix(algorithm), ...opts })
 
@@ -218,8 +239,7 @@ describe('RateLimiter on a running server', () => {
     assert.match(tatText, /^\d+$/, 'the TAT is a whole number of µs')
     const tat = Number(tatText)
     assert.ok(Math.abs(tat - (Number(sec) * 1e6 + 3 * 6e6)) < 2e6, `TAT ${tat} µs: now + 3 x 6 s`)
-    const gcraTtl = Number(await server.cli('PTTL', `${prefix}gcra:user:1`))
-    assert.ok(gcraTtl > 3 * 6000 && gcraTtl <= 3 * 6000 + 60_000, `gcra TTL ${gcraTtl}: the TAT plus at most a window`)
+    await assertGcraExpiry(`${prefix}gcra:user:1`, 60_000)
     for (const k of keys) assert.ok(Number(await server.cli('PTTL', k)) > 0, `${k} has a TTL`)
   })
 
@@ -251,26 +271,26 @@ describe('RateLimiter on a running server', () => {
     assert.throws(() => g.init({ windowMs: 1000, limit: () => 5 }), { code: 'ERR_REDIS_GUARD_CONFIG' })
   })
 
-  test("GCRA: hits that push the TAT past the key's expiry extend it; a value of another layout is replaced, not misread", async () => {
+  test("GCRA: hits that push the TAT into a later slot extend the key's expiry; a value of another layout is replaced, not misread", async () => {
     const prefix = uniquePrefix('gcra-expiry')
     const store = new RedisStore({ client, algorithm: 'gcra', prefix, blockOverLimit: false })
     store.init({ windowMs: 1000, limit: 2 }) // T = 500 ms
     for (let i = 0; i < 20; i++) await store.increment('x') // every hit counts: TAT about now + 10 s
-    // The TTL first, then the clock: the TTL read is then, if anything, longer than at `now`.
-    const ttl = Number(await server.cli('PTTL', `${prefix}gcra:x`))
-    const [sec, usec] = (await server.cli('TIME')).split('\n').map(Number)
-    const now = sec * 1e6 + usec
-    const tat = Number(await server.cli('GET', `${prefix}gcra:x`))
+    const { tat, now } = await assertGcraExpiry(`${prefix}gcra:x`, 1000)
     assert.ok(Math.abs(tat - now - 10e6) < 1e6, `TAT ${((tat - now) / 1e6).toFixed(2)} s ahead, about 10`)
-    // (PTTL is in whole ms, rounded down: 1 ms of slack)
-    assert.ok(ttl * 1000 + 1000 >= tat - now, `TTL ${ttl} ms covers the TAT ${(tat - now) / 1000} ms ahead`)
-    assert.ok(ttl <= (tat - now) / 1000 + 1000 + 100, `TTL ${ttl} ms: at most a window past the TAT`)
     assert.equal((await store.get('x')).totalHits, 20)
     // An older layout (the TAT as fractional ms): read as no TAT, then written in µs.
     await server.cli('SET', `${prefix}gcra:y`, '1796150000123.4561', 'PX', '60000')
     assert.equal(await store.get('y'), undefined)
     assert.equal((await store.increment('y')).totalHits, 1)
     assert.match(await server.cli('GET', `${prefix}gcra:y`), /^\d+$/)
+    // The one-op path (a RateLimiter's limit): the TAT moves on with time into later slots.
+    const l = new RateLimiter({ limit: 2, windowMs: 1000, algorithm: 'gcra', client, prefix })
+    for (let i = 0; i < 6; i++) {
+      await l.limit('z')
+      await assertGcraExpiry(`${prefix}gcra:z`, 1000)
+      await sleep(150)
+    }
   })
 })
 

@@ -19,7 +19,7 @@
 //! that has no other op in the call (the usual case on many keys) goes straight to Redis, with
 //! no state table: fixed window `PTTL`, then `SET PX` or `INCRBY`; sliding window `GET`, then
 //! `SETRANGE` over the same text (`SET PX` when the window changed); GCRA `GET`, then `INCRBY`
-//! and `PTTL` (`SET PX` for a new key; `PEXPIRE` when the TAT outruns the expiry). An op letter in
+//! (`SET PX` for a new key; `PEXPIRE` when the TAT moves on to a later slot). An op letter in
 //! upper case repeats the args of the op before it (the usual case: one limiter's calls share
 //! limit and window).
 //!
@@ -28,7 +28,8 @@
 //! count>` at `${prefix}sw:${key}`, expiring at the end of the next window (every write in a
 //! window sets the same expiry, so a key already of the current window keeps its TTL); GCRA
 //! the theoretical arrival time (whole µs since the epoch, an integer string) at
-//! `${prefix}gcra:${key}`, expiring a window after the TAT it was last extended for. Sliding
+//! `${prefix}gcra:${key}`, expiring a window past the end of the window-long slot (on the epoch
+//! grid) that holds the TAT. Sliding
 //! window and GCRA read the time with `TIME`, once per call: the clock of the server that holds
 //! the key, never a host's.
 
@@ -403,8 +404,9 @@ end"#,
 /// time (TAT), on Redis's clock, in whole µs since the epoch (an integer string, so a write is
 /// an in-place `INCRBY`). Emission interval `T = window / limit`, rounded to the µs; a call of
 /// cost `n` passes when `max(TAT, now) + n·T - now <= burst·T` and then moves TAT there. The key
-/// expires a window after its TAT at the latest write that extended it: the expiry is rewritten
-/// only when the TAT outruns it. `hits`: the capacity in use after the call, in calls
+/// expires a window past the end of the slot that holds its TAT (slots a window long, on the
+/// epoch grid): one to two windows after the TAT, rewritten only when the TAT moves on to a
+/// later slot, so a write needs no `PTTL`. `hits`: the capacity in use after the call, in calls
 /// (`ceil((TAT - now) / T)`); `reset`: ms until the TAT is reached (capacity fully back);
 /// `retry`: ms until the call would pass (exact, rounded up). A refused `l` writes nothing.
 /// ARGV: the op letters, the store's limit, window, and burst (0: the limit), then the ops' args.
@@ -430,13 +432,21 @@ local function stored(v)
 end
 -- Move `k`'s TAT from `v` (nil: none) to `nt`, with an expiry at least `w` ms past it: a new key
 -- is `SET PX`; an existing one `INCRBY` in place, and `PEXPIRE` only when its TTL falls short.
+-- The expiry, as a PX from now, of a key whose TAT is in slot `e` (slots: `W` µs, on the epoch
+-- grid): a window past the slot's end.
+local function px(e, W, w) return ceil((e * W - now) / 1000) + w end
+-- Move `k`'s TAT from `v` (nil: none) to `nt`, expiring a window past the end of the window-long
+-- slot that holds it: a new key is `SET PX`; an existing one `INCRBY` in place, and `PEXPIRE`
+-- only when the TAT moves on to a later slot (no `PTTL` to read).
 local function move(k, v, nt, w)
+  local W = w * 1000
+  local e = ceil(nt / W)
   if v == nil then
-    redis.call("SET", k, nt, "PX", ms(nt - now) + w)
+    redis.call("SET", k, nt, "PX", px(e, W, w))
     return
   end
   if nt ~= v then redis.call("INCRBY", k, nt - v) end
-  if redis.call("PTTL", k) * 1000 < nt - now then redis.call("PEXPIRE", k, ms(nt - now) + w) end
+  if e > ceil(v / W) then redis.call("PEXPIRE", k, px(e, W, w)) end
 end
 local function load(k)
   local s = cache[k]
@@ -449,9 +459,9 @@ write = function(k, s)
   move(k, s.v, s.tat, s.w)
 end
 -- `l` / `h` of a cost > 0 on a key with no other op in this call (the usual case on many keys):
--- straight to Redis, no state table: `GET`, then `INCRBY` and `PTTL` (or `SET PX` for a new
--- key). `stored`, `move`, `used` and `ms` are written out here: on the hot path that saves ~10 %
--- of the script's time per op. `d`: µs from now to the new TAT.
+-- straight to Redis, no state table: `GET`, then `INCRBY` (or `SET PX` for a new key). `stored`,
+-- `move`, `used` and `ms` are written out here: on the hot path that saves ~10 % of the script's
+-- time per op. `d`: µs from now to the new TAT.
 local function fast(op, k, x, b, T, tau, w)
   local v = tonumber(redis.call("GET", k))
   if v and v ~= floor(v) then v = nil end
@@ -463,11 +473,13 @@ local function fast(op, k, x, b, T, tau, w)
     if x > b then return ceil((tat - now) / T) + x, ceil((tat - now) / 1000), 0, -1 end
     return ceil(d / T), ceil((tat - now) / 1000), 0, max(1, ceil((d - tau) / 1000))
   end
+  local W = w * 1000
+  local e = ceil(nt / W)
   if v == nil then
-    redis.call("SET", k, nt, "PX", ceil(d / 1000) + w)
+    redis.call("SET", k, nt, "PX", px(e, W, w))
   else
     redis.call("INCRBY", k, nt - v)
-    if redis.call("PTTL", k) * 1000 < d then redis.call("PEXPIRE", k, ceil(d / 1000) + w) end
+    if e > ceil(v / W) then redis.call("PEXPIRE", k, px(e, W, w)) end
   end
   if d <= tau then return ceil(d / T), ceil(d / 1000), 1, 0 end
   return ceil(d / T), ceil(d / 1000), 0, max(1, ceil((d + T - tau) / 1000))
