@@ -25,10 +25,14 @@ function isWhole(v, min) {
   return typeof v === 'number' && Number.isInteger(v) && v >= min && v <= MAX_NUMBER
 }
 
+/** The error for a rate-limit key that is not a string. */
+function badKey(key) {
+  return new RedisGuardError(codes.INVALID_ARG, `the rate-limit key must be a string, got ${typeof key}`)
+}
+
 /** @param {unknown} key */
 function checkKey(key) {
-  if (typeof key !== 'string')
-    throw new RedisGuardError(codes.INVALID_ARG, `the rate-limit key must be a string, got ${typeof key}`)
+  if (typeof key !== 'string') throw badKey(key)
 }
 
 /**
@@ -68,25 +72,33 @@ class RateLimiter {
     this._native = nativeStore(c, o.prefix, o)
     this._native.configure(windowMs, false, limit, burst || 0)
     this._batch = new Batcher(this._native.batcher())
+    // The reads of lib/batch.js: a call's promise resolves with its result at once.
+    /** @type {import('./batch.js').Read} */
+    this._limitAt = (out, at, _blob, key) => this._result(out, at, key, 'limit')
+    /** @type {import('./batch.js').Read} */
+    this._getAt = (out, at, _blob, key) => this._result(out, at, key, 'get')
   }
 
   /**
-   * @param {Float64Array} r
+   * The result of the call whose answer is at `out[at]`.
+   * @param {Float64Array} out
+   * @param {number} at
    * @param {string} key
    * @param {string} what
    * @returns {LimitResult}
    */
-  _result(r, key, what) {
-    const status = r[0]
+  _result(out, at, key, what) {
+    const status = out[at]
     if (status < 0) throw fromNumber(status, `${what} ${JSON.stringify(key.slice(0, 64))}`)
-    const allowed = r[3] === 1
+    const allowed = out[at + 3] === 1
     if (what === 'limit') this.client._meter.rateLimitDecisions[allowed ? 'allowed' : 'denied']++
+    const retry = out[at + 5]
     return {
       allowed,
       limit: this.limitPerWindow,
-      remaining: r[4],
-      resetTime: new Date(Date.now() + r[2]),
-      retryAfterMs: allowed ? 0 : r[5] < 0 ? Infinity : r[5],
+      remaining: out[at + 4],
+      resetTime: new Date(Date.now() + out[at + 2]),
+      retryAfterMs: allowed ? 0 : retry < 0 ? Infinity : retry,
       source: /** @type {'redis' | 'memory' | 'allow'} */ (SOURCES[status] || 'redis'),
     }
   }
@@ -99,16 +111,14 @@ class RateLimiter {
    * @param {{ cost?: number }} [options]
    * @returns {Promise<LimitResult>}
    */
-  async limit(key, options) {
-    checkKey(key)
+  limit(key, options) {
+    if (typeof key !== 'string') return Promise.reject(badKey(key))
     const cost = options == null ? 1 : options.cost === undefined ? 1 : options.cost
     if (!isWhole(cost, 1))
-      throw new RedisGuardError(codes.INVALID_ARG, `the cost must be a whole number >= 1, got ${String(cost)}`)
-    return this._result(
-      await this._batch.push(STORE_LIMIT, key, cost, this.limitPerWindow, undefined, this.windowMs),
-      key,
-      'limit',
-    )
+      return Promise.reject(
+        new RedisGuardError(codes.INVALID_ARG, `the cost must be a whole number >= 1, got ${String(cost)}`),
+      )
+    return this._batch.push(STORE_LIMIT, key, cost, this.limitPerWindow, undefined, this.windowMs, this._limitAt)
   }
 
   /**
@@ -117,13 +127,9 @@ class RateLimiter {
    * @param {string} key
    * @returns {Promise<LimitResult>}
    */
-  async get(key) {
-    checkKey(key)
-    return this._result(
-      await this._batch.push(STORE_LIMIT, key, 0, this.limitPerWindow, undefined, this.windowMs),
-      key,
-      'get',
-    )
+  get(key) {
+    if (typeof key !== 'string') return Promise.reject(badKey(key))
+    return this._batch.push(STORE_LIMIT, key, 0, this.limitPerWindow, undefined, this.windowMs, this._getAt)
   }
 
   /**
