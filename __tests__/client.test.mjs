@@ -98,6 +98,28 @@ function assertIncrement(r, what) {
 // safe defaults
 // ---------------------------------------------------------------------------------------------
 
+describe('close', () => {
+  test('close() right after construction, before the connection is up, leaves no connection behind', async () => {
+    const server = await startRedis()
+    try {
+      const connections = async () =>
+        (await server.cli('CLIENT', 'LIST')).split('\n').filter((l) => l.includes('addr=')).length
+      const baseline = await connections()
+      // Closed at once, after a turn, and after a short wait: the connection may be under way.
+      for (let i = 0; i < 30; i++) {
+        const client = new RedisClient({ url: server.url, logger: false })
+        if (i % 3 === 1) await new Promise((r) => setImmediate(r))
+        if (i % 3 === 2) await sleep(1 + (i % 5))
+        await client.close()
+      }
+      await sleep(500) // long enough for a leaked connection to be made
+      assert.equal(await connections(), baseline)
+    } finally {
+      await server.stop()
+    }
+  })
+})
+
 describe('safe defaults', () => {
   for (const commandTimeoutMs of [undefined, 100]) {
     const deadline = commandTimeoutMs ?? 250

@@ -54,7 +54,7 @@ pub struct ClientInner {
   /// A cluster node reported an empty host in CLUSTER SLOTS (`SeedResolver`).
   empty_host_seen: Arc<AtomicBool>,
   last_error: Mutex<Option<String>>,
-  tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+  tasks: Mutex<Vec<tokio::task::AbortHandle>>,
   pub counters: Counters,
   /// When the client was made: a first connection still pending after the connect timeout no
   /// longer makes calls wait (`usable`).
@@ -382,7 +382,17 @@ impl ClientInner {
           }))
           .await;
       }
-      let _conn = me.redis.connect();
+      // fred's connection task is ours to stop too: `close()` may run before the connection is
+      // up, and its QUIT would not reach a connection made after it.
+      let conn = me.redis.connect().abort_handle();
+      me.tasks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(conn.clone());
+      if me.state.load(Ordering::Acquire) == CLOSED {
+        conn.abort();
+        return;
+      }
       me.spawn_probe();
       loop {
         tokio::select! {
@@ -421,7 +431,7 @@ impl ClientInner {
       .tasks
       .lock()
       .unwrap_or_else(|e| e.into_inner())
-      .push(main);
+      .push(main.abort_handle());
   }
 
   fn set_state(&self, s: u8) -> u8 {
@@ -580,7 +590,7 @@ impl ClientInner {
     });
     let mut t = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
     t.retain(|h| !h.is_finished());
-    t.push(h);
+    t.push(h.abort_handle());
   }
 
   /// Wait until the first connection attempt settles (at most `timeout`); true when up.
