@@ -247,6 +247,11 @@ impl Store {
       }
       letters.push(l as char);
     }
+    // Every key of the call distinct (the usual case on many keys): the script counts none.
+    let mut seen = std::collections::HashSet::with_capacity(idx.len());
+    if idx.iter().all(|&i| seen.insert(ops[i].rk.as_str())) {
+      letters.push('u');
+    }
     args[if self.algo == Algo::Fixed { 2 } else { 0 }] = letters;
     Call {
       script: Some(script),
