@@ -322,9 +322,10 @@ local function retry(c, p, e, w, cost, lim)
 end
 -- Per window length: the window index, ms into it, and the value's "<index>:" prefix.
 local wins = {}
--- The counts' texts read in this call, as numbers: counts repeat (small integers), and
--- `tonumber` (a `strtod`) cost about 10 % of the script's time per op.
-local num = {}
+-- The counts' texts read in this call, as numbers, and the new counts' texts: counts repeat
+-- (small integers), and `tonumber` (a `strtod`) and `tostring` (a `sprintf`) each cost about
+-- 10 % of the script's time per op.
+local num, text = {}, {}
 local function count_of(text)
   local n = num[text]
   if n == nil then
@@ -373,12 +374,18 @@ local function fast(op, k, x, lim, w)
     if x > lim then return n + x, w - e, 0, -1 end
     if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
   end
+  local n2 = c + x
+  local cs = text[n2]
+  if cs == nil then
+    cs = tostring(n2)
+    text[n2] = cs
+  end
   if same then
     -- The same text with a larger count: never shorter, so `SETRANGE` from 0 rewrites it in
     -- place, keeps the TTL and answers a number (`SET` answers a status, a Lua table).
-    redis.call("SETRANGE", k, 0, win[3] .. (c + x) .. ":" .. ps)
+    redis.call("SETRANGE", k, "0", win[3] .. cs .. ":" .. ps)
   else
-    redis.call("SET", k, win[3] .. (c + x) .. ":" .. ps, "PX", 2 * w - e)
+    redis.call("SET", k, win[3] .. cs .. ":" .. ps, "PX", 2 * w - e)
   end
   if n + x <= lim then return n + x, w - e, 1, 0 end
   return n + x, w - e, 0, retry(c + x, p, e, w, 1, lim)
