@@ -325,12 +325,12 @@ local wins = {}
 -- The counts' texts read in this call, as numbers, and the new counts' texts: counts repeat
 -- (small integers), and `tonumber` (a `strtod`) and `tostring` (a `sprintf`) each cost about
 -- 10 % of the script's time per op.
-local num, text = {}, {}
-local function count_of(text)
-  local n = num[text]
+local num, texts = {}, {}
+local function count_of(t)
+  local n = num[t]
   if n == nil then
-    n = tonumber(text)
-    num[text] = n
+    n = tonumber(t)
+    num[t] = n
   end
   return n
 end
@@ -375,10 +375,10 @@ local function fast(op, k, x, lim, w)
     if n + x > lim then return n + x, w - e, 0, retry(c, p, e, w, x, lim) end
   end
   local n2 = c + x
-  local cs = text[n2]
+  local cs = texts[n2]
   if cs == nil then
     cs = tostring(n2)
-    text[n2] = cs
+    texts[n2] = cs
   end
   if same then
     -- The same text with a larger count: never shorter, so `SETRANGE` from 0 rewrites it in
