@@ -8,7 +8,7 @@ const { inspect } = require('node:util')
 const { STORE_LIMIT, STORE_RESET, STORE_NONE } = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
-const { SOURCES, nativeStore } = require('./store.js')
+const { decision, nativeStore } = require('./store.js')
 const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf, config } = require('./options.js')
 
 /** RateLimiter's options, in the order an unknown option's message lists them. */
@@ -88,18 +88,14 @@ class RateLimiter {
    * @returns {LimitResult}
    */
   _result(out, at, key, what) {
-    const status = out[at]
-    if (status < 0) throw fromNumber(status, `${what} ${JSON.stringify(key.slice(0, 64))}`)
-    const allowed = out[at + 3] === 1
-    if (what === 'limit') this.client._meter.rateLimitDecisions[allowed ? 'allowed' : 'denied']++
-    const retry = out[at + 5]
+    const d = decision(out, at, key, what, what === 'limit' ? this.client._meter : undefined)
     return {
-      allowed,
+      allowed: d.allowed,
       limit: this.limitPerWindow,
-      remaining: out[at + 4],
-      resetTime: new Date(Date.now() + out[at + 2]),
-      retryAfterMs: allowed ? 0 : retry < 0 ? Infinity : retry,
-      source: /** @type {'redis' | 'memory' | 'allow'} */ (SOURCES[status] || 'redis'),
+      remaining: d.remaining,
+      resetTime: new Date(Date.now() + d.resetMs),
+      retryAfterMs: d.allowed ? 0 : d.retryMs < 0 ? Infinity : d.retryMs,
+      source: d.source,
     }
   }
 

@@ -64,6 +64,31 @@ function nativeStore({ client, own }, prefix, o, scriptMode = 'batch') {
   }
 }
 
+/**
+ * The answer of one limit op (`STORE_LIMIT`, `STORE_HIT`, `STORE_THROTTLE`) at `out[at]` as an
+ * object, or throw its error; a decision (`meter` given) is counted in the client's metrics.
+ * RateLimiter and the framework adapters read their answers with it.
+ * @param {Float64Array} out
+ * @param {number} at
+ * @param {string} key
+ * @param {string} what
+ * @param {import('./metrics.js').Meter} [meter]
+ */
+function decision(out, at, key, what, meter) {
+  const status = out[at]
+  if (status < 0) throw fromNumber(status, `${what} ${JSON.stringify(key.slice(0, 64))}`)
+  const allowed = out[at + 3] === 1
+  if (meter) meter.rateLimitDecisions[allowed ? 'allowed' : 'denied']++
+  return {
+    hits: out[at + 1],
+    resetMs: out[at + 2],
+    allowed,
+    remaining: out[at + 4],
+    retryMs: out[at + 5],
+    source: /** @type {'redis' | 'memory' | 'allow'} */ (SOURCES[status] || 'redis'),
+  }
+}
+
 /** The `Date` `ms` from now, on the caller's clock (`Date.now()`, which a test may fake). */
 function resetTime(ms) {
   return new Date(Date.now() + ms)
@@ -230,4 +255,4 @@ class RedisStore {
   }
 }
 
-module.exports = { RedisStore, SOURCES, nativeStore }
+module.exports = { RedisStore, SOURCES, nativeStore, decision }

@@ -8,7 +8,8 @@
 const { STORE_HIT, STORE_LIMIT } = require('../native.js')
 const { RedisGuardError, codes } = require('../errors.js')
 const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf } = require('../options.js')
-const { storeBatcher, whole, decision } = require('./common.js')
+const { storeBatcher, whole } = require('./common.js')
+const { decision } = require('../store.js')
 
 /**
  * @param {import('../../index').AdapterOptions} [options]
@@ -65,7 +66,7 @@ class FastifyRateLimitStore {
       (r) => {
         let d
         try {
-          d = decision(r, key, 'incr', cost > 0 ? this.client._meter : undefined)
+          d = decision(r, 0, key, 'incr', cost > 0 ? this.client._meter : undefined)
         } catch (e) {
           cb(e)
           return

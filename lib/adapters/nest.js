@@ -9,7 +9,8 @@
 const { STORE_LIMIT, STORE_THROTTLE } = require('../native.js')
 const { RedisGuardError, codes } = require('../errors.js')
 const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf } = require('../options.js')
-const { storeBatcher, whole, decision } = require('./common.js')
+const { storeBatcher, whole } = require('./common.js')
+const { decision } = require('../store.js')
 
 class ThrottlerStorageRedisGuard {
   /**
@@ -40,6 +41,7 @@ class ThrottlerStorageRedisGuard {
     const op = block > 0 ? STORE_THROTTLE : STORE_LIMIT
     const d = decision(
       await this._batch.push(op, key, block > 0 ? block : 1, whole(limit), undefined, whole(ttl)),
+      0,
       key,
       'increment',
       this.client._meter,
