@@ -427,6 +427,14 @@ export declare const LOCK_RELEASE: number
 /** The prefix of this process's lock tokens (see `Lease.token`). */
 export declare function lockTokenPrefix(): string
 
+/**
+ * The longest TTL a feature takes, in ms: one year (a lock's TTL; a cache entry's TTL, and its
+ * grace; an idempotency record's retention, and its lease). Longer ones are
+ * `ERR_REDIS_GUARD_INVALID_ARG` (or `ERR_REDIS_GUARD_CONFIG` for an option). The value is
+ * `31536000000`.
+ */
+export declare const MAX_TTL_MS: number
+
 /** Keys, TTLs and memory of the keys under one prefix. */
 export interface PrefixStats {
   /** The prefix (`""`: keys under none of the prefixes asked for). */

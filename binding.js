@@ -881,6 +881,7 @@ module.exports.LOCK_EXTEND = nativeBinding.LOCK_EXTEND
 module.exports.LOCK_NO_FENCE = nativeBinding.LOCK_NO_FENCE
 module.exports.LOCK_RELEASE = nativeBinding.LOCK_RELEASE
 module.exports.lockTokenPrefix = nativeBinding.lockTokenPrefix
+module.exports.MAX_TTL_MS = nativeBinding.MAX_TTL_MS
 module.exports.STORE_ALLOW = nativeBinding.STORE_ALLOW
 module.exports.STORE_DECREMENT = nativeBinding.STORE_DECREMENT
 module.exports.STORE_GET = nativeBinding.STORE_GET

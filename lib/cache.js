@@ -25,6 +25,7 @@ const {
   CACHE_READ,
   CACHE_RESERVED,
   CACHE_MAX_KEY_BYTES,
+  MAX_TTL_MS,
 } = require('./native.js')
 /** @typedef {import('./client.js').RedisClient} RedisClient */
 const { getDefaultClient } = require('./default-client.js')
@@ -40,8 +41,6 @@ const DEFAULT_TTL_MS = 3_600_000
 const DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
 /** The default time getOrSet waits for a factory (its own, or another process's), in ms. */
 const DEFAULT_TIMEOUT_MS = 5_000
-/** The longest TTL (and grace), in ms: one year (src/cache.rs checks it too). */
-const MAX_TTL_MS = 365 * 24 * 3600 * 1000
 /** Most tags per entry, and the longest tag in characters. */
 const MAX_TAGS = 64
 const MAX_TAG_LENGTH = 1024

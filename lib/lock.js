@@ -4,7 +4,15 @@
 // (lib/batch.js, src/lock.rs). RedisClient's lock methods delegate here.
 
 const { inspect } = require('node:util')
-const { NativeLocks, lockTokenPrefix, LOCK_ACQUIRE, LOCK_RELEASE, LOCK_EXTEND, LOCK_NO_FENCE } = require('./native.js')
+const {
+  NativeLocks,
+  lockTokenPrefix,
+  LOCK_ACQUIRE,
+  LOCK_RELEASE,
+  LOCK_EXTEND,
+  LOCK_NO_FENCE,
+  MAX_TTL_MS,
+} = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
 const timers = require('./timers.js')
@@ -77,9 +85,6 @@ function checkMs(v, name, { min = 0, def = undefined } = {}) {
   }
   return v
 }
-
-/** The largest lock TTL, in ms (one year; src/lock.rs checks it too). */
-const MAX_TTL_MS = 365 * 24 * 3600 * 1000
 
 /** A lock TTL in whole ms (a fractional one is rounded up): more than 0, at most one year. */
 function checkTtl(v, name, def) {

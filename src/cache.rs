@@ -87,9 +87,6 @@ pub const CACHE_BYPASS: u32 = 2;
 #[napi]
 pub const CACHE_MAX_KEY_BYTES: u32 = 8192;
 
-/// The longest TTL, in ms: one year.
-const MAX_TTL_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
-
 const OP_GET: u8 = CACHE_GET as u8;
 const OP_SET: u8 = CACHE_SET as u8;
 const OP_DELETE: u8 = CACHE_DELETE as u8;
@@ -284,7 +281,7 @@ impl Feature for CacheFeature {
     let timed = call.op == OP_SET || call.op == OP_LOCK;
     let ttl = if timed {
       let ttl = call.nums[0];
-      if !(1.0..=2.0 * MAX_TTL_MS).contains(&ttl) {
+      if !(1.0..=2.0 * crate::clock::MAX_TTL_MS).contains(&ttl) {
         return Err(GuardError::new(
           Code::InvalidArg,
           "the cache TTL must be a number of ms from 1 to two years (TTL and grace)",

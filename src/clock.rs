@@ -1,5 +1,12 @@
 //! The clock: real time, never the (possibly faked) JavaScript one.
 
+/// The longest TTL a feature takes, in ms: one year (a lock's TTL; a cache entry's TTL, and its
+/// grace; an idempotency record's retention, and its lease). Longer ones are
+/// `ERR_REDIS_GUARD_INVALID_ARG` (or `ERR_REDIS_GUARD_CONFIG` for an option). The value is
+/// `31536000000`.
+#[napi_derive::napi]
+pub const MAX_TTL_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
   std::time::SystemTime::now()

@@ -97,8 +97,6 @@ const SRC_REDIS: u8 = IDEM_REDIS as u8;
 const SRC_MEMORY: u8 = IDEM_MEMORY as u8;
 const SRC_ALLOW: u8 = IDEM_ALLOW as u8;
 
-/// The longest TTL, in ms: one year.
-const MAX_TTL_MS: f64 = 365.0 * 24.0 * 3600.0 * 1000.0;
 /// How long a completion or a give-back Redis did not confirm is tried again: a minute (the
 /// lease it needs is gone by then unless its holder still extends it).
 const SETTLE_MS: u64 = 60_000;
@@ -283,7 +281,7 @@ impl Feature for IdemFeature {
       0
     } else {
       let ttl = call.nums[0];
-      if !(1.0..=MAX_TTL_MS).contains(&ttl) {
+      if !(1.0..=crate::clock::MAX_TTL_MS).contains(&ttl) {
         return Err(bad("the TTL must be a number of ms from 1 to one year"));
       }
       ttl.ceil() as u64

@@ -65,7 +65,7 @@ fn check_key(key: &str) -> std::result::Result<(), GuardError> {
 }
 
 fn check_ttl(ttl_ms: f64) -> std::result::Result<u64, GuardError> {
-  if !(1.0..=365.0 * 24.0 * 3600.0 * 1000.0).contains(&ttl_ms) {
+  if !(1.0..=crate::clock::MAX_TTL_MS).contains(&ttl_ms) {
     return Err(GuardError::new(
       Code::InvalidArg,
       "the lock TTL must be a number of ms from 1 to one year",

@@ -21,6 +21,7 @@ const {
   IDEM_MISMATCH,
   IDEM_MAX_KEY_BYTES,
   IDEM_MAX_FINGERPRINT_BYTES,
+  MAX_TTL_MS,
 } = require('../native.js')
 /** @typedef {import('../client.js').RedisClient} RedisClient */
 const { getDefaultClient } = require('../default-client.js')
@@ -33,8 +34,6 @@ const timers = require('../timers.js')
 const DEFAULT_TTL_MS = 24 * 3600 * 1000
 /** The default lease of an in-progress key, in ms: 10 seconds (extended while held). */
 const DEFAULT_LOCK_TTL_MS = 10_000
-/** The longest TTL, in ms: one year (src/idempotency.rs checks it too). */
-const MAX_TTL_MS = 365 * 24 * 3600 * 1000
 
 const STATES = []
 STATES[IDEM_ACQUIRED] = 'acquired'
