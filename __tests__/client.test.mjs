@@ -256,12 +256,19 @@ describe('safe defaults', () => {
         assert.equal(a.value, true)
         samples.push(['acquireLock', a.ms])
       }
+      // Never a wait for a deadline or a connection; at once but for a scheduling hiccup of the
+      // machine (one CI run saw one call of 40 take 5.5 ms while the others took 0.05-2.4 ms).
       for (const [what, ms] of samples) {
         assert.ok(
-          ms < FAST_MS,
+          ms < SLACK_MS,
           `${what} took ${ms.toFixed(2)} ms while Redis was known down: ${JSON.stringify(samples)}`,
         )
       }
+      const slow = samples.filter(([, ms]) => ms >= FAST_MS)
+      assert.ok(
+        slow.length <= samples.length / 10,
+        `${slow.length} of ${samples.length} calls took ${FAST_MS} ms or more while Redis was known down: ${JSON.stringify(samples)}`,
+      )
       // The memory fallback counts: three keys, 20 calls.
       assert.equal((await store.increment('down-0')).totalHits, 8)
       const h = await timed(() => client.healthCheck())

@@ -131,7 +131,7 @@ async function main({ contender, url, redisPid, op, mode, n, concurrency, keys, 
       })
     await load(warmup)
     misses = 0
-    const { result: lat, wallMs, cpuUs, redisCpuUs } = await measured(() => load(n), redisPid)
+    const { result: lat, wallMs, cpuUs, threads, redisCpuUs } = await measured(() => load(n), redisPid)
     return {
       contender,
       op,
@@ -142,6 +142,9 @@ async function main({ contender, url, redisPid, op, mode, n, concurrency, keys, 
       ...latencySummary(lat),
       misses,
       cpuUsPerOp: cpuUs / n,
+      jsUsPerOp: threads.js / n,
+      tokioUsPerOp: threads.tokio / n,
+      otherUsPerOp: threads.other / n,
       redisCpuUsPerOp: redisCpuUs / n,
       rssMb: process.memoryUsage().rss / 2 ** 20,
     }

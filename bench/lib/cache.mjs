@@ -22,6 +22,12 @@ const MODES = ['turns', 'waves']
 const CONCURRENCY = 256
 const KEYS = 10_000
 
+/** Medians of the CPU per hit of each thread kind: `JS · tokio · other`. */
+function threadCells(rs) {
+  const m = (k) => num(median(rs.map((r) => r[k])), 2)
+  return `${m('jsUsPerOp')} · ${m('tokioUsPerOp')} · ${m('otherUsPerOp')}`
+}
+
 export async function runCache(ctx) {
   const runs = []
   const n = ctx.cacheN
@@ -73,6 +79,8 @@ export async function runCache(ctx) {
           ms(median(rs.map((r) => r.p50))),
           ms(median(rs.map((r) => r.p99))),
           num(median(rs.map((r) => r.cpuUsPerOp)), 1),
+          threadCells(rs),
+          num(median(rs.map((r) => r.redisCpuUsPerOp)), 1),
           num(median(rs.map((r) => r.rssMb))),
         ]
       })
@@ -90,12 +98,28 @@ export async function runCache(ctx) {
       md.push(
         `#### ${op} hits, ${mode === 'turns' ? 'one call started per event-loop turn' : `${CONCURRENCY} calls started in one turn`}`,
         '',
-        mdTable(['contender', 'ops/s', 'p50 ms', 'p99 ms', 'node CPU µs/op', 'RSS MB'], rows),
+        mdTable(
+          [
+            'contender',
+            'ops/s',
+            'p50 ms',
+            'p99 ms',
+            'node CPU µs/op',
+            'JS · tokio · other threads µs/op¹',
+            'Redis CPU µs/op',
+            'RSS MB',
+          ],
+          rows,
+        ),
         '',
         ...lines,
         '',
       )
     }
+  md.push(
+    "¹ The node CPU per hit by thread (/proc/<pid>/task): the JS thread, redis-guard's tokio thread, and every other thread (V8's and libuv's helpers). A peer is bound by its JS thread (at most one hit per that many µs); redis-guard's three threads and Redis share the machine's cores (README: \"Performance of the cache\").",
+    '',
+  )
   return {
     params: { n, concurrency: CONCURRENCY, keys: KEYS, valueBytes: 1024, rounds: ctx.rounds },
     runs,

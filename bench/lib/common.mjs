@@ -55,6 +55,47 @@ export function procCpuMicros(pid) {
   }
 }
 
+/**
+ * CPU of each thread of process `pid` in µs (10 ms resolution), from /proc/<pid>/task: `js` (the
+ * main thread, where JavaScript runs), `tokio` (redis-guard's worker threads, named
+ * `redis-guard`) and `other` (V8's and libuv's helpers, other clients' threads). NaNs when
+ * unreadable (not Linux).
+ * @param {number} pid
+ * @returns {{ js: number, tokio: number, other: number }}
+ */
+export function threadCpuMicros(pid) {
+  const out = { js: 0, tokio: 0, other: 0 }
+  let tasks
+  try {
+    tasks = fs.readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return { js: NaN, tokio: NaN, other: NaN }
+  }
+  for (const t of tasks) {
+    let stat
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8')
+    } catch {
+      continue // the thread ended
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const us = ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK
+    out[t === String(pid) ? 'js' : comm === 'redis-guard' ? 'tokio' : 'other'] += us
+  }
+  return out
+}
+
+/**
+ * The CPU per unit of each thread kind between two `threadCpuMicros` readings.
+ * @param {{ js: number, tokio: number, other: number }} a
+ * @param {{ js: number, tokio: number, other: number }} b
+ * @param {number} n
+ */
+export function threadCpuPer(a, b, n) {
+  return { js: (b.js - a.js) / n, tokio: (b.tokio - a.tokio) / n, other: (b.other - a.other) / n }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------------------------
@@ -167,27 +208,30 @@ export function inFlight(call, n, concurrency, { immediate = false } = {}) {
 }
 
 /**
- * Measure `run()`: its wall time, this process's CPU (process.cpuUsage: every thread),
+ * Measure `run()`: its wall time, this process's CPU (process.cpuUsage: every thread) and each
+ * thread kind's (`threadCpuMicros`: µs of the JS thread, the tokio thread, the others),
  * redis-server's CPU (/proc, `redisPid`) and the change of the contender's `stats().fallbacks`
  * (undefined when it has none), read in that order around it.
  * @template T
  * @param {() => Promise<T>} run
  * @param {number} redisPid
  * @param {() => { fallbacks?: number }} [stats]
- * @returns {Promise<{ result: T, wallMs: number, cpuUs: number, cpu: NodeJS.CpuUsage, redisCpuUs: number, fallbacks: number | undefined }>}
+ * @returns {Promise<{ result: T, wallMs: number, cpuUs: number, cpu: NodeJS.CpuUsage, threads: { js: number, tokio: number, other: number }, redisCpuUs: number, fallbacks: number | undefined }>}
  */
 export async function measured(run, redisPid, stats = () => ({})) {
   const stats0 = stats()
   const redis0 = procCpuMicros(redisPid)
+  const threads0 = threadCpuMicros(process.pid)
   const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   const result = await run()
   const wallMs = performance.now() - t0
   const cpu = process.cpuUsage(cpu0)
+  const threads = threadCpuPer(threads0, threadCpuMicros(process.pid), 1)
   const redis1 = procCpuMicros(redisPid)
   const stats1 = stats()
   const fallbacks = stats1.fallbacks !== undefined ? stats1.fallbacks - stats0.fallbacks : undefined
-  return { result, wallMs, cpu, cpuUs: cpu.user + cpu.system, redisCpuUs: redis1 - redis0, fallbacks }
+  return { result, wallMs, cpu, cpuUs: cpu.user + cpu.system, threads, redisCpuUs: redis1 - redis0, fallbacks }
 }
 
 /** Worker side of runWorker: run `main(params)`, send its result, then let the process exit. */

@@ -69,7 +69,9 @@ export async function runFramework(ctx, spec) {
     ms(s.p99),
     ms(s.max),
     num(s.appCpuUsPerReq, 1),
+    s.threads,
     Number.isFinite(s.redisCpuUsPerReq) && s.redisCpuUsPerReq > 0.05 ? num(s.redisCpuUsPerReq, 1) : '–',
+    num(s.loadCpuUsPerReq, 1),
     num(s.bad),
     Number.isFinite(s.meanBatch) ? s.meanBatch.toFixed(1) : '–',
   ])
@@ -84,7 +86,9 @@ export async function runFramework(ctx, spec) {
         'p99 ms',
         'max ms',
         'app CPU µs/req¹',
+        'JS · tokio · other threads µs/req',
         'redis CPU µs/req',
+        'autocannon CPU µs/req',
         'non-2xx + errors',
         'calls per crossing',
       ],
@@ -98,7 +102,7 @@ export async function runFramework(ctx, spec) {
         '  ',
     ),
     '',
-    '¹ CPU of the app process (framework + store + client threads) per request. autocannon runs in the orchestrator process on the same machine, so it competes for the same cores.',
+    "¹ CPU of the app process (framework + store + client threads) per request, then by thread (/proc/<pid>/task: the JS thread, redis-guard's tokio thread, the others). autocannon runs in the orchestrator process on the same machine, so it competes for the same cores: its CPU per request is beside them. When the run is CPU-bound, req/s follows the sum of the CPU columns.",
     ...(spec.notes || []),
   ].join('\n')
   return {

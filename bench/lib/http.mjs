@@ -2,7 +2,7 @@
 // (programmatic API, in this parent process) with 64 connections.
 
 import { createRequire } from 'node:module'
-import { median, mdTable, ms, num, procCpuMicros, ratio } from './common.mjs'
+import { median, mdTable, ms, num, procCpuMicros, ratio, threadCpuPer } from './common.mjs'
 import { startApp } from './app.mjs'
 import { STORE_LABELS, SUBJECTS } from './stores.mjs'
 
@@ -19,7 +19,8 @@ export function cannon(url, { connections = CONNECTIONS, duration, timeout = 10 
 
 /**
  * One measured autocannon run of a started app (bench/lib/app.mjs), after a warm-up: req/s,
- * latency, errors, the app's and Redis's CPU per request, fallbacks, calls per crossing (an app
+ * latency, errors, the CPU per request of the app (and of each of its thread kinds), of Redis and
+ * of the load generator (this process, where autocannon runs), fallbacks, calls per crossing (an app
  * whose stats have `diag`), handler runs (an app whose stats have `runs`) and, with `commands`,
  * Redis commands per request.
  * @param {any} ctx the orchestrator's context (httpSeconds, redis)
@@ -43,7 +44,9 @@ export async function measureApp(
   const s0 = await app.stats()
   const c0 = commands && (await commands())
   const r0 = procCpuMicros(ctx.redis.pid)
+  const l0 = process.cpuUsage()
   const res = await load(ctx.httpSeconds, false)
+  const l1 = process.cpuUsage(l0)
   const r1 = procCpuMicros(ctx.redis.pid)
   const c1 = commands && (await commands())
   const s1 = await app.stats()
@@ -61,7 +64,9 @@ export async function measureApp(
     errors: res.errors,
     timeouts: res.timeouts,
     appCpuUsPerReq: cpu / total,
+    ...(s1.threads && { appThreadsUsPerReq: threadCpuPer(s0.threads, s1.threads, total) }),
     redisCpuUsPerReq: (r1 - r0) / total,
+    loadCpuUsPerReq: (l1.user + l1.system) / total,
     fallbacks: s1.storeStats.fallbacks !== undefined ? s1.storeStats.fallbacks - s0.storeStats.fallbacks : undefined,
     storeErrors: s1.storeErrors !== undefined ? s1.storeErrors - s0.storeErrors : undefined,
     unhandled: s1.unhandled,
@@ -83,6 +88,17 @@ export async function measureApp(
  * @param {any[]} runs
  * @param {string[]} contenders
  */
+/**
+ * The medians of a contender's runs' CPU per request by thread kind of the app: `JS · tokio ·
+ * other` (µs), or '–' for an app without the figures.
+ * @param {any[]} rs
+ */
+export function threadCells(rs) {
+  const m = (k) => median(rs.map((r) => r.appThreadsUsPerReq?.[k] ?? NaN))
+  if (!Number.isFinite(m('js'))) return '–'
+  return `${num(m('js'), 1)} · ${num(m('tokio'), 1)} · ${num(m('other'), 1)}`
+}
+
 export function summarizeApps(runs, contenders) {
   return contenders.map((c) => {
     const rs = runs.filter((r) => r.contender === c)
@@ -93,7 +109,9 @@ export function summarizeApps(runs, contenders) {
       p99: median(rs.map((r) => r.p99)),
       max: Math.max(...rs.map((r) => r.max)),
       appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
+      threads: threadCells(rs),
       redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
+      loadCpuUsPerReq: median(rs.map((r) => r.loadCpuUsPerReq)),
       bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),
       fallbacks: rs.reduce((a, r) => a + (r.fallbacks || 0), 0),
       meanBatch: median(rs.map((r) => r.meanBatch)),

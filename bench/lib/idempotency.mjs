@@ -9,7 +9,7 @@ import path from 'node:path'
 import { parseInfo } from '../../__tests__/helpers/redis.mjs'
 import { BENCH_DIR, median, mdTable, ms, num, ratio } from './common.mjs'
 import { startApp } from './app.mjs'
-import { measureApp } from './http.mjs'
+import { measureApp, threadCells } from './http.mjs'
 
 const require = createRequire(import.meta.url)
 const autocannon = require('autocannon')
@@ -113,7 +113,9 @@ export async function runIdempotency(ctx) {
         p50: median(rs.map((r) => r.p50)),
         p99: median(rs.map((r) => r.p99)),
         appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
+        threads: threadCells(rs),
         redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
+        loadCpuUsPerReq: median(rs.map((r) => r.loadCpuUsPerReq)),
         redisCmdsPerReq: median(rs.map((r) => r.redisCmdsPerReq)),
         handlerRuns: median(rs.map((r) => r.handlerRuns)),
         bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),
@@ -149,8 +151,10 @@ export async function runIdempotency(ctx) {
         'p50 ms',
         'p99 ms',
         'Node CPU µs/req¹',
+        'JS · tokio · other threads µs/req',
         'Redis calls/req²',
         'redis CPU µs/req',
+        'autocannon CPU µs/req',
         'handler runs',
         'non-2xx + errors',
       ],
@@ -161,8 +165,10 @@ export async function runIdempotency(ctx) {
         ms(s.p50),
         ms(s.p99),
         num(s.appCpuUsPerReq, 1),
+        s.threads,
         s.contender === 'none' ? '–' : num(s.redisCmdsPerReq, 2),
         s.contender === 'none' ? '–' : num(s.redisCpuUsPerReq, 1),
+        num(s.loadCpuUsPerReq, 1),
         num(s.handlerRuns),
         num(s.bad),
       ]),
