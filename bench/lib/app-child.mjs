@@ -1,9 +1,9 @@
 // The child side of bench/lib/app.mjs's protocol, shared by the app servers (http-server.mjs,
 // fastify-server.mjs, nest-server.mjs, idem-server.mjs): their params, a count of this
 // process's unhandled rejections, and the IPC — { type: 'ready', port } once listening,
-// 'stats' answered with this process's CPU (and each thread kind's), the app's own counters and the unhandled count,
-// 'close' closing the app and its clients, then { type: 'closed' } and the process exits by
-// itself.
+// 'stats' answered with this process's CPU (and each thread kind's), the app's own counters
+// and the unhandled count, 'close' closing the app and its clients, then { type: 'closed' }
+// and the process exits by itself.
 
 import { threadCpuMicros } from './common.mjs'
 

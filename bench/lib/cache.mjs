@@ -5,7 +5,7 @@
 // and with its memory L1), cache-manager 7 + @keyv/redis.
 
 import path from 'node:path'
-import { BENCH_DIR, median, mdTable, ms, num, ratio, runWorker } from './common.mjs'
+import { BENCH_DIR, median, mdTable, ms, num, ratio, runWorker, threadCells } from './common.mjs'
 
 const WORKER = path.join(BENCH_DIR, 'lib', 'cache-worker.mjs')
 export const CACHE_CONTENDERS = ['rg', 'rg-l1', 'ioredis', 'bento', 'bento-l1', 'cache-manager']
@@ -21,12 +21,6 @@ const OPS = ['get', 'getOrSet']
 const MODES = ['turns', 'waves']
 const CONCURRENCY = 256
 const KEYS = 10_000
-
-/** Medians of the CPU per hit of each thread kind: `JS · tokio · other`. */
-function threadCells(rs) {
-  const m = (k) => num(median(rs.map((r) => r[k])), 2)
-  return `${m('jsUsPerOp')} · ${m('tokioUsPerOp')} · ${m('otherUsPerOp')}`
-}
 
 export async function runCache(ctx) {
   const runs = []
@@ -79,7 +73,7 @@ export async function runCache(ctx) {
           ms(median(rs.map((r) => r.p50))),
           ms(median(rs.map((r) => r.p99))),
           num(median(rs.map((r) => r.cpuUsPerOp)), 1),
-          threadCells(rs),
+          threadCells(rs, 'threadsUsPerOp', 2),
           num(median(rs.map((r) => r.redisCpuUsPerOp)), 1),
           num(median(rs.map((r) => r.rssMb))),
         ]

@@ -96,6 +96,19 @@ export function threadCpuPer(a, b, n) {
   return { js: (b.js - a.js) / n, tokio: (b.tokio - a.tokio) / n, other: (b.other - a.other) / n }
 }
 
+/**
+ * The medians of runs' CPU by thread kind, `r[key]` each (`{ js, tokio, other }` µs per op or
+ * request), as one table cell `JS · tokio · other`; '–' for runs without the figures.
+ * @param {any[]} rs
+ * @param {string} key
+ * @param {number} [digits]
+ */
+export function threadCells(rs, key, digits = 1) {
+  const m = (k) => median(rs.map((r) => r[key]?.[k] ?? NaN))
+  if (!Number.isFinite(m('js'))) return '–'
+  return `${num(m('js'), digits)} · ${num(m('tokio'), digits)} · ${num(m('other'), digits)}`
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child processes
 // ---------------------------------------------------------------------------------------------

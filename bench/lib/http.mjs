@@ -2,7 +2,7 @@
 // (programmatic API, in this parent process) with 64 connections.
 
 import { createRequire } from 'node:module'
-import { median, mdTable, ms, num, procCpuMicros, ratio, threadCpuPer } from './common.mjs'
+import { median, mdTable, ms, num, procCpuMicros, ratio, threadCells, threadCpuPer } from './common.mjs'
 import { startApp } from './app.mjs'
 import { STORE_LABELS, SUBJECTS } from './stores.mjs'
 
@@ -88,17 +88,6 @@ export async function measureApp(
  * @param {any[]} runs
  * @param {string[]} contenders
  */
-/**
- * The medians of a contender's runs' CPU per request by thread kind of the app: `JS · tokio ·
- * other` (µs), or '–' for an app without the figures.
- * @param {any[]} rs
- */
-export function threadCells(rs) {
-  const m = (k) => median(rs.map((r) => r.appThreadsUsPerReq?.[k] ?? NaN))
-  if (!Number.isFinite(m('js'))) return '–'
-  return `${num(m('js'), 1)} · ${num(m('tokio'), 1)} · ${num(m('other'), 1)}`
-}
-
 export function summarizeApps(runs, contenders) {
   return contenders.map((c) => {
     const rs = runs.filter((r) => r.contender === c)
@@ -109,7 +98,7 @@ export function summarizeApps(runs, contenders) {
       p99: median(rs.map((r) => r.p99)),
       max: Math.max(...rs.map((r) => r.max)),
       appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
-      threads: threadCells(rs),
+      threads: threadCells(rs, 'appThreadsUsPerReq'),
       redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
       loadCpuUsPerReq: median(rs.map((r) => r.loadCpuUsPerReq)),
       bad: rs.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0),

@@ -7,9 +7,9 @@
 import { createRequire } from 'node:module'
 import path from 'node:path'
 import { parseInfo } from '../../__tests__/helpers/redis.mjs'
-import { BENCH_DIR, median, mdTable, ms, num, ratio } from './common.mjs'
+import { BENCH_DIR, median, mdTable, ms, num, ratio, threadCells } from './common.mjs'
 import { startApp } from './app.mjs'
-import { measureApp, threadCells } from './http.mjs'
+import { measureApp } from './http.mjs'
 
 const require = createRequire(import.meta.url)
 const autocannon = require('autocannon')
@@ -113,7 +113,7 @@ export async function runIdempotency(ctx) {
         p50: median(rs.map((r) => r.p50)),
         p99: median(rs.map((r) => r.p99)),
         appCpuUsPerReq: median(rs.map((r) => r.appCpuUsPerReq)),
-        threads: threadCells(rs),
+        threads: threadCells(rs, 'appThreadsUsPerReq'),
         redisCpuUsPerReq: median(rs.map((r) => r.redisCpuUsPerReq)),
         loadCpuUsPerReq: median(rs.map((r) => r.loadCpuUsPerReq)),
         redisCmdsPerReq: median(rs.map((r) => r.redisCmdsPerReq)),
