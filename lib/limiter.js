@@ -8,7 +8,7 @@ const { inspect } = require('node:util')
 const { STORE_LIMIT, STORE_RESET, STORE_NONE } = require('./native.js')
 const { RedisGuardError, codes, fromNumber } = require('./errors.js')
 const { Batcher } = require('./batch.js')
-const { decision, nativeStore } = require('./store.js')
+const { decision, nativeStore, resetTime } = require('./store.js')
 const { rateLimitOptions, RATE_LIMIT_OPTIONS, clientOf, config } = require('./options.js')
 
 /** RateLimiter's options, in the order an unknown option's message lists them. */
@@ -93,7 +93,7 @@ class RateLimiter {
       allowed: d.allowed,
       limit: this.limitPerWindow,
       remaining: d.remaining,
-      resetTime: new Date(Date.now() + d.resetMs),
+      resetTime: resetTime(d.resetMs),
       retryAfterMs: d.allowed ? 0 : d.retryMs < 0 ? Infinity : d.retryMs,
       source: d.source,
     }

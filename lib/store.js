@@ -255,4 +255,4 @@ class RedisStore {
   }
 }
 
-module.exports = { RedisStore, SOURCES, nativeStore, decision }
+module.exports = { RedisStore, SOURCES, nativeStore, decision, resetTime }
